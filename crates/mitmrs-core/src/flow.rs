@@ -1,0 +1,221 @@
+//! [`HttpFlow`]: one HTTP request/response exchange and everything known about it.
+//!
+//! A flow is owned by the task serving it and lent (`&mut`) to each addon in turn,
+//! so hooks never need a lock. Flow-level state that other tasks may touch
+//! (resuming an intercepted flow) goes through [`InterceptHandle`].
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::connection::{Client, Server};
+use crate::message::{Request, Response};
+use crate::now;
+
+/// mitmproxy's `flow.Error`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowError {
+    pub msg: String,
+    pub timestamp: f64,
+}
+
+impl FlowError {
+    /// mitmproxy's `Error.KILLED_MESSAGE`.
+    pub const KILLED_MESSAGE: &'static str = "Connection killed.";
+
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self { msg: msg.into(), timestamp: now() }
+    }
+}
+
+/// A value in [`HttpFlow::metadata`]: the types a flow file can hold.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetaValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Bytes),
+    List(Vec<MetaValue>),
+    Map(BTreeMap<String, MetaValue>),
+}
+
+/// Typed per-flow storage for addons (for example the Python bridge keeps its
+/// Python-side flow object here between hooks).
+#[derive(Default)]
+pub struct Extensions {
+    map: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl Extensions {
+    pub fn insert<T: Any + Send + Sync>(&mut self, v: T) -> Option<T> {
+        self.map.insert(TypeId::of::<T>(), Box::new(v)).and_then(|b| b.downcast().ok().map(|b| *b))
+    }
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.map.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
+    }
+    pub fn get_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
+        self.map.get_mut(&TypeId::of::<T>()).and_then(|b| b.downcast_mut())
+    }
+    pub fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
+        self.map.remove(&TypeId::of::<T>()).and_then(|b| b.downcast().ok().map(|b| *b))
+    }
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Extensions({})", self.map.len())
+    }
+}
+
+/// A cloneable handle that resumes an intercepted flow from anywhere.
+#[derive(Clone, Debug)]
+pub struct InterceptHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl InterceptHandle {
+    /// Resumes the flow (a no-op if it is not intercepted).
+    pub fn resume(&self) {
+        self.tx.send_replace(false);
+    }
+    /// Kill while intercepted is done through the flow; this only resumes.
+    pub fn is_intercepted(&self) -> bool {
+        *self.tx.borrow()
+    }
+}
+
+/// One HTTP exchange (mitmproxy's `http.HTTPFlow`).
+#[derive(Debug)]
+pub struct HttpFlow {
+    pub id: String,
+    pub client_conn: Arc<Client>,
+    pub server_conn: Arc<Server>,
+    pub request: Request,
+    pub response: Option<Response>,
+    pub error: Option<FlowError>,
+    pub metadata: BTreeMap<String, MetaValue>,
+    /// mitmproxy's `marked`: "" when unmarked, else the marker (e.g. ":default:").
+    pub marked: String,
+    pub comment: String,
+    /// "request" or "response" when this flow is a replay.
+    pub is_replay: Option<String>,
+    /// The flow is still being handled by the proxy.
+    pub live: bool,
+    pub timestamp_created: f64,
+    /// Per-flow storage for addons.
+    pub extensions: Extensions,
+    intercept: Arc<watch::Sender<bool>>,
+    killed: bool,
+}
+
+impl HttpFlow {
+    pub fn new(client_conn: Arc<Client>, server_conn: Arc<Server>, request: Request) -> Self {
+        Self {
+            id: crate::new_id(),
+            client_conn,
+            server_conn,
+            request,
+            response: None,
+            error: None,
+            metadata: BTreeMap::new(),
+            marked: String::new(),
+            comment: String::new(),
+            is_replay: None,
+            live: true,
+            timestamp_created: now(),
+            extensions: Extensions::default(),
+            intercept: Arc::new(watch::channel(false).0),
+            killed: false,
+        }
+    }
+
+    /// Kills the flow: the proxy closes the client connection and runs `error`.
+    pub fn kill(&mut self) {
+        self.killed = true;
+        self.error = Some(FlowError::new(FlowError::KILLED_MESSAGE));
+        self.intercept.send_replace(false);
+    }
+
+    pub fn killed(&self) -> bool {
+        self.killed
+    }
+
+    /// Pauses the flow after the current hook until [`HttpFlow::resume`] or an
+    /// [`InterceptHandle`] resumes it.
+    pub fn intercept(&mut self) {
+        if !self.killed {
+            self.intercept.send_replace(true);
+        }
+    }
+
+    pub fn resume(&mut self) {
+        self.intercept.send_replace(false);
+    }
+
+    pub fn intercepted(&self) -> bool {
+        *self.intercept.borrow()
+    }
+
+    pub fn intercept_handle(&self) -> InterceptHandle {
+        InterceptHandle { tx: self.intercept.clone() }
+    }
+
+    /// Waits until the flow is no longer intercepted. Called by the proxy after hooks.
+    pub async fn wait_resumed(&self) {
+        let mut rx = self.intercept.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
+        let _ = rx.wait_for(|intercepted| !*intercepted).await;
+    }
+
+    /// A copy with a new id, not live, without extensions (mitmproxy's `flow.copy()`).
+    /// Streaming transformers are not copied.
+    pub fn copy(&self) -> HttpFlow {
+        let mut f = HttpFlow::new(self.client_conn.clone(), self.server_conn.clone(), copy_request(&self.request));
+        f.response = self.response.as_ref().map(copy_response);
+        f.error = self.error.clone();
+        f.metadata = self.metadata.clone();
+        f.marked = self.marked.clone();
+        f.comment = self.comment.clone();
+        f.is_replay = self.is_replay.clone();
+        f.live = false;
+        f.timestamp_created = self.timestamp_created;
+        f
+    }
+}
+
+fn copy_request(r: &Request) -> Request {
+    Request {
+        method: r.method.clone(),
+        scheme: r.scheme.clone(),
+        authority: r.authority.clone(),
+        host: r.host.clone(),
+        port: r.port,
+        path: r.path.clone(),
+        http_version: r.http_version.clone(),
+        headers: r.headers.clone(),
+        content: r.content.clone(),
+        trailers: r.trailers.clone(),
+        timestamp_start: r.timestamp_start,
+        timestamp_end: r.timestamp_end,
+        stream: Default::default(),
+    }
+}
+
+fn copy_response(r: &Response) -> Response {
+    Response {
+        http_version: r.http_version.clone(),
+        status_code: r.status_code,
+        reason: r.reason.clone(),
+        headers: r.headers.clone(),
+        content: r.content.clone(),
+        trailers: r.trailers.clone(),
+        timestamp_start: r.timestamp_start,
+        timestamp_end: r.timestamp_end,
+        stream: Default::default(),
+    }
+}

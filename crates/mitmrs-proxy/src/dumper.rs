@@ -1,0 +1,265 @@
+//! The console dumper: mitmdump's flow output, as a built-in addon on the same hook
+//! API users get. It prints each flow at `response` or `error`.
+//!
+//! Level 1: `127.0.0.1:50968: GET http://host/path` and `     << 200 OK 33b`;
+//! level 2 adds headers (and trailers); level 3 adds bodies cut at
+//! `content_view_lines_cutoff` lines; level 4 prints bodies whole. Colours only when
+//! the output is a terminal.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use mitmrs_core::addon::{Addon, Hook, HookResult, HookSet};
+use mitmrs_core::options::{Options, OptionsError};
+use mitmrs_core::{Headers, HttpFlow};
+
+/// mitmproxy's `human.format_address`.
+pub fn format_address(a: &SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => format!("{}:{}", v4, v6.port()),
+            None => format!("[{}]:{}", v6.ip(), v6.port()),
+        },
+    }
+}
+
+/// mitmproxy's `human.pretty_size`.
+pub fn pretty_size(size: usize) -> String {
+    if size < 1024 {
+        return format!("{size}b");
+    }
+    let mut s = size as f64;
+    for suffix in ["k", "m", "g", "t"] {
+        s /= 1024.0;
+        if s < 99.95 {
+            return format!("{s:.1}{suffix}");
+        }
+        if s < 1024.0 || suffix == "t" {
+            return format!("{s:.0}{suffix}");
+        }
+    }
+    format!("{size}b")
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { format!("\\x{:02x}", c as u32) } else { c.to_string() })
+        .collect()
+}
+
+fn escape_bytes(b: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in b.utf8_chunks() {
+        out.push_str(&escape(chunk.valid()));
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
+pub struct Dumper {
+    out: Mutex<Box<dyn Write + Send>>,
+    color: bool,
+    detail: AtomicI64,
+    cutoff: AtomicI64,
+    showhost: std::sync::atomic::AtomicBool,
+}
+
+impl Dumper {
+    /// A dumper writing to stdout, coloured if stdout is a terminal.
+    pub fn stdout() -> Self {
+        Self::new(Box::new(std::io::stdout()), std::io::stdout().is_terminal())
+    }
+
+    pub fn new(out: Box<dyn Write + Send>, color: bool) -> Self {
+        Self {
+            out: Mutex::new(out),
+            color,
+            detail: AtomicI64::new(1),
+            cutoff: AtomicI64::new(512),
+            showhost: Default::default(),
+        }
+    }
+
+    fn style(&self, text: &str, code: &str) -> String {
+        if self.color && !code.is_empty() {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn headers(&self, lines: &mut Vec<String>, h: &Headers) {
+        for (k, v) in h.fields() {
+            lines.push(format!("    {}: {}", self.style(&escape_bytes(k), "34"), escape_bytes(v)));
+        }
+    }
+
+    fn body(&self, lines: &mut Vec<String>, content: Option<bytes::Bytes>, detail: i64) {
+        let Some(c) = content else { return };
+        if c.is_empty() {
+            return;
+        }
+        let text = escape_bytes(&c);
+        let all: Vec<&str> = text.lines().collect();
+        let cutoff = self.cutoff.load(Ordering::Relaxed).max(0) as usize;
+        let shown = if detail == 3 { all.len().min(cutoff) } else { all.len() };
+        lines.push(String::new());
+        for l in &all[..shown] {
+            lines.push(format!("    {l}"));
+        }
+        if shown < all.len() {
+            lines.push(self.style("    (cut off)", "2"));
+        }
+    }
+
+    /// Renders a flow as mitmdump would at the current detail level.
+    pub fn render(&self, f: &HttpFlow) -> Vec<String> {
+        let detail = self.detail.load(Ordering::Relaxed);
+        let mut lines = Vec::new();
+        let client = format_address(&f.client_conn.peername);
+        let method_code = match f.request.method.as_str() {
+            "GET" => "1;32",
+            "DELETE" => "1;31",
+            _ => "1;35",
+        };
+        let url = if self.showhost.load(Ordering::Relaxed) { f.request.pretty_url() } else { f.request.url() };
+        let resp_version = f.response.as_ref().map(|r| r.http_version.as_str()).unwrap_or("HTTP/1.1");
+        let req_version = if !(f.request.is_http10() || f.request.is_http11()) || f.request.http_version != resp_version {
+            format!(" {}", f.request.http_version)
+        } else {
+            String::new()
+        };
+        let client_str = match f.is_replay.as_deref() {
+            Some("request") => self.style("[replay]", "1;33"),
+            _ => client.clone(),
+        };
+        lines.push(format!("{}: {} {}{}", client_str, self.style(&escape(&f.request.method), method_code), self.style(&escape(&url), "1"), req_version));
+        if detail >= 2 {
+            self.headers(&mut lines, &f.request.headers);
+        }
+        if detail >= 3 {
+            self.body(&mut lines, f.request.content().ok().flatten(), detail);
+        }
+        if detail >= 2 {
+            if let Some(t) = f.request.trailers.as_ref().filter(|t| !t.is_empty()) {
+                lines.push(self.style("    --- HTTP Trailers", "35"));
+                self.headers(&mut lines, t);
+            }
+        }
+        if let Some(r) = &f.response {
+            let code_color = match r.status_code {
+                200..=299 => "1;32",
+                300..=399 => "1;35",
+                400..=599 => "1;31",
+                _ => "1",
+            };
+            let size = match &r.content {
+                None => "(content missing)".to_string(),
+                Some(c) => pretty_size(c.len()),
+            };
+            let version = if !(r.is_http10() || r.is_http11()) || f.request.http_version != r.http_version {
+                format!("{} ", r.http_version)
+            } else {
+                String::new()
+            };
+            let (replay, replay_len) = match f.is_replay.as_deref() {
+                Some("response") => (self.style("[replay]", "1;33"), 8),
+                _ => (String::new(), 0),
+            };
+            let mut arrows = self.style(" <<", "1");
+            if detail == 1 {
+                let pad = client.len().saturating_sub(2 + version.len() + replay_len);
+                arrows = format!("{}{}", " ".repeat(pad), arrows);
+            }
+            lines.push(format!(
+                "{replay}{arrows} {version}{} {} {}",
+                self.style(&r.status_code.to_string(), code_color),
+                self.style(&escape(&r.reason), code_color),
+                self.style(&size, "1")
+            ));
+            if detail >= 2 {
+                self.headers(&mut lines, &r.headers);
+            }
+            if detail >= 3 {
+                self.body(&mut lines, r.content().ok().flatten(), detail);
+            }
+            if detail >= 2 {
+                if let Some(t) = r.trailers.as_ref().filter(|t| !t.is_empty()) {
+                    lines.push(self.style("    --- HTTP Trailers", "35"));
+                    self.headers(&mut lines, t);
+                }
+            }
+        }
+        if let Some(e) = &f.error {
+            lines.push(self.style(&format!(" << {}", escape(&e.msg)), "1;31"));
+        }
+        lines
+    }
+
+    fn echo(&self, f: &HttpFlow) {
+        if self.detail.load(Ordering::Relaxed) <= 0 {
+            return;
+        }
+        let text = self.render(f).join("\n");
+        let mut out = match self.out.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+}
+
+#[async_trait]
+impl Addon for Dumper {
+    fn name(&self) -> &str {
+        "dumper"
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Configure, Hook::Response, Hook::Error])
+    }
+
+    fn configure(&self, options: &Options, _updated: &BTreeSet<String>) -> Result<(), OptionsError> {
+        self.detail.store(options.get_int("flow_detail").unwrap_or(1), Ordering::Relaxed);
+        self.cutoff.store(options.get_int("content_view_lines_cutoff").unwrap_or(512), Ordering::Relaxed);
+        self.showhost.store(options.get_bool("showhost"), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn response(&self, flow: &mut HttpFlow) -> HookResult {
+        self.echo(flow);
+        Ok(())
+    }
+
+    async fn error(&self, flow: &mut HttpFlow) -> HookResult {
+        self.echo(flow);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_mitmproxy() {
+        for (n, s) in [(0, "0b"), (33, "33b"), (1023, "1023b"), (1024, "1.0k"), (1536, "1.5k"), (102_400, "100k"), (3 * 1024 * 1024, "3.0m")] {
+            assert_eq!(pretty_size(n), s, "{n}");
+        }
+    }
+
+    #[test]
+    fn addresses_like_mitmproxy() {
+        assert_eq!(format_address(&"127.0.0.1:5".parse().unwrap()), "127.0.0.1:5");
+        assert_eq!(format_address(&"[::1]:5".parse().unwrap()), "[::1]:5");
+        assert_eq!(format_address(&"[::ffff:1.2.3.4]:5".parse().unwrap()), "1.2.3.4:5");
+    }
+}

@@ -1,0 +1,273 @@
+//! CONNECT tunnels and TLS interception.
+//!
+//! Order of events (mitmproxy's, with the eager connection strategy):
+//! `http_connect`, `server_connect`, `server_connected`, `http_connected`,
+//! `next_layer`, `tls_clienthello`, `tls_established_server`,
+//! `tls_established_client`; then the requests inside the tunnel.
+//!
+//! The ClientHello is read with rustls's sans-IO `Acceptor`, fed from our own read
+//! buffer, so the raw bytes stay available: an addon can still decide to pass the
+//! connection through untouched after seeing the SNI.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use mitmrs_core::addon::{ClientHelloData, LayerKind, NextLayer, TlsData, TlsSide};
+use mitmrs_core::{now, FlowError, HttpFlow, Request, Response, Server};
+use mitmrs_tls::rustls;
+use mitmrs_tls::LeafSpec;
+use tracing::info;
+
+use super::exchange::sni_for_host;
+use super::session::{After, Session, Tunnel};
+use crate::config::ConnectionStrategy;
+use crate::io::{Conn, Rewind};
+use crate::tlsinfo::apply_tls_info;
+use crate::upstream;
+use crate::wire::{self, BodyPlan};
+
+/// The most ClientHello bytes we read before giving up.
+const MAX_CLIENT_HELLO: usize = 64 * 1024;
+
+impl Session {
+    pub async fn handle_connect(&mut self, req: Request) -> After {
+        let (host, port) = (req.host.clone(), req.port);
+        let mut flow = HttpFlow::new(self.client.clone(), Arc::new(Server::new(Some((host.clone(), port)))), req);
+        self.ctx.chain.http_connect(&mut flow).await;
+        if flow.killed() {
+            return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+        }
+        if let Some(resp) = flow.response.as_ref() {
+            let ok = (200..300).contains(&resp.status_code);
+            let content = resp.content.clone().unwrap_or_default();
+            let mut out = BytesMut::new();
+            let plan = if ok { BodyPlan::None } else { BodyPlan::Full(content.len() as u64) };
+            wire::response_head(resp, plan, true, false, false, &mut out);
+            if !ok {
+                out.extend_from_slice(&content);
+            }
+            if self.conn.write_all(&out).await.is_err() {
+                return After::Close;
+            }
+            if !ok {
+                // Refused by an addon; the client may try again on this connection.
+                return After::KeepAlive;
+            }
+        } else {
+            if self.rt.cfg.connection_strategy == ConnectionStrategy::Eager {
+                match upstream::connect(&self.ctx, &self.rt, &self.client, &host, port).await {
+                    Ok(sc) => {
+                        flow.server_conn = Arc::new(sc.info.clone());
+                        if let Some(old) = self.server.replace(sc) {
+                            upstream::disconnect(&self.ctx, &self.client, old).await;
+                        }
+                    }
+                    Err(msg) => {
+                        flow.error = Some(FlowError::new(msg.clone()));
+                        self.ctx.chain.http_connect_error(&mut flow).await;
+                        self.send_error_page(502, &msg).await;
+                        return After::Close;
+                    }
+                }
+            }
+            if self.conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+                return After::Close;
+            }
+            let mut r = Response::make(200, Bytes::new(), Default::default());
+            r.reason = "Connection established".into();
+            r.headers = Default::default();
+            flow.response = Some(r);
+        }
+        self.ctx.chain.http_connected(&mut flow).await;
+        flow.live = false;
+        self.tunnel = Some(Tunnel { host, port, tls: false, sni: None, server_error: None });
+        self.enter_tunnel().await
+    }
+
+    /// Decides what runs inside the tunnel (TLS, HTTP or raw bytes) and starts it.
+    async fn enter_tunnel(&mut self) -> After {
+        while self.conn.rbuf.is_empty() {
+            match self.conn.fill().await {
+                Ok(0) | Err(_) => return After::Close,
+                Ok(_) => {}
+            }
+        }
+        let b = &self.conn.rbuf;
+        let looks_tls = b[0] == 0x16 && (b.len() < 2 || b[1] == 0x03);
+        let server = self.server.as_ref().map(|s| Arc::new(s.info.clone())).unwrap_or_else(|| Arc::new(Server::new(None)));
+        let mut nl = NextLayer {
+            client: self.client.clone(),
+            server,
+            data_client: Bytes::copy_from_slice(&b[..b.len().min(4096)]),
+            layer: Some(if looks_tls { LayerKind::Tls } else { LayerKind::Http }),
+        };
+        self.ctx.chain.next_layer(&mut nl).await;
+        match nl.layer {
+            Some(LayerKind::Tcp) => self.passthrough().await,
+            Some(LayerKind::Tls) => self.intercept_tls().await,
+            _ => After::KeepAlive,
+        }
+    }
+
+    /// Relays the tunnel's bytes unchanged.
+    async fn passthrough(&mut self) -> After {
+        let Some(t) = self.tunnel.as_ref() else { return After::Close };
+        let (host, port) = (t.host.clone(), t.port);
+        let sc = match self.server.take() {
+            Some(sc) => sc,
+            None => match upstream::connect(&self.ctx, &self.rt, &self.client, &host, port).await {
+                Ok(sc) => sc,
+                Err(_) => return After::Close,
+            },
+        };
+        let client = std::mem::replace(&mut self.conn, Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout));
+        let mut info = sc.info.clone();
+        let _ = crate::io::relay(client, sc.conn).await;
+        info.timestamp_end = Some(now());
+        let data = mitmrs_core::addon::ServerConnectionHookData { server: info, client: self.client.clone() };
+        self.ctx.chain.server_disconnected(&data).await;
+        After::Close
+    }
+
+    async fn tls_failed_client(&mut self, msg: String) -> After {
+        info!(client = %self.client.peername, "{msg}");
+        let data = TlsData {
+            side: TlsSide::Client,
+            client: self.client.clone(),
+            server: self.server.as_ref().map(|s| Arc::new(s.info.clone())).unwrap_or_else(|| Arc::new(Server::new(None))),
+            error: Some(msg),
+        };
+        self.ctx.chain.tls_failed_client(&data).await;
+        After::Close
+    }
+
+    async fn intercept_tls(&mut self) -> After {
+        // Read the ClientHello without consuming our buffer.
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut fed = 0usize;
+        let accepted = loop {
+            while fed < self.conn.rbuf.len() {
+                let mut rest = &self.conn.rbuf[fed..];
+                match acceptor.read_tls(&mut rest) {
+                    Ok(0) => break,
+                    Ok(n) => fed += n,
+                    Err(e) => return self.tls_failed_client(format!("Client TLS handshake failed: {e}")).await,
+                }
+            }
+            match acceptor.accept() {
+                Ok(Some(a)) => break a,
+                Ok(None) => {}
+                Err((e, _alert)) => return self.tls_failed_client(format!("Client TLS handshake failed: invalid ClientHello: {e}")).await,
+            }
+            if self.conn.rbuf.len() > MAX_CLIENT_HELLO {
+                return self.tls_failed_client(format!("Client TLS handshake failed: ClientHello larger than {MAX_CLIENT_HELLO} bytes")).await;
+            }
+            match self.conn.fill().await {
+                Ok(0) | Err(_) => return self.tls_failed_client("Client TLS handshake failed: client closed the connection during the handshake".into()).await,
+                Ok(_) => {}
+            }
+        };
+        let (sni, client_alpn): (Option<String>, Vec<Bytes>) = {
+            let ch = accepted.client_hello();
+            (ch.server_name().map(str::to_string), ch.alpn().map(|it| it.map(Bytes::copy_from_slice).collect()).unwrap_or_default())
+        };
+        let server_info = self.server.as_ref().map(|s| Arc::new(s.info.clone())).unwrap_or_else(|| Arc::new(Server::new(None)));
+        let mut chd = ClientHelloData {
+            client: self.client.clone(),
+            server: server_info,
+            sni: sni.clone(),
+            alpn_protocols: client_alpn.clone(),
+            ignore_connection: false,
+            establish_server_tls_first: false,
+        };
+        self.ctx.chain.tls_clienthello(&mut chd).await;
+        if chd.ignore_connection {
+            return self.passthrough().await;
+        }
+        let Some(t) = self.tunnel.as_mut() else { return After::Close };
+        t.sni = sni.clone();
+        let host = t.host.clone();
+        let port = t.port;
+        let offers_h1 = client_alpn.iter().any(|p| &p[..] == b"http/1.1");
+        // Until HTTP/2 lands, only http/1.1 is offered and accepted.
+        let alpn_offer: Vec<Vec<u8>> = if offers_h1 { vec![b"http/1.1".to_vec()] } else { Vec::new() };
+
+        let mut server_error = None;
+        let need_server_first = self.rt.cfg.upstream_cert || chd.establish_server_tls_first;
+        if need_server_first && self.server.is_none() {
+            match upstream::connect(&self.ctx, &self.rt, &self.client, &host, port).await {
+                Ok(sc) => self.server = Some(sc),
+                Err(msg) => server_error = Some(msg),
+            }
+        }
+        let mut upstream_der: Option<Bytes> = None;
+        let mut server_alpn: Option<Bytes> = None;
+        if let Some(mut sc) = self.server.take() {
+            let sni_out = sni.clone().or_else(|| sni_for_host(&host));
+            match upstream::start_tls(&self.ctx, &self.rt, &self.client, &mut sc, sni_out.as_deref(), &alpn_offer).await {
+                Ok(()) => {
+                    upstream_der = sc.info.tls.certificate_list.first().cloned();
+                    server_alpn = sc.info.tls.alpn.clone();
+                    self.server = Some(sc);
+                }
+                Err(msg) => {
+                    server_error = Some(msg);
+                    upstream::disconnect(&self.ctx, &self.client, sc).await;
+                }
+            }
+        }
+        let name = sni.clone().unwrap_or_else(|| host.clone());
+        let spec = match (&upstream_der, self.rt.cfg.upstream_cert) {
+            (Some(der), true) => LeafSpec::from_upstream_cert(&name, der).unwrap_or_else(|_| LeafSpec::for_host(&name)),
+            _ => LeafSpec::for_host(&name),
+        };
+        let leaf = match self.ctx.ca.leaf(&spec) {
+            Ok(l) => l,
+            Err(e) => return self.tls_failed_client(format!("Client TLS handshake failed: cannot make a certificate for {name:?}: {e}")).await,
+        };
+        let mitmcert = leaf.cert.first().map(|c| Bytes::copy_from_slice(c.as_ref()));
+        let answer_alpn: Vec<Vec<u8>> = match server_alpn {
+            Some(a) => vec![a.to_vec()],
+            None => alpn_offer.clone(),
+        };
+        let config = mitmrs_tls::client_facing_config(leaf, &answer_alpn);
+        let old = std::mem::replace(&mut self.conn, Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout));
+        let (io, mut rbuf) = old.into_parts();
+        let rest = rbuf.split_off(fed.min(rbuf.len())).freeze();
+        let transport = Rewind::new(rest, io);
+        let start = tokio_rustls::StartHandshake::from_parts(accepted, transport);
+        match start.into_stream(config).await {
+            Ok(tls) => {
+                let mut c = (*self.client).clone();
+                {
+                    let (_, session) = tls.get_ref();
+                    apply_tls_info(&mut c.tls, mitmrs_tls::tls_info_client_side(session));
+                }
+                c.tls.alpn_offers = client_alpn;
+                c.mitmcert = mitmcert;
+                self.client = Arc::new(c);
+                self.conn = Conn::new(Box::new(tls), self.rt.cfg.tcp_timeout);
+                if let Some(t) = self.tunnel.as_mut() {
+                    t.tls = true;
+                    t.server_error = server_error;
+                }
+                let data = TlsData {
+                    side: TlsSide::Client,
+                    client: self.client.clone(),
+                    server: self.server.as_ref().map(|s| Arc::new(s.info.clone())).unwrap_or_else(|| Arc::new(Server::new(None))),
+                    error: None,
+                };
+                self.ctx.chain.tls_established_client(&data).await;
+                After::KeepAlive
+            }
+            Err(e) => {
+                let msg = if e.to_string().contains("CertificateUnknown") || e.to_string().contains("UnknownCA") || e.to_string().contains("BadCertificate") {
+                    format!("Client TLS handshake failed. The client does not trust the proxy's certificate for {name} ({e})")
+                } else {
+                    format!("Client TLS handshake failed. The client may not trust the proxy's certificate for {name} ({e})")
+                };
+                self.tls_failed_client(msg).await
+            }
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! One request/response exchange on an HTTP/1 client connection.
+//!
+//! Order of events (mitmproxy's): `requestheaders`, [request body], `request`,
+//! [server connection], `responseheaders`, [response body], `response`; or `error`
+//! instead of whatever did not happen. A streamed body passes before the hook that
+//! follows it (`request`/`response`), which then sees the content as missing.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use mitmrs_core::{now, FlowError, HttpFlow, Response, StreamMode};
+use mitmrs_http1::{parse_response_head, response_framing, BodyDecoder, Framing};
+use tracing::debug;
+
+use super::session::{After, Session};
+use crate::body::{self, BodyError, BodyWriter, Buffered, OutFraming};
+use crate::io::READ_CHUNK;
+use crate::upstream::{self, ServerConn};
+use crate::wire::{self, BodyPlan};
+
+fn wants_close(flow: &HttpFlow) -> bool {
+    let h = &flow.request.headers;
+    h.has_token("connection", "close") || h.has_token("proxy-connection", "close") || (flow.request.is_http10() && !h.has_token("connection", "keep-alive") && !h.has_token("proxy-connection", "keep-alive"))
+}
+
+fn stream_at_headers(limit: Option<u64>, framing: Framing) -> bool {
+    matches!((limit, body::known_length(framing)), (Some(l), Some(n)) if n > l)
+}
+
+fn is_100_continue(flow: &HttpFlow) -> bool {
+    flow.request.headers.get("expect").map(|v| v.trim().eq_ignore_ascii_case("100-continue")).unwrap_or(false)
+}
+
+/// How a received response head turned out.
+enum Head {
+    Final(mitmrs_http1::ResponseHead),
+    /// The server closed before sending anything (a stale keep-alive connection).
+    ClosedEarly,
+}
+
+impl Session {
+    pub async fn exchange(&mut self, mut flow: HttpFlow, req_framing: Framing) -> After {
+        let cfg = self.rt.cfg.clone();
+        if stream_at_headers(cfg.stream_large_bodies, req_framing) {
+            flow.request.stream = StreamMode::On;
+        }
+        self.ctx.chain.requestheaders(&mut flow).await;
+        if flow.killed() {
+            return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+        }
+        let body_follows = !matches!(req_framing, Framing::None | Framing::Length(0));
+        if flow.response.is_some() {
+            // Answered by an addon before the body: the body (if any) is never read.
+            flow.request.timestamp_end = Some(now());
+            let keep = !body_follows && !wants_close(&flow);
+            return self.reply_from_hook(flow, keep).await;
+        }
+        if is_100_continue(&flow) {
+            flow.request.headers.remove("expect");
+            if self.conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                return self.fail(flow, None, "client disconnected".into()).await;
+            }
+        }
+
+        let mut dec = BodyDecoder::new(req_framing, READ_CHUNK);
+        let mut prefix = Vec::new();
+        if !body_follows {
+            flow.request.content = Some(Bytes::new());
+            flow.request.timestamp_end = Some(now());
+        } else if !flow.request.stream.is_streaming() {
+            match body::buffer(&mut self.conn, &mut dec, cfg.body_size_limit, cfg.stream_large_bodies).await {
+                Ok(Buffered::Complete(b, trailers)) => {
+                    flow.request.content = Some(b);
+                    flow.request.trailers = trailers;
+                    flow.request.timestamp_end = Some(now());
+                }
+                Ok(Buffered::Overflow(pieces)) => {
+                    flow.request.stream = StreamMode::On;
+                    prefix = pieces;
+                }
+                Err(e) => return self.request_body_failed(flow, e).await,
+            }
+        }
+        let streaming = body_follows && flow.request.stream.is_streaming();
+        if !streaming {
+            self.ctx.chain.request(&mut flow).await;
+            if flow.killed() {
+                return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+            }
+            if flow.response.is_some() {
+                let keep = !wants_close(&flow);
+                return self.reply_from_hook(flow, keep).await;
+            }
+        }
+
+        let mut sc = match self.server_for(&flow).await {
+            Ok(sc) => sc,
+            Err(msg) => return self.fail(flow, Some(502), msg).await,
+        };
+        flow.server_conn = Arc::new(sc.info.clone());
+        let reused = sc.info.timestamp_tcp_setup.map(|t| t < flow.request.timestamp_start).unwrap_or(false);
+
+        // Send the request.
+        let upgrade = flow.request.headers.contains("upgrade");
+        let plan = if streaming {
+            match (&flow.request.stream, body::known_length(req_framing)) {
+                (StreamMode::Transform(_), _) | (_, None) => BodyPlan::StreamUnknown,
+                (_, Some(n)) => BodyPlan::StreamLength(n),
+            }
+        } else {
+            match &flow.request.content {
+                Some(c) if !c.is_empty() || body_follows || flow.request.headers.contains("content-length") => BodyPlan::Full(c.len() as u64),
+                _ => BodyPlan::None,
+            }
+        };
+        let mut out = BytesMut::with_capacity(1024);
+        let framing = wire::request_head(&flow.request, plan, upgrade, &mut out);
+        if let Err(e) = sc.conn.write_all(&out).await {
+            return self.server_failed(flow, sc, format!("error sending request to server: {e}")).await;
+        }
+        if streaming {
+            let store = cfg.store_streamed_bodies;
+            let mut stream_mode = std::mem::take(&mut flow.request.stream);
+            let res = {
+                let mut w = BodyWriter::new(&mut sc.conn, framing, &mut stream_mode, store);
+                let r = body::stream(&mut self.conn, &mut dec, prefix, &mut w, cfg.body_size_limit).await;
+                (r, w.store.take())
+            };
+            flow.request.stream = stream_mode;
+            match res {
+                (Ok(trailers), stored) => {
+                    flow.request.trailers = trailers;
+                    flow.request.content = stored.map(BytesMut::freeze);
+                    flow.request.timestamp_end = Some(now());
+                }
+                (Err(e), _) => {
+                    sc.reusable = false;
+                    upstream::disconnect(&self.ctx, &self.client, sc).await;
+                    return self.request_body_failed(flow, e).await;
+                }
+            }
+            self.ctx.chain.request(&mut flow).await;
+            if flow.killed() {
+                upstream::disconnect(&self.ctx, &self.client, sc).await;
+                return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+            }
+        } else if let BodyPlan::Full(_) = plan {
+            let content = flow.request.content.clone().unwrap_or_default();
+            if let Err(e) = body::write_full(&mut sc.conn, framing, &content, flow.request.trailers.as_ref()).await {
+                return self.server_failed(flow, sc, format!("error sending request body to server: {e:?}")).await;
+            }
+        } else if let Err(e) = sc.conn.flush().await {
+            return self.server_failed(flow, sc, format!("error sending request to server: {e}")).await;
+        }
+
+        // Receive the response head.
+        let head = match self.read_response_head(&mut sc).await {
+            Ok(Head::Final(h)) => h,
+            Ok(Head::ClosedEarly) if reused && !streaming => {
+                // A stale keep-alive connection: try once more on a fresh one.
+                debug!(client = %self.client.peername, "server closed a reused connection; reconnecting");
+                upstream::disconnect(&self.ctx, &self.client, sc).await;
+                return Box::pin(self.retry_exchange(flow)).await;
+            }
+            Ok(Head::ClosedEarly) => {
+                return self.server_failed(flow, sc, "server closed the connection without sending a response".into()).await
+            }
+            Err(msg) => return self.server_failed(flow, sc, msg).await,
+        };
+        let close = wants_close_now(&flow);
+        self.handle_response(flow, sc, head, close).await
+    }
+
+    /// Re-sends a buffered request on a new server connection.
+    async fn retry_exchange(&mut self, mut flow: HttpFlow) -> After {
+        let mut sc = match self.server_for(&flow).await {
+            Ok(sc) => sc,
+            Err(msg) => return self.fail(flow, Some(502), msg).await,
+        };
+        flow.server_conn = Arc::new(sc.info.clone());
+        let content = flow.request.content.clone().unwrap_or_default();
+        let plan = if content.is_empty() && !flow.request.headers.contains("content-length") { BodyPlan::None } else { BodyPlan::Full(content.len() as u64) };
+        let mut out = BytesMut::new();
+        let framing = wire::request_head(&flow.request, plan, false, &mut out);
+        if let Err(e) = sc.conn.write_all(&out).await {
+            return self.server_failed(flow, sc, format!("error sending request to server: {e}")).await;
+        }
+        if plan != BodyPlan::None {
+            if let Err(e) = body::write_full(&mut sc.conn, framing, &content, flow.request.trailers.as_ref()).await {
+                return self.server_failed(flow, sc, format!("error sending request body to server: {e:?}")).await;
+            }
+        }
+        match self.read_response_head(&mut sc).await {
+            Ok(Head::Final(h)) => {
+                let close = wants_close_now(&flow);
+                self.handle_response(flow, sc, h, close).await
+            }
+            Ok(Head::ClosedEarly) => self.server_failed(flow, sc, "server closed the connection without sending a response".into()).await,
+            Err(msg) => self.server_failed(flow, sc, msg).await,
+        }
+    }
+
+    /// Reads response heads, passing informational (1xx, except 100 and 101)
+    /// responses through to the client, until a final or 101 head.
+    async fn read_response_head(&mut self, sc: &mut ServerConn) -> Result<Head, String> {
+        let max = self.rt.cfg.max_header_size;
+        let mut got_any = false;
+        loop {
+            match parse_response_head(&mut sc.conn.rbuf, max) {
+                Ok(Some(h)) => {
+                    got_any = true;
+                    if (100..200).contains(&h.status) && h.status != 101 {
+                        if h.status != 100 {
+                            let mut out = BytesMut::new();
+                            mitmrs_http1::encode_response_head(h.version, h.status, &h.reason, &h.headers, &mut out);
+                            self.conn.write_all(&out).await.map_err(|e| format!("client disconnected: {e}"))?;
+                        }
+                        continue;
+                    }
+                    return Ok(Head::Final(h));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("malformed response from server: {e}")),
+            }
+            match sc.conn.fill().await {
+                Ok(0) if !got_any && sc.conn.rbuf.is_empty() => return Ok(Head::ClosedEarly),
+                Ok(0) => return Err("server closed the connection in the middle of the response head".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("error reading response from server: {e}")),
+            }
+        }
+    }
+
+    async fn handle_response(&mut self, mut flow: HttpFlow, mut sc: ServerConn, head: mitmrs_http1::ResponseHead, client_close: bool) -> After {
+        let cfg = self.rt.cfg.clone();
+        let framing = match response_framing(&flow.request.method, head.status, &head.headers) {
+            Ok(f) => f,
+            Err(e) => return self.server_failed(flow, sc, format!("malformed response from server: {e}")).await,
+        };
+        let server_keep = head.version == mitmrs_http1::Version::Http11 && !head.headers.has_token("connection", "close") && framing != Framing::UntilClose;
+        let mut resp = Response {
+            http_version: head.version.as_str().into(),
+            status_code: head.status,
+            reason: head.reason,
+            headers: head.headers,
+            content: None,
+            trailers: None,
+            timestamp_start: now(),
+            timestamp_end: None,
+            stream: StreamMode::Off,
+        };
+        if stream_at_headers(cfg.stream_large_bodies, framing) {
+            resp.stream = StreamMode::On;
+        }
+        flow.response = Some(resp);
+        self.ctx.chain.responseheaders(&mut flow).await;
+        if flow.killed() {
+            upstream::disconnect(&self.ctx, &self.client, sc).await;
+            return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+        }
+        let upgrade = flow.response.as_ref().map(|r| r.status_code == 101).unwrap_or(false);
+        if upgrade {
+            return self.relay_upgrade(flow, sc).await;
+        }
+        let client_http11 = flow.request.is_http11();
+        let mut dec = BodyDecoder::new(framing, READ_CHUNK);
+        let mut prefix = Vec::new();
+        let Some(resp) = flow.response.as_mut() else {
+            return self.fail(flow, Some(502), "response removed by an addon".into()).await;
+        };
+        let body_follows = framing != Framing::None;
+        if !body_follows {
+            resp.content = Some(Bytes::new());
+            resp.timestamp_end = Some(now());
+        } else if !resp.stream.is_streaming() {
+            match body::buffer(&mut sc.conn, &mut dec, cfg.body_size_limit, cfg.stream_large_bodies).await {
+                Ok(Buffered::Complete(b, trailers)) => {
+                    resp.content = Some(b);
+                    resp.trailers = trailers;
+                    resp.timestamp_end = Some(now());
+                }
+                Ok(Buffered::Overflow(pieces)) => {
+                    resp.stream = StreamMode::On;
+                    prefix = pieces;
+                }
+                Err(BodyError::TooLarge(l)) => {
+                    flow.response = None;
+                    sc.reusable = false;
+                    let msg = format!("response body larger than body_size_limit ({l} bytes)");
+                    upstream::disconnect(&self.ctx, &self.client, sc).await;
+                    return self.fail(flow, Some(502), msg).await;
+                }
+                Err(e) => {
+                    flow.response = None;
+                    sc.reusable = false;
+                    return self.server_failed(flow, sc, format!("error reading response body: {}", body_error_text(&e))).await;
+                }
+            }
+        }
+        let streaming = body_follows && resp.stream.is_streaming();
+        if !streaming {
+            self.ctx.chain.response(&mut flow).await;
+            flow.live = false;
+            if flow.killed() {
+                upstream::disconnect(&self.ctx, &self.client, sc).await;
+                return After::Close;
+            }
+            let Some(resp) = flow.response.as_ref() else { return After::Close };
+            let head_only = flow.request.method.eq_ignore_ascii_case("HEAD") || resp.status_code == 204 || resp.status_code == 304;
+            let plan = match &resp.content {
+                Some(c) if !head_only && (body_follows || !c.is_empty()) => BodyPlan::Full(c.len() as u64),
+                _ => BodyPlan::None,
+            };
+            let mut out = BytesMut::with_capacity(512);
+            let out_framing = if head_only {
+                // Keep the server's framing headers for HEAD/304; no body follows.
+                mitmrs_http1::encode_response_head(
+                    if resp.http_version == "HTTP/1.0" { mitmrs_http1::Version::Http10 } else { mitmrs_http1::Version::Http11 },
+                    resp.status_code,
+                    &resp.reason,
+                    &{
+                        let mut h = resp.headers.clone();
+                        mitmrs_http1::strip_hop_by_hop(&mut h, false);
+                        if client_close {
+                            h.set("Connection", "close");
+                        }
+                        h
+                    },
+                    &mut out,
+                );
+                OutFraming::Length
+            } else {
+                wire::response_head(resp, plan, client_http11, false, client_close, &mut out)
+            };
+            let mut ok = self.conn.write_all(&out).await.is_ok();
+            if ok {
+                ok = match (plan, &resp.content) {
+                    (BodyPlan::Full(_), Some(c)) => body::write_full(&mut self.conn, out_framing, c, resp.trailers.as_ref()).await.is_ok(),
+                    _ => self.conn.flush().await.is_ok(),
+                };
+            }
+            self.finish_server(sc, server_keep).await;
+            return if ok && !client_close && out_framing != OutFraming::Close { After::KeepAlive } else { After::Close };
+        }
+
+        // Streamed response: head now, body as it arrives, then the `response` hook.
+        let plan = match (&resp.stream, body::known_length(framing)) {
+            (StreamMode::Transform(_), _) | (_, None) => BodyPlan::StreamUnknown,
+            (_, Some(n)) => BodyPlan::StreamLength(n),
+        };
+        let mut out = BytesMut::with_capacity(512);
+        let out_framing = wire::response_head(resp, plan, client_http11, false, client_close, &mut out);
+        if let Err(e) = self.conn.write_all(&out).await {
+            upstream::disconnect(&self.ctx, &self.client, sc).await;
+            return self.fail(flow, None, format!("client disconnected: {e}")).await;
+        }
+        let mut stream_mode = std::mem::take(&mut resp.stream);
+        let (res, stored) = {
+            let mut w = BodyWriter::new(&mut self.conn, out_framing, &mut stream_mode, cfg.store_streamed_bodies);
+            let r = body::stream(&mut sc.conn, &mut dec, prefix, &mut w, cfg.body_size_limit).await;
+            (r, w.store.take())
+        };
+        if let Some(resp) = flow.response.as_mut() {
+            resp.stream = stream_mode;
+        }
+        match res {
+            Ok(trailers) => {
+                if let Some(resp) = flow.response.as_mut() {
+                    resp.trailers = trailers;
+                    resp.content = stored.map(BytesMut::freeze);
+                    resp.timestamp_end = Some(now());
+                }
+            }
+            Err(e) => {
+                // The head is already out: the client connection is closed to signal it.
+                sc.reusable = false;
+                upstream::disconnect(&self.ctx, &self.client, sc).await;
+                let msg = match &e {
+                    BodyError::Read(m) => format!("server connection failed mid-response: {m}"),
+                    BodyError::Write(m) => format!("client disconnected mid-response: {m}"),
+                    BodyError::TooLarge(l) => format!("response body larger than body_size_limit ({l} bytes)"),
+                    BodyError::Transform(m) => format!("stream transformer failed: {m}"),
+                };
+                return self.fail(flow, None, msg).await;
+            }
+        }
+        self.ctx.chain.response(&mut flow).await;
+        flow.live = false;
+        self.finish_server(sc, server_keep && !flow.killed()).await;
+        if flow.killed() || client_close || out_framing == OutFraming::Close {
+            After::Close
+        } else {
+            After::KeepAlive
+        }
+    }
+
+    /// Keeps the server connection for the next request, or closes it.
+    async fn finish_server(&mut self, mut sc: ServerConn, keep: bool) {
+        sc.reusable = sc.reusable && keep;
+        if sc.reusable {
+            if let Some(old) = self.server.replace(sc) {
+                upstream::disconnect(&self.ctx, &self.client, old).await;
+            }
+        } else {
+            upstream::disconnect(&self.ctx, &self.client, sc).await;
+        }
+    }
+
+    /// A 101 response: relay it, then bytes both ways until either side closes.
+    async fn relay_upgrade(&mut self, mut flow: HttpFlow, sc: ServerConn) -> After {
+        if let Some(r) = flow.response.as_mut() {
+            r.content = Some(Bytes::new());
+            r.timestamp_end = Some(now());
+        }
+        self.ctx.chain.response(&mut flow).await;
+        let Some(resp) = flow.response.as_ref() else { return After::Close };
+        let mut out = BytesMut::new();
+        wire::response_head(resp, BodyPlan::None, true, true, false, &mut out);
+        if self.conn.write_all(&out).await.is_err() {
+            upstream::disconnect(&self.ctx, &self.client, sc).await;
+            return After::Close;
+        }
+        let client = std::mem::replace(&mut self.conn, crate::io::Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout));
+        let peer = self.client.peername;
+        let (server_conn, mut rest) = (sc.conn, sc.info);
+        if let Err(e) = crate::io::relay(client, server_conn).await {
+            debug!(client = %peer, "upgraded connection ended: {e}");
+        }
+        rest.timestamp_end = Some(now());
+        let data = mitmrs_core::addon::ServerConnectionHookData { server: rest, client: self.client.clone() };
+        self.ctx.chain.server_disconnected(&data).await;
+        After::Close
+    }
+
+    /// Sends the response an addon set, running `responseheaders` and `response`.
+    async fn reply_from_hook(&mut self, mut flow: HttpFlow, keep: bool) -> After {
+        self.ctx.chain.responseheaders(&mut flow).await;
+        if flow.killed() {
+            return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+        }
+        self.ctx.chain.response(&mut flow).await;
+        flow.live = false;
+        if flow.killed() {
+            return After::Close;
+        }
+        let Some(resp) = flow.response.as_ref() else { return After::Close };
+        let content = resp.content.clone().unwrap_or_default();
+        let close = !keep;
+        let mut out = BytesMut::new();
+        let framing = wire::response_head(resp, BodyPlan::Full(content.len() as u64), flow.request.is_http11(), false, close, &mut out);
+        if self.conn.write_all(&out).await.is_err() {
+            return After::Close;
+        }
+        if body::write_full(&mut self.conn, framing, &content, resp.trailers.as_ref()).await.is_err() || close {
+            return After::Close;
+        }
+        After::KeepAlive
+    }
+
+    async fn request_body_failed(&mut self, flow: HttpFlow, e: BodyError) -> After {
+        match e {
+            BodyError::TooLarge(l) => self.fail(flow, Some(413), format!("request body larger than body_size_limit ({l} bytes)")).await,
+            BodyError::Read(m) => self.fail(flow, Some(400), format!("error reading request body from client: {m}")).await,
+            BodyError::Write(m) => self.fail(flow, Some(502), format!("error sending request body to server: {m}")).await,
+            BodyError::Transform(m) => self.fail(flow, Some(502), format!("stream transformer failed: {m}")).await,
+        }
+    }
+
+    async fn server_failed(&mut self, flow: HttpFlow, mut sc: ServerConn, msg: String) -> After {
+        sc.reusable = false;
+        upstream::disconnect(&self.ctx, &self.client, sc).await;
+        self.fail(flow, Some(502), msg).await
+    }
+
+    /// The server connection for this request: the kept one if it matches, else a new one.
+    pub async fn server_for(&mut self, flow: &HttpFlow) -> Result<ServerConn, String> {
+        let req = &flow.request;
+        let tls = req.scheme == "https";
+        if let Some(t) = &self.tunnel {
+            if let Some(err) = &t.server_error {
+                return Err(err.clone());
+            }
+        }
+        if let Some(sc) = self.server.take() {
+            if sc.reusable && sc.target() == Some((req.host.as_str(), req.port, tls)) {
+                return Ok(sc);
+            }
+            upstream::disconnect(&self.ctx, &self.client, sc).await;
+        }
+        let mut sc = upstream::connect(&self.ctx, &self.rt, &self.client, &req.host, req.port).await?;
+        if tls {
+            let sni = match &self.tunnel {
+                Some(t) => t.sni.clone().or_else(|| sni_for_host(&t.host)),
+                None => sni_for_host(&req.host),
+            };
+            let alpn = vec![b"http/1.1".to_vec()];
+            if let Err(msg) = upstream::start_tls(&self.ctx, &self.rt, &self.client, &mut sc, sni.as_deref(), &alpn).await {
+                upstream::disconnect(&self.ctx, &self.client, sc).await;
+                return Err(msg);
+            }
+        }
+        Ok(sc)
+    }
+}
+
+fn wants_close_now(flow: &HttpFlow) -> bool {
+    wants_close(flow)
+}
+
+fn body_error_text(e: &BodyError) -> String {
+    match e {
+        BodyError::Read(m) | BodyError::Write(m) | BodyError::Transform(m) => m.clone(),
+        BodyError::TooLarge(l) => format!("larger than {l} bytes"),
+    }
+}
+
+/// The SNI to send for a host: none for IP literals.
+pub fn sni_for_host(host: &str) -> Option<String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        None
+    } else {
+        Some(host.to_string())
+    }
+}

@@ -1,0 +1,222 @@
+//! The client connection loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use mitmrs_core::addon::{LayerKind, NextLayer};
+use mitmrs_core::{now, Client, FlowError, HttpFlow, Request, Response, Server, StreamMode};
+use mitmrs_http1::{parse_request_head, request_framing, Error as ParseError, RequestHead, RequestTarget};
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use crate::ctx::{ProxyCtx, Runtime};
+use crate::io::Conn;
+use crate::upstream::{self, ServerConn};
+use crate::wire;
+
+/// What happens to the client connection after an exchange.
+pub enum After {
+    KeepAlive,
+    Close,
+}
+
+/// The target of a CONNECT tunnel we are inside.
+pub struct Tunnel {
+    pub host: String,
+    pub port: u16,
+    /// TLS to the client was intercepted, so requests are https.
+    pub tls: bool,
+    pub sni: Option<String>,
+    /// Set when the server side of the tunnel failed (e.g. TLS verification); each
+    /// request then gets a 502 with this message.
+    pub server_error: Option<String>,
+}
+
+pub struct Session {
+    pub ctx: Arc<ProxyCtx>,
+    pub rt: Arc<Runtime>,
+    pub client: Arc<Client>,
+    pub conn: Conn,
+    pub server: Option<ServerConn>,
+    pub tunnel: Option<Tunnel>,
+}
+
+/// Serves one client connection to the end.
+pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    let rt = ctx.runtime();
+    let _ = stream.set_nodelay(true);
+    let mut client = Client::new(peer, local);
+    info!(client = %peer, "client connect");
+    ctx.chain.client_connected(&mut client).await;
+    if client.error.is_some() {
+        info!(client = %peer, "client kill connection");
+        return;
+    }
+    let client = Arc::new(client);
+    let mut nl = NextLayer { client: client.clone(), server: Arc::new(Server::new(None)), data_client: Default::default(), layer: Some(LayerKind::Http) };
+    ctx.chain.next_layer(&mut nl).await;
+    let conn = Conn::new(Box::new(stream), rt.cfg.tcp_timeout);
+    let mut s = Session { ctx: ctx.clone(), rt, client, conn, server: None, tunnel: None };
+    s.run().await;
+    s.conn.shutdown().await;
+    info!(client = %peer, "client disconnect");
+    let mut c = (*s.client).clone();
+    c.timestamp_end = Some(now());
+    c.state = mitmrs_core::connection::ConnectionState::Closed;
+    ctx.chain.client_disconnected(&c).await;
+    if let Some(sc) = s.server.take() {
+        upstream::disconnect(&ctx, &s.client, sc).await;
+    }
+}
+
+impl Session {
+    async fn run(&mut self) {
+        loop {
+            let head = match self.read_head().await {
+                Ok(Some(h)) => h,
+                Ok(None) => return,
+                Err((status, msg)) => {
+                    info!(client = %self.client.peername, "HTTP protocol error in client request: {msg}");
+                    self.send_error_page(status, &msg).await;
+                    return;
+                }
+            };
+            match self.handle(head).await {
+                After::KeepAlive => continue,
+                After::Close => return,
+            }
+        }
+    }
+
+    /// Reads the next request head. `Ok(None)`: the client closed or went idle.
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, (u16, String)> {
+        let max = self.rt.cfg.max_header_size;
+        loop {
+            match parse_request_head(&mut self.conn.rbuf, max) {
+                Ok(Some(h)) => return Ok(Some(h)),
+                Ok(None) => {}
+                Err(ParseError::HeadTooLarge { limit }) => {
+                    return Err((431, format!("request head larger than {limit} bytes (option max_header_size)")))
+                }
+                Err(e) => return Err((400, format!("malformed request: {e}"))),
+            }
+            match self.conn.fill().await {
+                Ok(0) => {
+                    if !self.conn.rbuf.is_empty() {
+                        debug!(client = %self.client.peername, "client closed the connection mid-request head");
+                    }
+                    return Ok(None);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(client = %self.client.peername, "client connection: {e}");
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Sends a proxy-generated error page and marks the connection for closing.
+    pub async fn send_error_page(&mut self, status: u16, msg: &str) {
+        let resp = Response::error_page(status, msg);
+        let mut out = BytesMut::new();
+        let len = resp.content.as_ref().map(|c| c.len() as u64).unwrap_or(0);
+        wire::response_head(&resp, wire::BodyPlan::Full(len), true, false, true, &mut out);
+        if let Some(c) = &resp.content {
+            out.extend_from_slice(c);
+        }
+        let _ = self.conn.write_all(&out).await;
+        let _ = self.conn.flush().await;
+    }
+
+    async fn handle(&mut self, head: RequestHead) -> After {
+        let version = head.version;
+        let (scheme, authority, host, port, path) = match (&head.target, &self.tunnel) {
+            (RequestTarget::Authority { authority, host, port }, _) => {
+                let req = Request {
+                    method: head.method.clone(),
+                    scheme: "http".into(),
+                    authority: authority.clone(),
+                    host: host.clone(),
+                    port: *port,
+                    path: String::new(),
+                    http_version: version.as_str().into(),
+                    headers: head.headers,
+                    content: Some(Default::default()),
+                    trailers: None,
+                    timestamp_start: now(),
+                    timestamp_end: Some(now()),
+                    stream: StreamMode::Off,
+                };
+                return self.handle_connect(req).await;
+            }
+            (RequestTarget::Absolute { scheme, authority, host, port, path }, _) => {
+                (scheme.clone(), authority.clone(), host.clone(), *port, path.clone())
+            }
+            (RequestTarget::Origin { path }, Some(t)) => {
+                (if t.tls { "https" } else { "http" }.to_string(), String::new(), t.host.clone(), t.port, path.clone())
+            }
+            (RequestTarget::Origin { path }, None) => {
+                let msg = format!(
+                    "mitmrs is an HTTP proxy: requests must use an absolute URL (\"{} http://host{} ...\"), not \"{}\". Configure the client to use this address as its HTTP proxy.",
+                    head.method, path, head.raw_target
+                );
+                info!(client = %self.client.peername, "HTTP protocol error in client request: {msg}");
+                self.send_error_page(400, &msg).await;
+                return After::Close;
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                self.send_error_page(400, "unsupported request target").await;
+                return After::Close;
+            }
+        };
+        let framing = match request_framing(&head.headers, version) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("malformed request body framing: {e}");
+                info!(client = %self.client.peername, "HTTP protocol error in client request: {msg}");
+                self.send_error_page(400, &msg).await;
+                return After::Close;
+            }
+        };
+        let req = Request {
+            method: head.method,
+            scheme,
+            authority,
+            host,
+            port,
+            path,
+            http_version: version.as_str().into(),
+            headers: head.headers,
+            content: None,
+            trailers: None,
+            timestamp_start: now(),
+            timestamp_end: None,
+            stream: StreamMode::Off,
+        };
+        let server_info = match &self.server {
+            Some(sc) => Arc::new(sc.info.clone()),
+            None => Arc::new(Server::new(Some((req.host.clone(), req.port)))),
+        };
+        let flow = HttpFlow::new(self.client.clone(), server_info, req);
+        self.exchange(flow, framing).await
+    }
+
+    /// Ends a flow with an error: sets `flow.error`, runs `error`, and sends
+    /// `status` with `msg` to the client if `status` is given.
+    pub async fn fail(&mut self, mut flow: HttpFlow, status: Option<u16>, msg: String) -> After {
+        if flow.error.is_none() {
+            flow.error = Some(FlowError::new(msg.clone()));
+        }
+        flow.live = false;
+        self.ctx.chain.error(&mut flow).await;
+        if let Some(status) = status {
+            if !flow.killed() {
+                self.send_error_page(status, &msg).await;
+            }
+        }
+        After::Close
+    }
+}

@@ -1,0 +1,138 @@
+//! Buffered connection I/O shared by both sides: a boxed byte stream (TCP, or TLS
+//! over TCP) with a read buffer, plus [`Rewind`] to replay bytes already read when
+//! a stream changes hands (for example the first TLS bytes read while sniffing).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Any byte stream the proxy can read and write.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+pub type BoxIo = Box<dyn Io>;
+
+/// How much is read from a socket at a time; also the largest body piece forwarded.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// A stream with a read buffer.
+pub struct Conn {
+    pub io: BoxIo,
+    pub rbuf: BytesMut,
+    /// Idle timeout for a single read (mitmproxy's `tcp_timeout`).
+    pub read_timeout: Duration,
+}
+
+impl Conn {
+    pub fn new(io: BoxIo, read_timeout: Duration) -> Self {
+        Self { io, rbuf: BytesMut::with_capacity(8 * 1024), read_timeout }
+    }
+
+    /// Reads more bytes into `rbuf`. Returns the number read; 0 means EOF.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match tokio::time::timeout(self.read_timeout, self.io.read_buf(&mut self.rbuf)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long (tcp_timeout)")),
+        }
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.io.write_all(data).await
+    }
+
+    /// Writes several buffers, using vectored writes where the stream supports them.
+    pub async fn write_bufs(&mut self, bufs: &mut [Bytes]) -> io::Result<()> {
+        let mut idx = 0;
+        while idx < bufs.len() {
+            if bufs[idx].is_empty() {
+                idx += 1;
+                continue;
+            }
+            let slices: Vec<io::IoSlice<'_>> = bufs[idx..].iter().map(|b| io::IoSlice::new(b)).collect();
+            let mut n = self.io.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            while n > 0 && idx < bufs.len() {
+                let take = n.min(bufs[idx].len());
+                bufs[idx].advance(take);
+                n -= take;
+                if bufs[idx].is_empty() {
+                    idx += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.io.flush().await
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+
+    /// Takes the stream and whatever was read but not consumed.
+    pub fn into_parts(self) -> (BoxIo, BytesMut) {
+        (self.io, self.rbuf)
+    }
+}
+
+/// A stream that first yields `prefix`, then reads from `inner`.
+pub struct Rewind {
+    prefix: Bytes,
+    inner: BoxIo,
+}
+
+impl Rewind {
+    pub fn new(prefix: Bytes, inner: BoxIo) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Relays bytes both ways until both sides are done (raw tunnels, `Upgrade`).
+pub async fn relay(client: Conn, server: Conn) -> io::Result<(u64, u64)> {
+    let (cio, cbuf) = client.into_parts();
+    let (sio, sbuf) = server.into_parts();
+    let mut c = Rewind::new(cbuf.freeze(), cio);
+    let mut s = Rewind::new(sbuf.freeze(), sio);
+    tokio::io::copy_bidirectional(&mut c, &mut s).await
+}

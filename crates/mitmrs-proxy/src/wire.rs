@@ -1,0 +1,101 @@
+//! Building the heads the proxy sends: hop-by-hop fields removed (RFC 9110 7.6.1),
+//! body framing chosen for the receiving side, and the message's other fields
+//! written exactly as they are in the flow.
+
+use bytes::BytesMut;
+use mitmrs_core::{Headers, Request, Response};
+use mitmrs_http1::{encode_request_head, encode_response_head, strip_hop_by_hop, Version};
+
+use crate::body::OutFraming;
+
+fn version_of(s: &str) -> Version {
+    if s == "HTTP/1.0" {
+        Version::Http10
+    } else {
+        Version::Http11
+    }
+}
+
+/// How the body of an outgoing message is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// No body at all (HEAD responses, 204, 304, GET without body).
+    None,
+    /// A buffered body of this length.
+    Full(u64),
+    /// Streamed with a known, unchanged length.
+    StreamLength(u64),
+    /// Streamed with unknown or changing length.
+    StreamUnknown,
+}
+
+fn framed_headers(headers: &Headers, plan: BodyPlan, peer_http11: bool, keep_upgrade: bool, force_chunked: bool) -> (Headers, OutFraming) {
+    let mut h = headers.clone();
+    let chunked_before = h.has_token("transfer-encoding", "chunked");
+    strip_hop_by_hop(&mut h, keep_upgrade);
+    let framing = match plan {
+        BodyPlan::None => {
+            OutFraming::Length
+        }
+        BodyPlan::Full(n) => {
+            if (chunked_before || force_chunked) && peer_http11 {
+                h.remove("content-length");
+                h.add("transfer-encoding", "chunked");
+                OutFraming::Chunked
+            } else {
+                if n > 0 || h.contains("content-length") {
+                    h.set("content-length", n.to_string());
+                }
+                OutFraming::Length
+            }
+        }
+        BodyPlan::StreamLength(n) => {
+            h.set("content-length", n.to_string());
+            OutFraming::Length
+        }
+        BodyPlan::StreamUnknown => {
+            h.remove("content-length");
+            if peer_http11 {
+                h.add("transfer-encoding", "chunked");
+                OutFraming::Chunked
+            } else {
+                OutFraming::Close
+            }
+        }
+    };
+    (h, framing)
+}
+
+/// The head to send to the server for `req`, and the body framing to use.
+pub fn request_head(req: &Request, plan: BodyPlan, upgrade: bool, out: &mut BytesMut) -> OutFraming {
+    let chunked_trailers = req.trailers.is_some();
+    let (mut h, framing) = framed_headers(&req.headers, plan, true, upgrade, chunked_trailers);
+    if upgrade {
+        // Keep the upgrade negotiation intact.
+        if !h.contains("connection") {
+            h.add("Connection", "Upgrade");
+        }
+    }
+    let target = if req.method.eq_ignore_ascii_case("CONNECT") {
+        req.authority.as_str()
+    } else {
+        req.path.as_str()
+    };
+    encode_request_head(&req.method, target, version_of(&req.http_version), &h, out);
+    framing
+}
+
+/// The head to send to the client for `resp`, and the body framing to use.
+/// `close` adds `Connection: close`.
+pub fn response_head(resp: &Response, plan: BodyPlan, client_http11: bool, upgrade: bool, close: bool, out: &mut BytesMut) -> OutFraming {
+    let chunked_trailers = resp.trailers.is_some();
+    let (mut h, framing) = framed_headers(&resp.headers, plan, client_http11, upgrade, chunked_trailers);
+    if close || framing == OutFraming::Close {
+        h.set("Connection", "close");
+    }
+    if upgrade && !h.contains("connection") {
+        h.add("Connection", "Upgrade");
+    }
+    encode_response_head(version_of(&resp.http_version), resp.status_code, &resp.reason, &h, out);
+    framing
+}
