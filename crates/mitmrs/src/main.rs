@@ -1,1 +1,112 @@
-fn main(){}
+//! The `mitmrs` binary: parses the command line, loads the CA and the addons, and
+//! runs the proxy until Ctrl-C. anyhow is used only here, at the edge.
+
+mod cli;
+mod logging;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use mitmrs_core::options::{register_core_options, Options};
+use mitmrs_core::AddonChain;
+use mitmrs_proxy::{Dumper, Proxy, ProxyCtx, Runtime};
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    if args.version {
+        println!("mitmrs {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let options = Options::new();
+    if let Err(e) = register_core_options(&options) {
+        eprintln!("mitmrs: internal error registering options: {e}");
+        return ExitCode::from(1);
+    }
+    let mut chain = AddonChain::new();
+    let _ = chain.add(Arc::new(Dumper::stdout()), &options);
+    if args.options {
+        print!("{}", options.help_text());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = cli::apply(&args, &options) {
+        eprintln!("mitmrs: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = options.check_deferred() {
+        eprintln!("mitmrs: {e}");
+        return ExitCode::from(2);
+    }
+    if !options.get_seq("scripts").is_empty() {
+        eprintln!("mitmrs: -s/--scripts needs Python addon support, which this build does not include yet");
+        return ExitCode::from(2);
+    }
+    if !args.filter.is_empty() {
+        // The filter language comes with a later release; keep the expression.
+        let _ = options.add_option(mitmrs_core::options::OptionSpec::new(
+            "view_filter",
+            mitmrs_core::options::OptionType::OptStr,
+            mitmrs_core::options::OptionValue::None,
+            "Limit which flows are displayed (filter expression; stored, not yet applied).",
+        ));
+        let _ = options.set("view_filter", mitmrs_core::options::OptionValue::Str(args.filter.join(" ")));
+    }
+    logging::init(&options.get_str("termlog_verbosity").unwrap_or_else(|| "info".into()));
+    match run(options, chain) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mitmrs: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
+    mitmrs_tls::install_crypto_provider();
+    let all: std::collections::BTreeSet<String> = options.names().into_iter().collect();
+    if let Err(e) = chain.configure(&options, &all) {
+        eprintln!("mitmrs: {e}");
+        std::process::exit(2);
+    }
+    let rt = match Runtime::build(&options) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mitmrs: {e}");
+            std::process::exit(2);
+        }
+    };
+    let ca = mitmrs_tls::CertAuthority::load_or_create(&rt.cfg.confdir)
+        .map_err(|e| anyhow::anyhow!("cannot load or create the CA in {}: {e}", rt.cfg.confdir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let ctx = Arc::new(ProxyCtx::new(chain, options.clone(), Arc::new(ca), rt));
+        {
+            let weak = Arc::downgrade(&ctx);
+            options.subscribe(Box::new(move |opts, updated| {
+                let Some(ctx) = weak.upgrade() else { return };
+                if let Err(e) = ctx.chain.configure(opts, updated) {
+                    tracing::error!("{e}");
+                }
+                match Runtime::build(opts) {
+                    Ok(rt) => ctx.set_runtime(rt),
+                    Err(e) => tracing::error!("{e}"),
+                }
+            }));
+        }
+        let proxy = Proxy::bind(ctx.clone()).await.map_err(|e| {
+            let addr = ctx.runtime().cfg.listen;
+            anyhow::anyhow!("cannot listen on {addr}: {e} (choose another port with -p, or --listen-host)")
+        })?;
+        let addr = proxy.local_addr()?;
+        let hint = if addr.ip().is_loopback() { " Only this machine can connect; use --listen-host 0.0.0.0 to accept other devices." } else { "" };
+        tracing::info!("HTTP(S) proxy listening at {addr}.{hint}");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        ctx.chain.running().await;
+        let server = tokio::spawn(proxy.run(rx));
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+        let _ = server.await;
+        ctx.chain.done().await;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,120 @@
+//! The command line, in two stages (as ripgrep does): [`Args`] is the raw flags,
+//! parsed by clap with no I/O; [`apply`] turns them into option values in the
+//! registry, where every value is checked and every error names the option.
+
+use clap::{ArgAction, Parser};
+use mitmrs_core::options::{OptionValue, Options, OptionsError};
+
+/// mitmrs: an intercepting HTTP(S) proxy in the line of mitmdump.
+#[derive(Parser, Debug)]
+#[command(name = "mitmrs", version, about, disable_version_flag = true)]
+pub struct Args {
+    /// Filter expression: only matching flows are shown (the filter language comes
+    /// with a later release; the expression is stored).
+    #[arg(value_name = "filter")]
+    pub filter: Vec<String>,
+
+    /// Show version number and exit.
+    #[arg(long)]
+    pub version: bool,
+
+    /// Show all options and their default values, then exit.
+    #[arg(long)]
+    pub options: bool,
+
+    /// Set an option: `--set name=value`. A bare name sets a boolean to true;
+    /// repeating it for a list option appends.
+    #[arg(long = "set", value_name = "option[=value]", action = ArgAction::Append)]
+    pub set: Vec<String>,
+
+    /// Quiet: no flow output, only errors.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Increase log verbosity.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The display detail level for flows: 0 (quiet) to 4 (very verbose).
+    #[arg(long = "flow-detail", value_name = "LEVEL")]
+    pub flow_detail: Option<String>,
+
+    /// Address to bind the proxy to (default 127.0.0.1; use 0.0.0.0 to accept other devices).
+    #[arg(long = "listen-host", value_name = "HOST")]
+    pub listen_host: Option<String>,
+
+    /// Port to bind the proxy to (default 8080).
+    #[arg(short = 'p', long = "listen-port", value_name = "PORT")]
+    pub listen_port: Option<String>,
+
+    /// Do not verify upstream server TLS certificates.
+    #[arg(short = 'k', long = "ssl-insecure")]
+    pub ssl_insecure: bool,
+
+    /// Use the Host header to construct URLs for display.
+    #[arg(long)]
+    pub showhost: bool,
+
+    /// Proxy mode (only "regular" for now).
+    #[arg(short = 'm', long = "mode", value_name = "MODE", action = ArgAction::Append)]
+    pub mode: Vec<String>,
+
+    /// Execute a Python addon script. May be passed multiple times.
+    #[arg(short = 's', long = "scripts", value_name = "SCRIPT", action = ArgAction::Append)]
+    pub scripts: Vec<String>,
+}
+
+/// Applies the flags to the registry. `--set` of options not defined yet is
+/// deferred until addons have been loaded (a script may define it).
+pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
+    for s in &args.set {
+        opts.parse_set(s, true)?;
+    }
+    let set_str = |name: &str, raw: &str| -> Result<(), OptionsError> {
+        let v = opts.parse_value(name, raw)?;
+        opts.set(name, v).map(|_| ())
+    };
+    if let Some(h) = &args.listen_host {
+        set_str("listen_host", h)?;
+    }
+    if let Some(p) = &args.listen_port {
+        set_str("listen_port", p)?;
+    }
+    if let Some(d) = &args.flow_detail {
+        set_str("flow_detail", d)?;
+    }
+    if args.ssl_insecure {
+        opts.set("ssl_insecure", OptionValue::Bool(true))?;
+    }
+    if args.showhost {
+        opts.set("showhost", OptionValue::Bool(true))?;
+    }
+    if args.quiet {
+        opts.set("flow_detail", OptionValue::Int(0))?;
+        opts.set("termlog_verbosity", OptionValue::Str("error".into()))?;
+    }
+    if args.verbose > 0 {
+        opts.set("termlog_verbosity", OptionValue::Str("debug".into()))?;
+    }
+    if !args.mode.is_empty() {
+        for m in &args.mode {
+            if m != "regular" {
+                return Err(OptionsError::InvalidValue {
+                    name: "mode".into(),
+                    value: m.clone(),
+                    expected: "\"regular\" (reverse, upstream, socks5 and transparent modes come with a later release)".into(),
+                });
+            }
+        }
+        opts.set("mode", OptionValue::StrSeq(args.mode.clone()))?;
+    }
+    if !args.scripts.is_empty() {
+        let mut all = opts.get_seq("scripts");
+        all.extend(args.scripts.iter().cloned());
+        opts.set("scripts", OptionValue::StrSeq(all))?;
+    }
+    if let Err(e) = mitmrs_core::options::validate_core(opts) {
+        return Err(e);
+    }
+    Ok(())
+}
