@@ -1,0 +1,213 @@
+//! Measurements: one function per kind of load, each returning a [`Sample`]
+//! (a map of named numbers) for one peer and one run.
+//!
+//! Load generators are child processes: wrk for plain HTTP keep-alive
+//! (M1, M6), `mitmrs-bench load` for everything else. Around each run the
+//! peer's CPU time (utime+stime from /proc/PID/stat) and peak RSS (VmHWM from
+//! /proc/PID/status, reset through clear_refs before the run) are read for
+//! the peer's whole process tree.
+
+use crate::peers::{self, Kind, Peer, PeerSpec};
+use crate::procs::{self, ChildGuard};
+use crate::runner::Ctx;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub type Sample = BTreeMap<String, f64>;
+
+/// Run `f` and add the peer's CPU time, CPU per request and peak RSS.
+pub fn with_proc_stats(peer: &Peer, f: impl FnOnce() -> Result<Sample>) -> Result<Sample> {
+    let pid = peer.pid();
+    let cpu0 = pid.map(procs::cpu_secs);
+    if let Some(p) = pid {
+        procs::reset_hwm(p);
+    }
+    let mut s = f()?;
+    if let (Some(p), Some(c0)) = (pid, cpu0) {
+        let cpu = procs::cpu_secs(p) - c0;
+        s.insert("cpu_s".into(), cpu);
+        s.insert("hwm_kib".into(), procs::hwm_kib(p) as f64);
+        if let Some(&n) = s.get("requests") {
+            if n > 0.0 {
+                s.insert("cpu_us_per_req".into(), cpu * 1e6 / n);
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// The URL and proxy arguments for a load-client run against `peer`.
+fn target_args(ctx: &Ctx, peer: &Peer, path: &str, tls: bool) -> Result<Vec<String>> {
+    let mut a = Vec::new();
+    if tls {
+        a.push(format!("--url=https://{}{path}", ctx.origin.tls));
+        if peer.spec.kind == Kind::Direct {
+            a.push(format!("--ca={}", ctx.origin.ca.display()));
+        } else {
+            let ca = peer.ca.as_ref().ok_or_else(|| anyhow!("{} does not intercept TLS", peer.name()))?;
+            a.push(format!("--proxy={}", peer.addr));
+            a.push(format!("--ca={}", ca.display()));
+        }
+    } else if peer.spec.origin_form() {
+        a.push(format!("--url=http://{}{path}", peer.addr));
+    } else {
+        a.push(format!("--url=http://{}{path}", ctx.origin.http));
+        a.push(format!("--proxy={}", peer.addr));
+    }
+    Ok(a)
+}
+
+fn parse_result(stdout: &str, stderr: &str) -> Result<Sample> {
+    let err_line = stdout.lines().find_map(|l| l.strip_prefix("ERROR ")).map(str::to_string);
+    let line = stdout.lines().rev().find_map(|l| l.strip_prefix("RESULT ")).ok_or_else(|| {
+        anyhow!("load client failed: {}", err_line.clone().unwrap_or_else(|| stderr.trim().chars().take(300).collect()))
+    })?;
+    let mut s = Sample::new();
+    for kv in line.split_whitespace() {
+        if let Some((k, v)) = kv.split_once('=') {
+            if let Ok(v) = v.parse::<f64>() {
+                s.insert(k.to_string(), v);
+            }
+        }
+    }
+    if s.get("requests").copied().unwrap_or(0.0) == 0.0 {
+        bail!("no successful request: {}", err_line.unwrap_or_else(|| "unknown error".into()));
+    }
+    if let Some(e) = err_line {
+        s.insert("error_note".into(), 1.0);
+        eprintln!("    note: {e}");
+    }
+    Ok(s)
+}
+
+/// Run `mitmrs-bench load` against `peer` with extra arguments.
+pub fn load(ctx: &Ctx, peer: &Peer, path: &str, tls: bool, extra: &[String], bound: Duration) -> Result<Sample> {
+    let mut cmd = Command::new(&ctx.tools.self_exe);
+    cmd.arg("load").args(target_args(ctx, peer, path, tls)?).args(extra);
+    let (_, out, err) = procs::run_bounded("load", &mut cmd, bound)?;
+    parse_result(&out, &err)
+}
+
+/// A few requests so connections, leaf certs and caches are warm.
+pub fn warmup(ctx: &Ctx, peer: &Peer, tls: bool) -> Result<()> {
+    let extra = ["-n".to_string(), "8".into(), "-c".into(), "2".into(), "-d".into(), "20".into()];
+    load(ctx, peer, "/small", tls, &extra, Duration::from_secs(40)).map(|_| ())
+}
+
+/// wrk -t1 -c32 against the peer; proxies get absolute-form requests.
+pub fn wrk(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
+    let wrk = ctx.tools.wrk.as_ref().ok_or_else(|| anyhow!("wrk not installed (run bench/setup)"))?;
+    let dur = ctx.duration.max(1.0).round() as u64;
+    let mut cmd = Command::new(wrk);
+    cmd.args(["-t1", "-c32", "--timeout", "10s", "-d"]).arg(format!("{dur}s"));
+    if peer.spec.origin_form() {
+        cmd.arg(format!("http://{}/small", peer.addr));
+    } else {
+        let script = ctx.work.join("absolute_form.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "-- absolute-form requests for a forward proxy\nwrk.path = \"http://{o}/small\"\nwrk.headers[\"Host\"] = \"{o}\"\n",
+                o = ctx.origin.http
+            ),
+        )?;
+        cmd.arg("-s").arg(&script).arg(format!("http://{}/", peer.addr));
+    }
+    let (st, out, err) = procs::run_bounded("wrk", &mut cmd, Duration::from_secs(dur + 30))?;
+    if !st.success() {
+        bail!("wrk failed: {}", err.trim());
+    }
+    let mut s = Sample::new();
+    for line in out.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            s.insert("rps".into(), v.trim().parse().context("wrk Requests/sec")?);
+        } else if l.contains(" requests in ") {
+            if let Some(n) = l.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()) {
+                s.insert("requests".into(), n);
+            }
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            s.insert("errors".into(), v.trim().parse().unwrap_or(0.0));
+        } else if let Some(v) = l.strip_prefix("Socket errors:") {
+            let n: f64 = v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<f64>().ok()).sum();
+            *s.entry("errors".into()).or_insert(0.0) += n;
+        }
+    }
+    if !s.contains_key("rps") || s.get("requests").copied().unwrap_or(0.0) == 0.0 {
+        bail!("wrk made no requests: {}", out.trim().replace('\n', " | "));
+    }
+    Ok(s)
+}
+
+/// M8: open `n` keep-alive connections through the peer, one request each,
+/// and measure the peer's RSS growth per connection while they are held.
+pub fn hold(ctx: &Ctx, peer: &Peer, n: usize) -> Result<Sample> {
+    let pid = peer.pid().ok_or_else(|| anyhow!("no process to measure"))?;
+    warmup(ctx, peer, false)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let before = procs::rss_kib(pid);
+    let mut cmd = Command::new(&ctx.tools.self_exe);
+    cmd.arg("load")
+        .args(target_args(ctx, peer, "/small", false)?)
+        .args(["--hold", &n.to_string(), "--hold-secs", "300", "--timeout", "120", "--threads", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut g = ChildGuard::spawn("load --hold", &mut cmd, None)?;
+    let out = g.child_mut().stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut err_note = None;
+    let (ok, errs) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.starts_with("HELD ") => {
+                let mut it = l.split_whitespace().skip(1).map(|v| v.parse::<f64>().unwrap_or(0.0));
+                break (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0));
+            }
+            Ok(l) => err_note = l.strip_prefix("ERROR ").map(str::to_string).or(err_note),
+            Err(_) => bail!("hold client did not finish opening {n} connections in time"),
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let after = procs::rss_kib(pid);
+    let hwm = procs::hwm_kib(pid);
+    drop(g.child_mut().stdin.take());
+    g.stop();
+    if ok == 0.0 {
+        bail!("no connection held: {}", err_note.unwrap_or_default());
+    }
+    if let Some(e) = err_note {
+        eprintln!("    note: {errs} connections failed: {e}");
+    }
+    let mut s = Sample::new();
+    s.insert("held".into(), ok);
+    s.insert("errors".into(), errs);
+    s.insert("kib_per_conn".into(), (after as f64 - before as f64) / ok);
+    s.insert("rss_before_kib".into(), before as f64);
+    s.insert("hwm_kib".into(), hwm as f64);
+    Ok(s)
+}
+
+/// M9: spawn the peer fresh and time until its port accepts a connection.
+pub fn startup(ctx: &Ctx, spec: PeerSpec, dir: &std::path::Path) -> Result<f64> {
+    let port = procs::free_port()?;
+    let mut cmd = peers::command(ctx, spec, port, dir)?;
+    cmd.stdin(Stdio::null());
+    let t0 = Instant::now();
+    let mut g = ChildGuard::spawn(&spec.name(), &mut cmd, Some(&dir.join("startup.log")))?;
+    procs::wait_listening(&mut g, ([127, 0, 0, 1], port).into(), Duration::from_secs(30))?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    g.stop();
+    Ok(ms)
+}
