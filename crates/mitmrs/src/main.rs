@@ -33,12 +33,14 @@ fn main() -> ExitCode {
         eprintln!("mitmrs: {e}");
         return ExitCode::from(2);
     }
+    // --- Python addon support (issue 3): load `-s` scripts before the deferred
+    // `--set` check, since scripts may define the options those set.
+    if let Err(code) = load_scripts(&options, &mut chain) {
+        return code;
+    }
+    // --- end Python addon support
     if let Err(e) = options.check_deferred() {
         eprintln!("mitmrs: {e}");
-        return ExitCode::from(2);
-    }
-    if !options.get_seq("scripts").is_empty() {
-        eprintln!("mitmrs: -s/--scripts needs Python addon support, which this build does not include yet");
         return ExitCode::from(2);
     }
     if !args.filter.is_empty() {
@@ -103,10 +105,53 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         ctx.chain.running().await;
         let server = tokio::spawn(proxy.run(rx));
-        let _ = tokio::signal::ctrl_c().await;
+        wait_for_shutdown().await; // Python addon support: also ctx.master.shutdown()
         let _ = tx.send(true);
         let _ = server.await;
         ctx.chain.done().await;
         anyhow::Ok(())
     })
+}
+
+// --- Python addon support (issue 3) ---
+
+/// Loads the `scripts` option's Python scripts as one addon. Exit status 2 if a
+/// script fails to load, or if this build has no Python support.
+fn load_scripts(options: &Options, chain: &mut AddonChain) -> Result<(), ExitCode> {
+    let scripts = options.get_seq("scripts");
+    if scripts.is_empty() {
+        return Ok(());
+    }
+    #[cfg(feature = "python")]
+    {
+        // Scripts log while loading: set up the console log first.
+        logging::init(&options.get_str("termlog_verbosity").unwrap_or_else(|| "info".into()));
+        match mitmrs_python::PythonAddon::new(options, &scripts) {
+            Ok(addon) => {
+                let _ = chain.add(addon, options);
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("mitmrs: {e}");
+                Err(ExitCode::from(2))
+            }
+        }
+    }
+    #[cfg(not(feature = "python"))]
+    {
+        let _ = chain;
+        eprintln!("mitmrs: -s/--scripts needs Python addon support; this build was made without the `python` feature");
+        Err(ExitCode::from(2))
+    }
+}
+
+/// Ctrl-C, or (with Python support) a script's `ctx.master.shutdown()`.
+async fn wait_for_shutdown() {
+    #[cfg(feature = "python")]
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = mitmrs_python::shutdown_requested() => {}
+    }
+    #[cfg(not(feature = "python"))]
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,0 +1,1 @@
+"""mitmproxy's addon API, as provided by mitmrs (built into the mitmrs binary)."""

@@ -1,0 +1,501 @@
+"""mitmrs's script host: loads addon scripts, runs their hooks, keeps the Python
+flow objects in step with the Rust ones. Private to mitmrs."""
+import asyncio
+import inspect
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import types
+import warnings
+
+from mitmproxy import _rs, ctx, exceptions, http
+from mitmproxy import connection as _conn
+from mitmproxy import flow as _flow
+from mitmproxy import log as _log
+from mitmproxy.addonmanager import Loader
+
+# Old (0.x-4.x) hook names: new name -> old names that still work, with a warning.
+OLD_NAMES = {
+    "running": ["start"],
+    "client_connected": ["clientconnect"],
+    "client_disconnected": ["clientdisconnect"],
+    "server_connect": ["serverconnect"],
+    "server_disconnected": ["serverdisconnect"],
+    "websocket_start": ["websockets_handshake"],
+}
+HOOKS = (
+    "load", "configure", "running", "done", "tick",
+    "requestheaders", "request", "responseheaders", "response", "error",
+    "http_connect", "http_connect_upstream", "http_connected", "http_connect_error",
+    "client_connected", "client_disconnected", "server_connect", "server_connected",
+    "server_disconnected", "server_connect_error",
+)
+_warned = set()
+
+
+# ---------------------------------------------------------------- logging
+
+class _RustHandler(logging.Handler):
+    def emit(self, record):
+        try:
+            msg = self.format(record)
+            client = getattr(record, "client", None)
+            if isinstance(client, tuple) and len(client) >= 2:
+                h = client[0]
+                client = f"[{h}]:{client[1]}" if ":" in str(h) else f"{h}:{client[1]}"
+            elif client is not None:
+                client = str(client)
+            _rs.log(record.levelno, msg, client)
+        except Exception:
+            self.handleError(record)
+
+
+def _install_logging():
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(_RustHandler())
+    root.setLevel(logging.DEBUG)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default", DeprecationWarning)
+
+
+# ---------------------------------------------------------------- ctx
+
+class _Options:
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return _rs.option_get(name)
+        except KeyError:
+            raise AttributeError(f"No such option: {name}") from None
+
+    def __setattr__(self, name, value):
+        try:
+            _rs.option_set(name, value)
+        except KeyError:
+            raise AttributeError(f"No such option: {name}") from None
+        except ValueError as e:
+            raise exceptions.OptionsError(str(e)) from None
+
+    def __contains__(self, name):
+        return name in _rs.option_names()
+
+    def keys(self):
+        return _rs.option_names()
+
+    def update(self, **kwargs):
+        for k, v in kwargs.items():
+            setattr(self, k, v)
+
+    def set(self, *specs):
+        for spec in specs:
+            _rs.option_parse_set(spec)
+
+
+class _Commands:
+    def __init__(self, host):
+        self._host = host
+        self._extra = {}
+
+    def add(self, path, func):
+        self._extra[path] = func
+
+    def _find(self, name):
+        if name in self._extra:
+            return self._extra[name]
+        for _, addon in self._host.all_addons():
+            for attr in dir(addon):
+                try:
+                    f = getattr(addon, attr)
+                except Exception:
+                    continue
+                if getattr(f, "command_name", None) == name:
+                    return f
+        raise exceptions.CommandError(f"Unknown command: {name}")
+
+    def call(self, name, *args):
+        return self._find(name)(*args)
+
+    def call_strings(self, name, args):
+        return self._find(name)(*args)
+
+    def execute(self, cmdstr):
+        import shlex
+        parts = shlex.split(cmdstr)
+        return self.call(parts[0], *parts[1:])
+
+
+class _Addons:
+    def __init__(self, host):
+        self._host = host
+
+    def get(self, name):
+        for _, a in self._host.all_addons():
+            n = getattr(a, "name", None) or type(a).__name__.lower()
+            if n == name.lower():
+                return a
+        return None
+
+
+class _Master:
+    def __init__(self, host):
+        self.options = ctx.options
+        self.commands = _Commands(host)
+        self.addons = _Addons(host)
+        self.event_loop = host.loop
+
+    def shutdown(self):
+        _rs.shutdown()
+
+
+class _OldContext:
+    """What 0.x hooks got as their first argument."""
+
+    def __init__(self):
+        self.log = _log.Log()
+
+    def kill_flow(self, f):
+        f.kill()
+
+
+# ---------------------------------------------------------------- scripts
+
+class Script:
+    def __init__(self, path):
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.ns = None
+        self.mtime = None
+        self.loaded = False
+
+    def execute(self):
+        """Reads and runs the script; exceptions propagate."""
+        self.mtime = os.stat(self.path).st_mtime
+        with open(self.path, "rb") as f:
+            src = f.read()
+        name = os.path.splitext(os.path.basename(self.path))[0]
+        mod = types.ModuleType(name)
+        mod.__file__ = self.path
+        sys.modules.pop(name, None)
+        d = os.path.dirname(self.path)
+        sys.path.insert(0, d)
+        try:
+            code = compile(src, self.path, "exec")
+            sys.modules[name] = mod
+            exec(code, mod.__dict__)
+        finally:
+            if sys.path and sys.path[0] == d:
+                sys.path.pop(0)
+        self.ns = mod
+
+    def addons(self):
+        if self.ns is None:
+            return []
+        out = []
+
+        def walk(a):
+            out.append(a)
+            for c in getattr(a, "addons", None) or []:
+                walk(c)
+
+        walk(self.ns)
+        return out
+
+
+def _user_tb(exc):
+    """The traceback without mitmrs's own frames at the top."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith("<mitmrs>"):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class Host:
+    def __init__(self, paths):
+        _install_logging()
+        self.loop = asyncio.new_event_loop()
+        t = threading.Thread(target=self.loop.run_forever, name="mitmrs-asyncio", daemon=True)
+        t.start()
+        ctx.options = _Options()
+        ctx.log = _log.Log()
+        ctx.master = _Master(self)
+        self.scripts = [Script(p) for p in paths]
+        self.lock = threading.RLock()
+        self.flows = {}
+        for s in self.scripts:
+            if not os.path.exists(s.path):
+                raise FileNotFoundError(f"No such script: {s.path}")
+            s.execute()
+        self.publish_hooks()
+
+    # -- hooks bookkeeping
+    def all_addons(self):
+        for s in self.scripts:
+            for a in s.addons():
+                yield s, a
+
+    def _lookup(self, addon, name):
+        f = getattr(addon, name, None)
+        if f is not None and callable(f):
+            return f, name
+        for old in OLD_NAMES.get(name, ()):
+            f = getattr(addon, old, None)
+            if f is not None and callable(f):
+                return f, old
+        return None, None
+
+    def defined_hooks(self):
+        names = set()
+        for _, a in self.all_addons():
+            for h in HOOKS:
+                if self._lookup(a, h)[0] is not None:
+                    names.add(h)
+        return sorted(names)
+
+    def publish_hooks(self):
+        _rs.set_hooks(self.defined_hooks())
+
+    # -- calling
+    def _await(self, aw):
+        fut = asyncio.run_coroutine_threadsafe(_as_coro(aw), self.loop)
+        return fut.result()
+
+    def _call_one(self, script, addon, name, args):
+        f, used = self._lookup(addon, name)
+        if f is None:
+            return
+        if used != name and (script.path, used) not in _warned:
+            _warned.add((script.path, used))
+            logging.warning(f"{script.path}: the '{used}' hook is deprecated, use '{name}' instead.")
+        call_args = args
+        if used != name or (inspect.isfunction(f) and _n_positional(f) == len(args) + 1):
+            # a 0.x hook that takes (context, ...)
+            if inspect.isfunction(f) and _n_positional(f) == len(args) + 1:
+                call_args = (_OldContext(),) + tuple(args)
+        try:
+            r = f(*call_args)
+            if inspect.isawaitable(r):
+                self._await(r)
+        except exceptions.OptionsError:
+            raise
+        except exceptions.AddonHalt:
+            raise
+        except Exception as e:
+            logging.error(f"Addon error: {_user_tb(e)}".rstrip())
+
+    def invoke(self, name, *args, scripts=None):
+        for s in (scripts if scripts is not None else self.scripts):
+            for a in s.addons():
+                try:
+                    self._call_one(s, a, name, args)
+                except exceptions.AddonHalt:
+                    return
+
+    # -- lifecycle
+    def load(self, scripts=None):
+        for s in (scripts if scripts is not None else self.scripts):
+            for a in s.addons():
+                self._call_one(s, a, "load", (Loader(ctx.master),))
+            s.loaded = True
+
+    def configure(self, updated, scripts=None):
+        try:
+            self.invoke("configure", set(updated), scripts=scripts)
+        except exceptions.OptionsError as e:
+            return str(e)
+        return None
+
+    def running(self, scripts=None):
+        self.invoke("running", scripts=scripts)
+
+    def done(self, scripts=None):
+        self.invoke("done", scripts=scripts)
+
+    def tick(self):
+        self.invoke("tick")
+
+    # -- hot reload: called about every 0.5 s
+    def check_reload(self):
+        for s in self.scripts:
+            try:
+                m = os.stat(s.path).st_mtime
+            except OSError:
+                continue
+            if m == s.mtime:
+                continue
+            logging.info(f"Reloading script {s.path}")
+            if s.ns is not None:
+                self.invoke("done", scripts=[s])
+            s.ns = None
+            try:
+                s.execute()
+            except Exception as e:
+                s.ns = None
+                s.mtime = m
+                logging.error(f"Error loading script {s.path}, continuing without it:\n{_user_tb(e)}".rstrip())
+                self.publish_hooks()
+                continue
+            self.load(scripts=[s])
+            err = self.configure(_rs.option_names(), scripts=[s])
+            if err:
+                logging.error(f"{s.path}: {err}")
+            self.running(scripts=[s])
+            self.publish_hooks()
+
+    # -- flows
+    def flow_hook(self, name, pyflow, state):
+        f = flow_in(pyflow, state)
+        self.invoke(name, f)
+        return f, flow_out(f)
+
+
+async def _as_coro(aw):
+    return await aw
+
+
+def _n_positional(f):
+    try:
+        ps = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        return -1
+    return sum(1 for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+# ---------------------------------------------------------------- flow sync
+
+def _headers(fields):
+    h = http.Headers()
+    h.fields = tuple(fields)
+    return h
+
+
+def _client(d):
+    c = _conn.Client(peername=d["peername"], sockname=d["sockname"], timestamp_start=d["timestamp_start"])
+    for k in ("id", "sni", "alpn", "tls_version", "cipher"):
+        setattr(c, k, d[k])
+    c.tls = d["tls"]
+    return c
+
+
+def _server(d):
+    s = _conn.Server(address=d["address"])
+    for k in ("id", "peername", "sockname", "sni", "alpn", "tls_version", "timestamp_start", "via"):
+        setattr(s, k, d[k])
+    s.tls = d["tls"]
+    return s
+
+
+def _req_in(r, d):
+    if r is None:
+        r = http.Request(d["host"], d["port"], d["method"], d["scheme"], d["authority"], d["path"],
+                         d["http_version"], _headers(d["headers"]), d["content"],
+                         None, d["timestamp_start"], d["timestamp_end"])
+    else:
+        for k in ("host", "port", "method", "scheme", "authority", "path", "http_version",
+                  "timestamp_start", "timestamp_end"):
+            setattr(r, k, d[k])
+        r.headers = _headers(d["headers"])
+        r.raw_content = d["content"]
+    r.trailers = _headers(d["trailers"]) if d["trailers"] is not None else None
+    return r
+
+
+def _resp_in(r, d):
+    if r is None:
+        r = http.Response(d["http_version"], d["status_code"], d["reason"], _headers(d["headers"]),
+                          d["content"], None, d["timestamp_start"], d["timestamp_end"])
+    else:
+        for k in ("http_version", "status_code", "reason", "timestamp_start", "timestamp_end"):
+            setattr(r, k, d[k])
+        r.headers = _headers(d["headers"])
+        r.raw_content = d["content"]
+    r.trailers = _headers(d["trailers"]) if d["trailers"] is not None else None
+    return r
+
+
+def flow_in(f, st):
+    if f is None:
+        f = http.HTTPFlow(_client(st["client"]), _server(st["server"]), live=st["live"])
+        f.id = st["id"]
+        f.timestamp_created = st["timestamp_created"]
+        f.metadata = st["metadata"]
+        f._resume_handle = st["handle"]
+        f.request = _req_in(None, st["request"])
+    else:
+        f.request = _req_in(f.request, st["request"])
+        f.server_conn = _server(st["server"]) if f.server_conn.id != st["server"]["id"] else f.server_conn
+        if st["server"]["peername"] is not None:
+            f.server_conn.peername = st["server"]["peername"]
+            f.server_conn.sockname = st["server"]["sockname"]
+    if st["response"] is None:
+        f.response = None
+    else:
+        f.response = _resp_in(f.response, st["response"])
+    if st["error"] is None:
+        if f.error is not None and f.error.msg != _flow.Error.KILLED_MESSAGE:
+            f.error = None
+    elif f.error is None or f.error.msg != st["error"]:
+        f.error = _flow.Error(st["error"])
+    f.marked = st["marked"]
+    f.comment = st["comment"]
+    f.is_replay = st["is_replay"]
+    f.intercepted = st["intercepted"]
+    f.live = st["live"]
+    return f
+
+
+def _hfields(h):
+    if isinstance(h, http.Headers):
+        return list(h.fields)
+    return list(http._as_headers(h).fields)
+
+
+def _req_out(r):
+    return {
+        "host": r.host, "port": int(r.port), "method": r.method, "scheme": r.scheme,
+        "authority": r.authority, "path": r.path, "http_version": r.http_version,
+        "headers": _hfields(r.headers), "content": r.raw_content,
+        "trailers": _hfields(r.trailers) if r.trailers is not None else None,
+        "stream": r.stream,
+    }
+
+
+def _resp_out(r):
+    return {
+        "http_version": r.http_version, "status_code": int(r.status_code), "reason": r.reason,
+        "headers": _hfields(r.headers), "content": r.raw_content,
+        "trailers": _hfields(r.trailers) if r.trailers is not None else None,
+        "stream": r.stream,
+    }
+
+
+def flow_out(f):
+    killed = f.error is not None and f.error.msg == _flow.Error.KILLED_MESSAGE
+    return {
+        "request": _req_out(f.request),
+        "response": _resp_out(f.response) if f.response is not None else None,
+        "killed": killed,
+        "intercepted": bool(f.intercepted),
+        "marked": f.marked if isinstance(f.marked, str) else (":default:" if f.marked else ""),
+        "comment": f.comment or "",
+        "metadata": f.metadata,
+    }
+
+
+def call_stream(fn, chunk):
+    """Runs a stream callable on one chunk; returns a list of bytes."""
+    out = fn(chunk)
+    if isinstance(out, (bytes, bytearray, memoryview)):
+        return [bytes(out)]
+    if isinstance(out, str):
+        raise TypeError(f"stream callable returned str, expected bytes or an iterable of bytes: {out[:40]!r}")
+    res = []
+    for piece in out:
+        if not isinstance(piece, (bytes, bytearray, memoryview)):
+            raise TypeError(f"stream callable yielded {type(piece).__name__}, expected bytes")
+        res.append(bytes(piece))
+    return res

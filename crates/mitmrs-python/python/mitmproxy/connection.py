@@ -1,0 +1,77 @@
+"""Client and server connections (mitmrs's implementation of mitmproxy.connection)."""
+import enum
+import uuid
+
+
+class ConnectionState(enum.Flag):
+    CLOSED = 0
+    CAN_READ = 1
+    CAN_WRITE = 2
+    OPEN = CAN_READ | CAN_WRITE
+
+
+class Connection:
+    def __init__(self):
+        self.id = str(uuid.uuid4())
+        self.state = ConnectionState.OPEN
+        self.peername = None
+        self.sockname = None
+        self.error = None
+        self.tls = False
+        self.certificate_list = []
+        self.alpn = None
+        self.alpn_offers = []
+        self.cipher = None
+        self.cipher_list = []
+        self.tls_version = None
+        self.sni = None
+        self.timestamp_start = None
+        self.timestamp_end = None
+        self.timestamp_tls_setup = None
+        self.transport_protocol = "tcp"
+
+    @property
+    def connected(self):
+        return self.state is ConnectionState.OPEN
+
+    @property
+    def tls_established(self):
+        return self.timestamp_tls_setup is not None
+
+    def __eq__(self, other):
+        return isinstance(other, Connection) and self.id == other.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+
+class Client(Connection):
+    def __init__(self, peername=None, sockname=None, timestamp_start=None, **kwargs):
+        super().__init__()
+        self.peername = peername
+        self.sockname = sockname
+        self.timestamp_start = timestamp_start
+        self.mitmcert = None
+        self.proxy_mode = "regular"
+        for k, v in kwargs.items():
+            setattr(self, k, v)
+
+    @property
+    def address(self):
+        return self.peername
+
+    def __repr__(self):
+        return f"Client({self.peername[0]}:{self.peername[1]}, state={self.state.name.lower()})" if self.peername else "Client()"
+
+
+class Server(Connection):
+    def __init__(self, address=None, **kwargs):
+        super().__init__()
+        self.address = address
+        self.timestamp_tcp_setup = None
+        self.via = None
+        for k, v in kwargs.items():
+            setattr(self, k, v)
+
+    def __repr__(self):
+        return f"Server({self.address})"

@@ -1,0 +1,1 @@
+"""mitmproxy.coretypes (mitmrs)."""

@@ -1,0 +1,3 @@
+from mitmproxy.script.concurrent import concurrent
+
+__all__ = ["concurrent"]

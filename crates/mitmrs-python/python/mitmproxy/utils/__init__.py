@@ -1,0 +1,1 @@
+"""mitmproxy.utils (mitmrs)."""

@@ -1,0 +1,247 @@
+//! mitmrs-python: Python addon support. CPython is embedded through PyO3 so that
+//! mitmproxy addon scripts run unmodified with `mitmrs -s script.py`.
+//!
+//! The binary provides its own `mitmproxy` package: a built-in module registered
+//! with `append_to_inittab!` before the interpreter starts (so it wins over any
+//! pip-installed mitmproxy), whose submodules are Python sources embedded in the
+//! binary (`python/mitmproxy/*.py`) and served by an import finder. The script host
+//! (`mitmproxy._mitmrs`) loads scripts and runs hooks; this crate converts flows,
+//! runs hooks off the tokio runtime (`spawn_blocking`) and bridges options and logs.
+//!
+//! See docs/PYTHON.md for what works and what does not yet.
+
+mod native;
+mod sync;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use mitmrs_core::addon::{Hook, HookSet, Loader};
+use mitmrs_core::options::{Options, OptionsError};
+use mitmrs_core::{Addon, HookResult, HttpFlow};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+/// The embedded `mitmproxy` package: (module name, source, is a package).
+/// Add WebSocket/TCP/flowfilter/io modules here as more files.
+pub(crate) const SOURCES: &[(&str, &str, bool)] = &[
+    ("mitmproxy.coretypes", include_str!("../python/mitmproxy/coretypes/__init__.py"), true),
+    ("mitmproxy.coretypes.multidict", include_str!("../python/mitmproxy/coretypes/multidict.py"), false),
+    ("mitmproxy.utils", include_str!("../python/mitmproxy/utils/__init__.py"), true),
+    ("mitmproxy.utils.strutils", include_str!("../python/mitmproxy/utils/strutils.py"), false),
+    ("mitmproxy.exceptions", include_str!("../python/mitmproxy/exceptions.py"), false),
+    ("mitmproxy.hooks", include_str!("../python/mitmproxy/hooks.py"), false),
+    ("mitmproxy.log", include_str!("../python/mitmproxy/log.py"), false),
+    ("mitmproxy.ctx", include_str!("../python/mitmproxy/ctx.py"), false),
+    ("mitmproxy.flow", include_str!("../python/mitmproxy/flow.py"), false),
+    ("mitmproxy.connection", include_str!("../python/mitmproxy/connection.py"), false),
+    ("mitmproxy.http", include_str!("../python/mitmproxy/http.py"), false),
+    ("mitmproxy.command", include_str!("../python/mitmproxy/command.py"), false),
+    ("mitmproxy.script", include_str!("../python/mitmproxy/script/__init__.py"), true),
+    ("mitmproxy.script.concurrent", include_str!("../python/mitmproxy/script/concurrent.py"), false),
+    ("mitmproxy.addonmanager", include_str!("../python/mitmproxy/addonmanager.py"), false),
+    ("mitmproxy._mitmrs", include_str!("../python/mitmproxy/_mitmrs.py"), false),
+];
+pub(crate) const PACKAGE_INIT: &str = include_str!("../python/mitmproxy/__init__.py");
+
+/// Shared state reachable from the native module's functions.
+pub(crate) struct Global {
+    pub options: Options,
+    /// Options that scripts defined (to name the option a `configure` rejected).
+    pub script_options: std::sync::Mutex<Vec<String>>,
+}
+
+pub(crate) static GLOBAL: OnceLock<Global> = OnceLock::new();
+/// The hooks the loaded scripts define, as [`HookSet`] bits.
+pub(crate) static HOOKS: AtomicU64 = AtomicU64::new(0);
+/// Whether a script defines `tick`.
+pub(crate) static TICK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SHUTDOWN: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Resolves once a script called `ctx.master.shutdown()`.
+pub async fn shutdown_requested() {
+    SHUTDOWN.notified().await
+}
+
+pub(crate) fn request_shutdown() {
+    SHUTDOWN.notify_one();
+}
+
+/// Formats a Python exception with its traceback, as Python prints it.
+pub(crate) fn format_err(py: Python<'_>, e: &PyErr) -> String {
+    let r = (|| -> PyResult<String> {
+        let tb = py.import("traceback")?;
+        let lines = tb.call_method1("format_exception", (e.value(py),))?;
+        let s: Vec<String> = lines.extract()?;
+        Ok(s.concat())
+    })();
+    r.unwrap_or_else(|_| e.to_string()).trim_end().to_string()
+}
+
+/// The Python addon: every script given with `-s`, as one addon in the chain.
+pub struct PythonAddon {
+    host: Py<PyAny>,
+    name: String,
+}
+
+impl PythonAddon {
+    /// Starts the interpreter (once) and runs the scripts' module code. A script
+    /// that cannot be read or raises (a syntax error, say) is an `Err` with the file,
+    /// line and traceback, for the CLI to print before exiting with status 2.
+    pub fn new(options: &Options, scripts: &[String]) -> Result<Arc<PythonAddon>, String> {
+        let _ = GLOBAL.set(Global { options: options.clone(), script_options: Default::default() });
+        native::init_interpreter();
+        let host = Python::with_gil(|py| -> Result<Py<PyAny>, String> {
+            let m = py.import("mitmproxy._mitmrs").map_err(|e| format_err(py, &e))?;
+            let paths = PyList::new(py, scripts).map_err(|e| e.to_string())?;
+            let host = m.getattr("Host").and_then(|h| h.call1((paths,))).map_err(|e| {
+                let msg = format_err(py, &e);
+                format!("Error loading script:\n{msg}")
+            })?;
+            Ok(host.unbind())
+        })?;
+        let addon = Arc::new(PythonAddon { host, name: scripts.join(", ") });
+        addon.start_poller(scripts);
+        Ok(addon)
+    }
+
+    fn host_ref(&self) -> Py<PyAny> {
+        Python::with_gil(|py| self.host.clone_ref(py))
+    }
+
+    /// A thread that calls `tick` about every 100 ms (if a script defines it) and
+    /// polls the scripts' mtimes about every 0.5 s for hot reload. It takes the GIL
+    /// only for those.
+    fn start_poller(&self, scripts: &[String]) {
+        let host = self.host_ref();
+        let paths: Vec<std::path::PathBuf> = scripts.iter().map(std::path::PathBuf::from).collect();
+        let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut last: Vec<Option<SystemTime>> = paths.iter().map(|p| mtime(p)).collect();
+        std::thread::Builder::new()
+            .name("mitmrs-python-poll".into())
+            .spawn(move || {
+                let mut n: u64 = 0;
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    n += 1;
+                    if TICK.load(Ordering::Relaxed) {
+                        Python::with_gil(|py| {
+                            if let Err(e) = host.call_method0(py, "tick") {
+                                tracing::error!(target: "mitmrs_python", "Addon error: tick: {}", format_err(py, &e));
+                            }
+                        });
+                    }
+                    if n % 5 == 0 {
+                        let now: Vec<Option<SystemTime>> = paths.iter().map(|p| mtime(p)).collect();
+                        if now != last {
+                            last = now;
+                            Python::with_gil(|py| {
+                                if let Err(e) = host.call_method0(py, "check_reload") {
+                                    tracing::error!(target: "mitmrs_python", "reload failed: {}", format_err(py, &e));
+                                }
+                            });
+                        }
+                    }
+                }
+            })
+            .expect("spawn the script poller thread");
+    }
+
+    /// Runs a method of the host off the tokio runtime.
+    async fn call_blocking(&self, method: &'static str) -> HookResult {
+        let host = self.host_ref();
+        tokio::task::spawn_blocking(move || {
+            Python::with_gil(|py| host.call_method0(py, method).map(|_| ()).map_err(|e| format_err(py, &e)))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(Into::into)
+    }
+
+    async fn flow_hook(&self, hook: Hook, flow: &mut HttpFlow) -> HookResult {
+        let state = sync::snapshot(flow);
+        let pyflow = flow.extensions.remove::<sync::PyFlow>();
+        let host = self.host_ref();
+        let name = hook.name();
+        let res = tokio::task::spawn_blocking(move || {
+            Python::with_gil(|py| -> Result<(sync::PyFlow, sync::FlowOut), String> {
+                let st = state.to_py(py).map_err(|e| format_err(py, &e))?;
+                let pf = pyflow.map(|p| p.0).unwrap_or_else(|| py.None());
+                let r = host.call_method1(py, "flow_hook", (name, pf, st)).map_err(|e| format_err(py, &e))?;
+                let (f, out): (Py<PyAny>, Bound<'_, PyAny>) = r.extract(py).map_err(|e| format_err(py, &e))?;
+                let out = sync::FlowOut::extract(&out).map_err(|e| format_err(py, &e))?;
+                Ok((sync::PyFlow(f), out))
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let (pf, out) = res?;
+        flow.extensions.insert(pf);
+        sync::apply(flow, out, self.host_ref());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Addon for PythonAddon {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::from_bits(HOOKS.load(Ordering::Relaxed))
+    }
+
+    fn load(&self, _loader: &mut Loader<'_>) -> HookResult {
+        Python::with_gil(|py| self.host.call_method0(py, "load").map(|_| ()).map_err(|e| format_err(py, &e).into()))
+    }
+
+    fn configure(&self, _options: &Options, updated: &BTreeSet<String>) -> Result<(), OptionsError> {
+        let msg = Python::with_gil(|py| -> Result<Option<String>, String> {
+            let names: Vec<&str> = updated.iter().map(String::as_str).collect();
+            let r = self.host.call_method1(py, "configure", (names,)).map_err(|e| format_err(py, &e))?;
+            r.extract::<Option<String>>(py).map_err(|e| e.to_string())
+        });
+        let message = match msg {
+            Ok(None) => return Ok(()),
+            Ok(Some(m)) => m,
+            Err(e) => e,
+        };
+        let script_opts = GLOBAL.get().map(|g| g.script_options.lock().unwrap().clone()).unwrap_or_default();
+        let name = script_opts
+            .iter()
+            .find(|n| updated.contains(*n))
+            .cloned()
+            .or_else(|| updated.iter().next().cloned())
+            .unwrap_or_default();
+        Err(OptionsError::Rejected { name, message })
+    }
+
+    async fn running(&self) -> HookResult {
+        self.call_blocking("running").await
+    }
+    async fn done(&self) -> HookResult {
+        self.call_blocking("done").await
+    }
+    async fn requestheaders(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::RequestHeaders, flow).await
+    }
+    async fn request(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::Request, flow).await
+    }
+    async fn responseheaders(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::ResponseHeaders, flow).await
+    }
+    async fn response(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::Response, flow).await
+    }
+    async fn error(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::Error, flow).await
+    }
+    async fn http_connect(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::HttpConnect, flow).await
+    }
+}
