@@ -48,7 +48,7 @@ enum State {
 /// `Ok(None)` (needs more) or [`BodyEvent::End`]; bytes after the body (a pipelined
 /// message) are left in the buffer. When the peer closes the connection, call
 /// [`eof`](Self::eof) after draining the buffer with `decode`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BodyDecoder {
     framing: Framing,
     state: State,
