@@ -94,7 +94,9 @@ pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
         opts.set("termlog_verbosity", OptionValue::Str("error".into()))?;
     }
     if args.verbose > 0 {
+        // As mitmdump: -v also shows headers (flow_detail 2), overriding -q.
         opts.set("termlog_verbosity", OptionValue::Str("debug".into()))?;
+        opts.set("flow_detail", OptionValue::Int(2))?;
     }
     if !args.mode.is_empty() {
         for m in &args.mode {
