@@ -1,8 +1,8 @@
 //! Standard reason phrases (RFC 9110 and common extensions).
 
 /// The standard reason phrase for `code`, or "" if unknown.
-pub fn reason(code: u16) -> &'static str {
-    match code {
+pub fn reason(status: u16) -> &'static str {
+    match status {
         100 => "Continue",
         101 => "Switching Protocols",
         102 => "Processing",
@@ -15,6 +15,8 @@ pub fn reason(code: u16) -> &'static str {
         205 => "Reset Content",
         206 => "Partial Content",
         207 => "Multi-Status",
+        208 => "Already Reported",
+        226 => "IM Used",
         300 => "Multiple Choices",
         301 => "Moved Permanently",
         302 => "Found",
@@ -36,14 +38,16 @@ pub fn reason(code: u16) -> &'static str {
         410 => "Gone",
         411 => "Length Required",
         412 => "Precondition Failed",
-        413 => "Payload Too Large",
+        413 => "Content Too Large",
         414 => "URI Too Long",
         415 => "Unsupported Media Type",
         416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
         418 => "I'm a teapot",
         421 => "Misdirected Request",
-        422 => "Unprocessable Entity",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
         425 => "Too Early",
         426 => "Upgrade Required",
         428 => "Precondition Required",
@@ -56,6 +60,10 @@ pub fn reason(code: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        510 => "Not Extended",
         511 => "Network Authentication Required",
         _ => "",
     }

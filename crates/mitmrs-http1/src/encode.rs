@@ -1,8 +1,9 @@
 //! Serialisation of heads and chunks.
 //!
 //! Header fields are written exactly as given: name case, order, duplicates, raw
-//! value bytes, as `Name: value\r\n`. Nothing is validated here: a caller that
-//! lets a hook put CR or LF into a name or value must check it itself.
+//! value bytes, as `Name: value\r\n`. One exception, for safety: CR, LF and NUL
+//! bytes in a start-line part, name or value (which a hook could have put there)
+//! are written as spaces, so no field or message can be smuggled into the output.
 
 use std::fmt::Write as _;
 
@@ -20,9 +21,9 @@ pub fn encode_request_head(
     out: &mut BytesMut,
 ) {
     out.reserve(method.len() + target.len() + 12 + fields_len(headers) + 2);
-    out.put_slice(method.as_bytes());
+    put_safe(method.as_bytes(), out);
     out.put_u8(b' ');
-    out.put_slice(target.as_bytes());
+    put_safe(target.as_bytes(), out);
     out.put_u8(b' ');
     out.put_slice(version.as_str().as_bytes());
     out.put_slice(b"\r\n");
@@ -43,7 +44,7 @@ pub fn encode_response_head(
     out.put_slice(version.as_str().as_bytes());
     // Infallible for BytesMut; the result is ignored rather than unwrapped.
     let _ = write!(out, " {status:03} ");
-    out.put_slice(reason.as_bytes());
+    put_safe(reason.as_bytes(), out);
     out.put_slice(b"\r\n");
     put_fields(headers, out);
     out.put_slice(b"\r\n");
@@ -78,81 +79,40 @@ fn fields_len(headers: &Headers) -> usize {
         .sum()
 }
 
+/// Writes `b`, with CR, LF and NUL replaced by spaces.
+fn put_safe(b: &[u8], out: &mut BytesMut) {
+    if !b.iter().any(|c| matches!(c, b'\r' | b'\n' | 0)) {
+        out.put_slice(b);
+        return;
+    }
+    out.extend(b.iter().map(|&c| if matches!(c, b'\r' | b'\n' | 0) { b' ' } else { c }));
+}
+
 fn put_fields(headers: &Headers, out: &mut BytesMut) {
     for (name, value) in headers.fields() {
-        out.put_slice(name);
+        put_safe(name, out);
         out.put_slice(b": ");
-        out.put_slice(value);
+        put_safe(value, out);
         out.put_slice(b"\r\n");
     }
 }
 
-/// The standard reason phrase for `status` (IANA HTTP status code registry), or
-/// `""` if unknown.
+/// The standard reason phrase for `status`, or `""` if unknown (the table lives
+/// in `mitmrs_core::status`, shared with `Response::make`).
 pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        102 => "Processing",
-        103 => "Early Hints",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        203 => "Non-Authoritative Information",
-        204 => "No Content",
-        205 => "Reset Content",
-        206 => "Partial Content",
-        207 => "Multi-Status",
-        208 => "Already Reported",
-        226 => "IM Used",
-        300 => "Multiple Choices",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        305 => "Use Proxy",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length Required",
-        412 => "Precondition Failed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        418 => "I'm a teapot",
-        421 => "Misdirected Request",
-        422 => "Unprocessable Content",
-        423 => "Locked",
-        424 => "Failed Dependency",
-        425 => "Too Early",
-        426 => "Upgrade Required",
-        428 => "Precondition Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        451 => "Unavailable For Legal Reasons",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        506 => "Variant Also Negotiates",
-        507 => "Insufficient Storage",
-        508 => "Loop Detected",
-        510 => "Not Extended",
-        511 => "Network Authentication Required",
-        _ => "",
+    mitmrs_core::status::reason(status)
+}
+
+#[cfg(test)]
+mod safety_tests {
+    use super::*;
+
+    #[test]
+    fn crlf_in_fields_cannot_inject() {
+        let h = Headers::from_pairs([("X-A", "1\r\nInjected: yes"), ("X\nB", "2")]);
+        let mut out = BytesMut::new();
+        encode_response_head(Version::Http11, 200, "OK\r\nX: y", &h, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert_eq!(text, "HTTP/1.1 200 OK  X: y\r\nX-A: 1  Injected: yes\r\nX B: 2\r\n\r\n");
     }
 }

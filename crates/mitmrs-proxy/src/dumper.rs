@@ -224,7 +224,12 @@ impl Addon for Dumper {
     }
 
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Configure, Hook::Response, Hook::Error])
+        // At flow_detail 0 (`-q`) the dumper costs nothing per flow.
+        if self.detail.load(Ordering::Relaxed) <= 0 {
+            HookSet::EMPTY.with(Hook::Configure)
+        } else {
+            HookSet::of(&[Hook::Configure, Hook::Response, Hook::Error])
+        }
     }
 
     fn configure(&self, options: &Options, _updated: &BTreeSet<String>) -> Result<(), OptionsError> {
