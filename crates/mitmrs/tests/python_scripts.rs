@@ -164,3 +164,91 @@ fn python_hook_exception_is_reported_and_flow_goes_on() {
     let out = p.wait_for("ZeroDivisionError");
     assert!(out.contains("Addon error") && out.contains("raises.py\", line 5"), "{out}");
 }
+
+#[test]
+fn python_options_load_configure_running() {
+    let o = origin();
+    let s = script("options.py");
+    // --set before and after -s: scripts define these options.
+    let p = Proxy::start(&["--set", "greeting=hi", "-s", s.to_str().unwrap(), "--set", "greet_count=2"]);
+    p.wait_for("greeter running with greeting=hi");
+    let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/a"));
+    assert!(r.contains("x-greeting: hihi"), "{r}");
+    let (_, _) = p.curl(&format!("http://127.0.0.1:{o}/setopt"));
+    let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/b"));
+    assert!(r.contains("x-greeting: changedchanged"), "ctx.options write goes to the registry: {r}");
+    // A rejected value at start-up: exit 2 naming the option.
+    let (code, _, err) = run_to_exit(&["-s", s.to_str().unwrap(), "--set", "greet_count=-1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("greet_count") && err.contains("must not be negative"), "{err}");
+    // An option nobody defines is still an error.
+    let (code, _, err) = run_to_exit(&["-s", s.to_str().unwrap(), "--set", "nosuch=1"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn python_stream_callable() {
+    let o = origin();
+    let s = script("stream.py");
+    let p = Proxy::start(&["-s", s.to_str().unwrap()]);
+    let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/upper"));
+    assert!(r.contains("ORIGIN SAW:\nGET /UPPER HTTP/1.1"), "{r}");
+    let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/bad"));
+    assert!(!r.contains("origin saw"), "{r}");
+    p.wait_for("stream callable returned str");
+    let (ok, r) = p.curl(&format!("http://127.0.0.1:{o}/plain"));
+    assert!(ok && r.contains("origin saw"), "the proxy goes on: {r}");
+}
+
+#[test]
+fn python_concurrent_and_async_hooks_do_not_block_other_flows() {
+    let o = origin();
+    let s = script("concurrency.py");
+    let p = Arc::new(Proxy::start(&["-s", s.to_str().unwrap()]));
+    let p2 = p.clone();
+    let slow = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = p2.curl(&format!("http://127.0.0.1:{o}/slow"));
+        (t.elapsed(), r)
+    });
+    p.wait_for("slow request started");
+    let t = Instant::now();
+    let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/fast"));
+    let fast = t.elapsed();
+    assert!(r.contains("x-async: done"), "{r}");
+    let (slow_t, (_, sr)) = slow.join().unwrap();
+    assert!(sr.contains("x-async: done"), "{sr}");
+    assert!(slow_t >= Duration::from_millis(1900), "{slow_t:?}");
+    assert!(fast < Duration::from_millis(1500), "fast flow took {fast:?} while a hook slept");
+}
+
+#[test]
+fn python_hot_reload_tick_and_old_names() {
+    let o = origin();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reloaded.py");
+    std::fs::write(&path, "def response(flow):\n    flow.response.headers['x-version'] = 'v1'\n").unwrap();
+    let old = script("oldnames.py");
+    let p = Proxy::start(&["-s", path.to_str().unwrap(), "-s", old.to_str().unwrap()]);
+    p.wait_for("old start hook ran");
+    p.wait_for("'start' hook is deprecated, use 'running'");
+    let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/1"));
+    assert!(r.contains("x-version: v1"), "{r}");
+    std::fs::write(&path, "def response(flow):\n    flow.response.headers['x-version'] = 'v2'\n").unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    drop(f);
+    p.wait_for("Reloading script");
+    let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/2"));
+    assert!(r.contains("x-version: v2"), "{r}");
+    let ticks: u32 = r.split("x-ticks: ").nth(1).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    assert!(ticks > 0, "{r}");
+    // A broken reload keeps the proxy running without that script.
+    std::fs::write(&path, "def response(flow:\n").unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10)).unwrap();
+    drop(f);
+    p.wait_for("continuing without it");
+    let (ok, r) = p.curl(&format!("http://127.0.0.1:{o}/3"));
+    assert!(ok && !r.contains("x-version") && r.contains("x-ticks"), "{r}");
+}
