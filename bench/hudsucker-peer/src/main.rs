@@ -80,7 +80,10 @@ impl IpAwareAuthority {
 
 impl CertificateAuthority for IpAwareAuthority {
     async fn gen_server_config(&self, authority: &Authority) -> Arc<ServerConfig> {
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if let Some(cfg) = self.cache.lock().expect("cache lock").get(host) {
             return Arc::clone(cfg);
         }
@@ -114,11 +117,11 @@ fn parse_args() -> Result<Args, String> {
             "--port" | "-p" => args.port = val()?.parse().map_err(|e| format!("--port: {e}"))?,
             "--ca-dir" => args.ca_dir = PathBuf::from(val()?),
             "--upstream-ca" => args.upstream_ca = Some(PathBuf::from(val()?)),
-            "--threads" => {
-                args.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?
-            }
+            "--threads" => args.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "-h" | "--help" => {
-                println!("hudsucker-peer --port PORT --ca-dir DIR [--upstream-ca PEM] [--threads N]");
+                println!(
+                    "hudsucker-peer --port PORT --ca-dir DIR [--upstream-ca PEM] [--threads N]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),

@@ -45,7 +45,13 @@ fn no_note(_: &PeerSpec) -> Option<&'static str> {
     None
 }
 
-fn def(id: &'static str, key: &'static str, title: &'static str, primary: &'static str, unit: Unit) -> MetricDef {
+fn def(
+    id: &'static str,
+    key: &'static str,
+    title: &'static str,
+    primary: &'static str,
+    unit: Unit,
+) -> MetricDef {
     MetricDef {
         id,
         key,
@@ -65,12 +71,16 @@ fn def(id: &'static str, key: &'static str, title: &'static str, primary: &'stat
 
 fn all_regular() -> Vec<PeerSpec> {
     use Kind::*;
-    [Direct, Nginx, Mitmdump, Hudsucker, Mitmrs].map(PeerSpec::new).to_vec()
+    [Direct, Nginx, Mitmdump, Hudsucker, Mitmrs]
+        .map(PeerSpec::new)
+        .to_vec()
 }
 
 fn intercepting() -> Vec<PeerSpec> {
     use Kind::*;
-    [Direct, Mitmdump, Hudsucker, Mitmrs].map(PeerSpec::new).to_vec()
+    [Direct, Mitmdump, Hudsucker, Mitmrs]
+        .map(PeerSpec::new)
+        .to_vec()
 }
 
 fn dur(ctx: &Ctx) -> String {
@@ -105,7 +115,10 @@ fn tls_note(s: &PeerSpec) -> Option<&'static str> {
 
 /// Added latency against the direct row (M7).
 fn post_added_latency(m: &mut MetricResult, _: &[MetricResult]) {
-    let direct = m.row("direct").and_then(|r| r.outcome.as_ref().ok()).cloned();
+    let direct = m
+        .row("direct")
+        .and_then(|r| r.outcome.as_ref().ok())
+        .cloned();
     let Some(d) = direct else { return };
     for row in &mut m.rows {
         if let Ok(s) = &mut row.outcome {
@@ -124,7 +137,12 @@ fn post_hook_cost(m: &mut MetricResult, prev: &[MetricResult]) {
     for row in &mut m.rows {
         let plain = row.spec.and_then(|s| {
             let base = PeerSpec::new(s.kind).name();
-            m1?.row(&base)?.outcome.as_ref().ok()?.get("cpu_us_per_req").copied()
+            m1?.row(&base)?
+                .outcome
+                .as_ref()
+                .ok()?
+                .get("cpu_us_per_req")
+                .copied()
         });
         match (&mut row.outcome, plain) {
             (Ok(s), Some(p)) => {
@@ -148,16 +166,29 @@ fn load_metric(extra: Vec<&'static str>, tls: bool, path: &'static str) -> Measu
 
 fn transfer(upload: bool, size: u64, read_rate: Option<f64>) -> Measure {
     Box::new(move |ctx, peer| {
-        let mut a = vec!["-c".to_string(), "1".into(), "-n".into(), "1".into(), "--timeout=3600".into(), "--duration=3600".into()];
+        let mut a = vec![
+            "-c".to_string(),
+            "1".into(),
+            "-n".into(),
+            "1".into(),
+            "--timeout=3600".into(),
+            "--duration=3600".into(),
+        ];
         if upload {
             a.extend(["--method=POST".to_string(), format!("--body-size={size}")]);
         }
         if let Some(r) = read_rate {
             a.push(format!("--read-rate={r}"));
         }
-        let path: &str = &if upload { "/upload".to_string() } else { format!("/bytes/{size}") };
+        let path: &str = &if upload {
+            "/upload".to_string()
+        } else {
+            format!("/bytes/{size}")
+        };
         let limit = read_rate.map_or(600.0, |r| size as f64 / r * 1.5 + 120.0);
-        let mut s = with_proc_stats(peer, || metrics::load(ctx, peer, path, false, &a, Duration::from_secs_f64(limit)))?;
+        let mut s = with_proc_stats(peer, || {
+            metrics::load(ctx, peer, path, false, &a, Duration::from_secs_f64(limit))
+        })?;
         if let Some(b) = s.get("bytes_per_sec").copied() {
             s.insert("gbps".into(), b / 1e9);
         }
@@ -173,44 +204,98 @@ pub fn build(ctx: &Ctx, m4s_size: u64) -> Vec<MetricDef> {
     let gib: u64 = 1 << 30;
     let mut v = Vec::new();
 
-    let mut m1 = def("M1", "M1", "HTTP/1.1 keep-alive small body (wrk -t1 -c32)", "rps", Unit::Rps);
+    let mut m1 = def(
+        "M1",
+        "M1",
+        "HTTP/1.1 keep-alive small body (wrk -t1 -c32)",
+        "rps",
+        Unit::Rps,
+    );
     m1.peers = all_regular();
     m1.peers.insert(3, PeerSpec::reverse(Kind::Mitmdump));
     m1.peers.push(PeerSpec::reverse(Kind::Mitmrs));
     m1.warmup = Some(false);
     m1.measure = Box::new(|ctx, peer| with_proc_stats(peer, || metrics::wrk(ctx, peer)));
     m1.targets = vec![
-        Target::VsPeer { peer: "nginx reverse", min: 1.0 },
-        Target::VsPeer { peer: "mitmdump", min: 80.0 },
-        Target::VsPeer { peer: "hudsucker", min: 1.7 },
+        Target::VsPeer {
+            peer: "nginx reverse",
+            min: 1.0,
+        },
+        Target::VsPeer {
+            peer: "mitmdump",
+            min: 80.0,
+        },
+        Target::VsPeer {
+            peer: "hudsucker",
+            min: 1.7,
+        },
     ];
     v.push(m1);
 
-    let mut m2 = def("M2", "M2", "HTTPS intercepted, keep-alive in CONNECT (c32)", "rps", Unit::Rps);
+    let mut m2 = def(
+        "M2",
+        "M2",
+        "HTTPS intercepted, keep-alive in CONNECT (c32)",
+        "rps",
+        Unit::Rps,
+    );
     m2.peers = intercepting();
     m2.warmup = Some(true);
     m2.measure = load_metric(vec!["-c", "32"], true, "/small");
-    m2.targets = vec![Target::VsMetric { metric: "M1", min: 0.5 }, Target::VsPeer { peer: "mitmdump", min: 50.0 }];
+    m2.targets = vec![
+        Target::VsMetric {
+            metric: "M1",
+            min: 0.5,
+        },
+        Target::VsPeer {
+            peer: "mitmdump",
+            min: 50.0,
+        },
+    ];
     m2.note = tls_note;
     v.push(m2);
 
-    let mut m3 = def("M3", "M3", "new CONNECT + TLS per request (c16)", "rps", Unit::ConnPerSec);
+    let mut m3 = def(
+        "M3",
+        "M3",
+        "new CONNECT + TLS per request (c16)",
+        "rps",
+        Unit::ConnPerSec,
+    );
     m3.peers = intercepting();
     m3.warmup = Some(true);
-    m3.measure = load_metric(vec!["-c", "16", "--new-conn", "-n", "30000"], true, "/small");
-    m3.targets = vec![Target::VsPeer { peer: "mitmdump", min: 20.0 }];
+    m3.measure = load_metric(
+        vec!["-c", "16", "--new-conn", "-n", "30000"],
+        true,
+        "/small",
+    );
+    m3.targets = vec![Target::VsPeer {
+        peer: "mitmdump",
+        min: 20.0,
+    }];
     m3.note = tls_note;
     v.push(m3);
 
     use Kind::*;
-    for (key, title, upload) in [("M4 down", "1 GiB streamed response", false), ("M4 up", "1 GiB streamed upload", true)] {
+    for (key, title, upload) in [
+        ("M4 down", "1 GiB streamed response", false),
+        ("M4 up", "1 GiB streamed upload", true),
+    ] {
         let mut m = def("M4", key, title, "gbps", Unit::GBps);
         m.peers = streaming(&[Direct, Nginx, Mitmdump, Hudsucker, Mitmrs]);
         m.mode = Mode::Fresh;
         m.measure = transfer(upload, gib, None);
         m.targets = vec![
-            Target::Min { key: "gbps", min: 2.0, unit: Unit::GBps },
-            Target::Max { key: "hwm_mib", max: 32.0, unit: Unit::MiB },
+            Target::Min {
+                key: "gbps",
+                min: 2.0,
+                unit: Unit::GBps,
+            },
+            Target::Max {
+                key: "hwm_mib",
+                max: 32.0,
+                unit: Unit::MiB,
+            },
         ];
         m.note = transfer_note;
         v.push(m);
@@ -221,41 +306,88 @@ pub fn build(ctx: &Ctx, m4s_size: u64) -> Vec<MetricDef> {
     m5.mode = Mode::Fresh;
     m5.measure = transfer(false, 100 << 20, None);
     m5.targets = vec![
-        Target::Min { key: "gbps", min: 1.0, unit: Unit::GBps },
-        Target::Max { key: "hwm_mib", max: 250.0, unit: Unit::MiB },
+        Target::Min {
+            key: "gbps",
+            min: 1.0,
+            unit: Unit::GBps,
+        },
+        Target::Max {
+            key: "hwm_mib",
+            max: 250.0,
+            unit: Unit::MiB,
+        },
     ];
     m5.note = transfer_note;
     v.push(m5);
 
     let mut m6 = def("M6", "M6", "M1 with add_header.py (-s)", "rps", Unit::Rps);
-    m6.peers = [Mitmdump, Mitmrs].map(|k| PeerSpec::new(k).with(|o| o.script = true)).to_vec();
+    m6.peers = [Mitmdump, Mitmrs]
+        .map(|k| PeerSpec::new(k).with(|o| o.script = true))
+        .to_vec();
     m6.warmup = Some(false);
     m6.measure = Box::new(|ctx, peer| with_proc_stats(peer, || metrics::wrk(ctx, peer)));
     m6.post = Some(post_hook_cost);
-    m6.targets = vec![Target::VsPeer { peer: "mitmdump -s", min: 20.0 }];
+    m6.targets = vec![Target::VsPeer {
+        peer: "mitmdump -s",
+        min: 20.0,
+    }];
     v.push(m6);
 
-    let mut m7 = def("M7", "M7", "latency at 1,000 req/s (10 conns), p50", "p50_us", Unit::Micros);
+    let mut m7 = def(
+        "M7",
+        "M7",
+        "latency at 1,000 req/s (10 conns), p50",
+        "p50_us",
+        Unit::Micros,
+    );
     m7.peers = all_regular();
     m7.warmup = Some(false);
     m7.measure = load_metric(vec!["-c", "10", "--rate", "1000"], false, "/small");
     m7.post = Some(post_added_latency);
     m7.targets = vec![
-        Target::Max { key: "added_p50_us", max: 50.0, unit: Unit::Micros },
-        Target::Max { key: "added_p99_us", max: 500.0, unit: Unit::Micros },
+        Target::Max {
+            key: "added_p50_us",
+            max: 50.0,
+            unit: Unit::Micros,
+        },
+        Target::Max {
+            key: "added_p99_us",
+            max: 500.0,
+            unit: Unit::Micros,
+        },
     ];
     v.push(m7);
 
-    let mut m8 = def("M8", "M8", "idle keep-alive connections, RSS per connection", "kib_per_conn", Unit::KiBPerConn);
-    m8.peers = [Nginx, Mitmdump, Hudsucker, Mitmrs].map(PeerSpec::new).to_vec();
+    let mut m8 = def(
+        "M8",
+        "M8",
+        "idle keep-alive connections, RSS per connection",
+        "kib_per_conn",
+        Unit::KiBPerConn,
+    );
+    m8.peers = [Nginx, Mitmdump, Hudsucker, Mitmrs]
+        .map(PeerSpec::new)
+        .to_vec();
     m8.mode = Mode::Fresh;
     let n = ctx.hold_n;
     m8.measure = Box::new(move |ctx, peer| metrics::hold(ctx, peer, n));
-    m8.targets = vec![Target::Max { key: "kib_per_conn", max: 10.0, unit: Unit::KiBPerConn }];
+    m8.targets = vec![Target::Max {
+        key: "kib_per_conn",
+        max: 10.0,
+        unit: Unit::KiBPerConn,
+    }];
     v.push(m8);
 
-    let mut m9 = def("M9", "M9", "start to listening, no scripts", "startup_ms", Unit::Millis);
-    m9.peers = [Nginx, Mitmdump, Hudsucker, Mitmrs].map(PeerSpec::new).to_vec();
+    let mut m9 = def(
+        "M9",
+        "M9",
+        "start to listening, no scripts",
+        "startup_ms",
+        Unit::Millis,
+    );
+    m9.peers = [Nginx, Mitmdump, Hudsucker, Mitmrs]
+        .map(PeerSpec::new)
+        .to_vec();
     m9.mode = Mode::NoStart;
     m9.measure = Box::new(|ctx, peer| {
         let dir = ctx.fresh_dir(&format!("m9_{}", peer.spec.kind_name()))?;
@@ -267,12 +399,19 @@ pub fn build(ctx: &Ctx, m4s_size: u64) -> Vec<MetricDef> {
         t.sort_by(|a, b| a.total_cmp(b));
         Ok(Sample::from([("startup_ms".to_string(), t[t.len() / 2])]))
     });
-    m9.targets = vec![Target::Max { key: "startup_ms", max: 50.0, unit: Unit::Millis }];
+    m9.targets = vec![Target::Max {
+        key: "startup_ms",
+        max: 50.0,
+        unit: Unit::Millis,
+    }];
     v.push(m9);
 
     for (id, title) in [
         ("M10", "HTTP/2 through a TLS reverse proxy (h2load)"),
-        ("M11", "WebSocket echo msgs/s + 64 MiB message (stream_websockets)"),
+        (
+            "M11",
+            "WebSocket echo msgs/s + 64 MiB message (stream_websockets)",
+        ),
         ("M12", "1 M flows saved with -w"),
     ] {
         let mut m = def(id, id, title, "none", Unit::Rps);
@@ -280,12 +419,22 @@ pub fn build(ctx: &Ctx, m4s_size: u64) -> Vec<MetricDef> {
         v.push(m);
     }
 
-    let mut m4s = def("M4S", "M4S", "slow client: streamed response read at 10 MB/s", "hwm_mib", Unit::MiB);
+    let mut m4s = def(
+        "M4S",
+        "M4S",
+        "slow client: streamed response read at 10 MB/s",
+        "hwm_mib",
+        Unit::MiB,
+    );
     m4s.peers = streaming(&[Mitmrs]);
     m4s.mode = Mode::Fresh;
     m4s.runs = Some(1);
     m4s.measure = transfer(false, m4s_size, Some(10e6));
-    m4s.targets = vec![Target::Max { key: "hwm_mib", max: 64.0, unit: Unit::MiB }];
+    m4s.targets = vec![Target::Max {
+        key: "hwm_mib",
+        max: 64.0,
+        unit: Unit::MiB,
+    }];
     v.push(m4s);
     v
 }

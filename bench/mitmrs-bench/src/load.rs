@@ -103,7 +103,10 @@ impl Target {
             Some("https") => true,
             _ => bail!("--url must be http:// or https://"),
         };
-        let host = uri.host().ok_or_else(|| anyhow!("--url needs a host"))?.to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow!("--url needs a host"))?
+            .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let authority = format!("{host}:{port}");
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -114,7 +117,10 @@ impl Target {
             path.parse()?
         };
         let tls = if https {
-            let ca = args.ca.as_ref().ok_or_else(|| anyhow!("https needs --ca"))?;
+            let ca = args
+                .ca
+                .as_ref()
+                .ok_or_else(|| anyhow!("https needs --ca"))?;
             Some(TlsConnector::from(tlsutil::client_config(ca)?))
         } else {
             None
@@ -196,7 +202,10 @@ impl Target {
 /// on drop for non-zero timeouts; zero never blocks.
 fn linger_zero(tcp: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt on a valid socket with a correctly sized linger struct.
     unsafe {
         libc::setsockopt(
@@ -350,7 +359,13 @@ async fn run_load(args: LoadArgs) -> Result<()> {
 
 fn print_result(st: &Stats, secs: f64) {
     let h = &st.hist;
-    let q = |p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
+    let q = |p: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(p)
+        }
+    };
     if let Some(e) = &st.first_error {
         println!("ERROR {e}");
     }
@@ -418,7 +433,9 @@ pub fn run(args: LoadArgs) -> Result<()> {
         }
     }
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.threads)

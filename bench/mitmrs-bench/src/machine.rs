@@ -39,7 +39,9 @@ fn now_utc() -> String {
 
 /// One line per fact about the machine.
 pub fn description() -> Vec<String> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpu = first_line_of("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem = first_line_of("/proc/meminfo", "MemTotal").unwrap_or_default();
@@ -64,23 +66,46 @@ pub fn results_doc(ctx: &Ctx, args: &RunArgs, table: &str) -> String {
     }
     let t = &ctx.tools;
     let tools = [
-        format!("wrk: {}", t.wrk.as_ref().map_or("not installed".into(), |p| version(p, &["-v"]))),
-        format!("nginx: {}", t.nginx.as_ref().map_or("not installed".into(), |p| version(p, &["-v"]))),
+        format!(
+            "wrk: {}",
+            t.wrk
+                .as_ref()
+                .map_or("not installed".into(), |p| version(p, &["-v"]))
+        ),
+        format!(
+            "nginx: {}",
+            t.nginx
+                .as_ref()
+                .map_or("not installed".into(), |p| version(p, &["-v"]))
+        ),
         format!(
             "mitmdump: {}",
-            t.mitmdump.as_ref().map_or("not installed".into(), |p| version(p, &["--version"]))
+            t.mitmdump
+                .as_ref()
+                .map_or("not installed".into(), |p| version(p, &["--version"]))
         ),
         format!(
             "hudsucker-peer: {}",
-            if t.hudsucker.exists() { "hudsucker 0.24 (bench/hudsucker-peer)" } else { "not built" }
+            if t.hudsucker.exists() {
+                "hudsucker 0.24 (bench/hudsucker-peer)"
+            } else {
+                "not built"
+            }
         ),
         format!(
             "mitmrs: {}",
-            if t.mitmrs.exists() { t.mitmrs.display().to_string() } else { format!("{} missing", t.mitmrs.display()) }
+            if t.mitmrs.exists() {
+                t.mitmrs.display().to_string()
+            } else {
+                format!("{} missing", t.mitmrs.display())
+            }
         ),
     ];
     let mut s = String::from("# mitmrs benchmark results\n\n");
-    s.push_str(&format!("Date: {}  \nCommand: `{cmd}`\n\n## Machine\n\n", now_utc()));
+    s.push_str(&format!(
+        "Date: {}  \nCommand: `{cmd}`\n\n## Machine\n\n",
+        now_utc()
+    ));
     for l in description() {
         s.push_str(&format!("- {l}\n"));
     }

@@ -24,7 +24,10 @@ mod ws;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "mitmrs-bench", about = "Benchmark harness for mitmrs (see bench/README.md)")]
+#[command(
+    name = "mitmrs-bench",
+    about = "Benchmark harness for mitmrs (see bench/README.md)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -43,7 +46,9 @@ enum Cmd {
 fn main() {
     let mut argv: Vec<String> = std::env::args().collect();
     let sub = argv.get(1).map(String::as_str);
-    if sub.is_none() || sub.is_some_and(|s| s.starts_with("--") && s != "--help" && s != "--version") {
+    if sub.is_none()
+        || sub.is_some_and(|s| s.starts_with("--") && s != "--help" && s != "--version")
+    {
         argv.insert(1, "all".into());
     }
     let cli = Cli::parse_from(argv);

@@ -47,7 +47,10 @@ fn target_args(ctx: &Ctx, peer: &Peer, path: &str, tls: bool) -> Result<Vec<Stri
         if peer.spec.kind == Kind::Direct {
             a.push(format!("--ca={}", ctx.origin.ca.display()));
         } else {
-            let ca = peer.ca.as_ref().ok_or_else(|| anyhow!("{} does not intercept TLS", peer.name()))?;
+            let ca = peer
+                .ca
+                .as_ref()
+                .ok_or_else(|| anyhow!("{} does not intercept TLS", peer.name()))?;
             a.push(format!("--proxy={}", peer.addr));
             a.push(format!("--ca={}", ca.display()));
         }
@@ -61,10 +64,22 @@ fn target_args(ctx: &Ctx, peer: &Peer, path: &str, tls: bool) -> Result<Vec<Stri
 }
 
 fn parse_result(stdout: &str, stderr: &str) -> Result<Sample> {
-    let err_line = stdout.lines().find_map(|l| l.strip_prefix("ERROR ")).map(str::to_string);
-    let line = stdout.lines().rev().find_map(|l| l.strip_prefix("RESULT ")).ok_or_else(|| {
-        anyhow!("load client failed: {}", err_line.clone().unwrap_or_else(|| stderr.trim().chars().take(300).collect()))
-    })?;
+    let err_line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ERROR "))
+        .map(str::to_string);
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .ok_or_else(|| {
+            anyhow!(
+                "load client failed: {}",
+                err_line
+                    .clone()
+                    .unwrap_or_else(|| stderr.trim().chars().take(300).collect())
+            )
+        })?;
     let mut s = Sample::new();
     for kv in line.split_whitespace() {
         if let Some((k, v)) = kv.split_once('=') {
@@ -74,7 +89,10 @@ fn parse_result(stdout: &str, stderr: &str) -> Result<Sample> {
         }
     }
     if s.get("requests").copied().unwrap_or(0.0) == 0.0 {
-        bail!("no successful request: {}", err_line.unwrap_or_else(|| "unknown error".into()));
+        bail!(
+            "no successful request: {}",
+            err_line.unwrap_or_else(|| "unknown error".into())
+        );
     }
     if let Some(e) = err_line {
         s.insert("error_note".into(), 1.0);
@@ -84,25 +102,46 @@ fn parse_result(stdout: &str, stderr: &str) -> Result<Sample> {
 }
 
 /// Run `mitmrs-bench load` against `peer` with extra arguments.
-pub fn load(ctx: &Ctx, peer: &Peer, path: &str, tls: bool, extra: &[String], bound: Duration) -> Result<Sample> {
+pub fn load(
+    ctx: &Ctx,
+    peer: &Peer,
+    path: &str,
+    tls: bool,
+    extra: &[String],
+    bound: Duration,
+) -> Result<Sample> {
     let mut cmd = Command::new(&ctx.tools.self_exe);
-    cmd.arg("load").args(target_args(ctx, peer, path, tls)?).args(extra);
+    cmd.arg("load")
+        .args(target_args(ctx, peer, path, tls)?)
+        .args(extra);
     let (_, out, err) = procs::run_bounded("load", &mut cmd, bound)?;
     parse_result(&out, &err)
 }
 
 /// A few requests so connections, leaf certs and caches are warm.
 pub fn warmup(ctx: &Ctx, peer: &Peer, tls: bool) -> Result<()> {
-    let extra = ["-n".to_string(), "8".into(), "-c".into(), "2".into(), "-d".into(), "20".into()];
+    let extra = [
+        "-n".to_string(),
+        "8".into(),
+        "-c".into(),
+        "2".into(),
+        "-d".into(),
+        "20".into(),
+    ];
     load(ctx, peer, "/small", tls, &extra, Duration::from_secs(40)).map(|_| ())
 }
 
 /// wrk -t1 -c32 against the peer; proxies get absolute-form requests.
 pub fn wrk(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
-    let wrk = ctx.tools.wrk.as_ref().ok_or_else(|| anyhow!("wrk not installed (run bench/setup)"))?;
+    let wrk = ctx
+        .tools
+        .wrk
+        .as_ref()
+        .ok_or_else(|| anyhow!("wrk not installed (run bench/setup)"))?;
     let dur = ctx.duration.max(1.0).round() as u64;
     let mut cmd = Command::new(wrk);
-    cmd.args(["-t1", "-c32", "--timeout", "10s", "-d"]).arg(format!("{dur}s"));
+    cmd.args(["-t1", "-c32", "--timeout", "10s", "-d"])
+        .arg(format!("{dur}s"));
     if peer.spec.origin_form() {
         cmd.arg(format!("http://{}/small", peer.addr));
     } else {
@@ -114,7 +153,9 @@ pub fn wrk(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
                 o = ctx.origin.http
             ),
         )?;
-        cmd.arg("-s").arg(&script).arg(format!("http://{}/", peer.addr));
+        cmd.arg("-s")
+            .arg(&script)
+            .arg(format!("http://{}/", peer.addr));
     }
     let (st, out, err) = procs::run_bounded("wrk", &mut cmd, Duration::from_secs(dur + 30))?;
     if !st.success() {
@@ -126,13 +167,20 @@ pub fn wrk(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
         if let Some(v) = l.strip_prefix("Requests/sec:") {
             s.insert("rps".into(), v.trim().parse().context("wrk Requests/sec")?);
         } else if l.contains(" requests in ") {
-            if let Some(n) = l.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()) {
+            if let Some(n) = l
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+            {
                 s.insert("requests".into(), n);
             }
         } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
             s.insert("errors".into(), v.trim().parse().unwrap_or(0.0));
         } else if let Some(v) = l.strip_prefix("Socket errors:") {
-            let n: f64 = v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<f64>().ok()).sum();
+            let n: f64 = v
+                .split(',')
+                .filter_map(|p| p.split_whitespace().last()?.parse::<f64>().ok())
+                .sum();
             *s.entry("errors".into()).or_insert(0.0) += n;
         }
     }
@@ -152,12 +200,25 @@ pub fn hold(ctx: &Ctx, peer: &Peer, n: usize) -> Result<Sample> {
     let mut cmd = Command::new(&ctx.tools.self_exe);
     cmd.arg("load")
         .args(target_args(ctx, peer, "/small", false)?)
-        .args(["--hold", &n.to_string(), "--hold-secs", "300", "--timeout", "120", "--threads", "1"])
+        .args([
+            "--hold",
+            &n.to_string(),
+            "--hold-secs",
+            "300",
+            "--timeout",
+            "120",
+            "--threads",
+            "1",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut g = ChildGuard::spawn("load --hold", &mut cmd, None)?;
-    let out = g.child_mut().stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let out = g
+        .child_mut()
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -172,7 +233,10 @@ pub fn hold(ctx: &Ctx, peer: &Peer, n: usize) -> Result<Sample> {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(l) if l.starts_with("HELD ") => {
-                let mut it = l.split_whitespace().skip(1).map(|v| v.parse::<f64>().unwrap_or(0.0));
+                let mut it = l
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|v| v.parse::<f64>().unwrap_or(0.0));
                 break (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0));
             }
             Ok(l) => err_note = l.strip_prefix("ERROR ").map(str::to_string).or(err_note),
@@ -206,7 +270,11 @@ pub fn startup(ctx: &Ctx, spec: PeerSpec, dir: &std::path::Path) -> Result<f64> 
     cmd.stdin(Stdio::null());
     let t0 = Instant::now();
     let mut g = ChildGuard::spawn(&spec.name(), &mut cmd, Some(&dir.join("startup.log")))?;
-    procs::wait_listening(&mut g, ([127, 0, 0, 1], port).into(), Duration::from_secs(30))?;
+    procs::wait_listening(
+        &mut g,
+        ([127, 0, 0, 1], port).into(),
+        Duration::from_secs(30),
+    )?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     g.stop();
     Ok(ms)

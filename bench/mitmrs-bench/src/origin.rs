@@ -139,18 +139,19 @@ async fn handle(req: Request<Incoming>) -> Result<Response<OriginBody>, Infallib
             );
             r
         }
-        (&Method::GET, p) if p.starts_with("/bytes/") => match p["/bytes/".len()..].parse::<u64>()
-        {
-            Ok(n) => {
-                let mut r = Response::new(Either::Right(RepeatBody::new(n)));
-                r.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/octet-stream"),
-                );
-                r
+        (&Method::GET, p) if p.starts_with("/bytes/") => {
+            match p["/bytes/".len()..].parse::<u64>() {
+                Ok(n) => {
+                    let mut r = Response::new(Either::Right(RepeatBody::new(n)));
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/octet-stream"),
+                    );
+                    r
+                }
+                Err(_) => text(StatusCode::BAD_REQUEST, "bad length\n"),
             }
-            Err(_) => text(StatusCode::BAD_REQUEST, "bad length\n"),
-        },
+        }
         (&Method::POST | &Method::PUT, "/upload") => {
             let mut body = req.into_body();
             let mut n: u64 = 0;

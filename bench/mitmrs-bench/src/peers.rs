@@ -46,10 +46,19 @@ pub struct PeerSpec {
 
 impl PeerSpec {
     pub fn new(kind: Kind) -> Self {
-        Self { kind, opts: Opts::default() }
+        Self {
+            kind,
+            opts: Opts::default(),
+        }
     }
     pub fn reverse(kind: Kind) -> Self {
-        Self { kind, opts: Opts { reverse: true, ..Opts::default() } }
+        Self {
+            kind,
+            opts: Opts {
+                reverse: true,
+                ..Opts::default()
+            },
+        }
     }
     pub fn with(mut self, f: impl FnOnce(&mut Opts)) -> Self {
         f(&mut self.opts);
@@ -118,7 +127,10 @@ pub fn command(ctx: &Ctx, spec: PeerSpec, port: u16, dir: &std::path::Path) -> R
             .arg("--set")
             .arg(format!("confdir={}", dir.display()))
             .arg("--set")
-            .arg(format!("ssl_verify_upstream_trusted_ca={}", ctx.origin.ca.display()));
+            .arg(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                ctx.origin.ca.display()
+            ));
         if spec.opts.reverse {
             c.arg("--mode").arg(format!("reverse:http://{origin}"));
         }
@@ -126,14 +138,19 @@ pub fn command(ctx: &Ctx, spec: PeerSpec, port: u16, dir: &std::path::Path) -> R
             c.args(["--set", "stream_large_bodies=1m"]);
         }
         if spec.opts.script {
-            c.arg("-s").arg(ctx.root.join("bench/scripts/add_header.py"));
+            c.arg("-s")
+                .arg(ctx.root.join("bench/scripts/add_header.py"));
         }
         c
     };
     Ok(match spec.kind {
         Kind::Direct => return Err(anyhow!("direct has no process")),
         Kind::Mitmdump => {
-            let bin = ctx.tools.mitmdump.as_ref().ok_or_else(|| anyhow!("mitmdump not installed (run bench/setup)"))?;
+            let bin = ctx
+                .tools
+                .mitmdump
+                .as_ref()
+                .ok_or_else(|| anyhow!("mitmdump not installed (run bench/setup)"))?;
             mitm_like(bin)
         }
         Kind::Mitmrs => {
@@ -158,21 +175,46 @@ pub fn command(ctx: &Ctx, spec: PeerSpec, port: u16, dir: &std::path::Path) -> R
             c
         }
         Kind::Nginx => {
-            let bin = ctx.tools.nginx.as_ref().ok_or_else(|| anyhow!("nginx not installed (run bench/setup)"))?;
+            let bin = ctx
+                .tools
+                .nginx
+                .as_ref()
+                .ok_or_else(|| anyhow!("nginx not installed (run bench/setup)"))?;
             let conf = write_nginx_conf(dir, port, origin, ctx.nofile)?;
             let mut c = Command::new(bin);
-            c.arg("-p").arg(dir).arg("-c").arg(conf).arg("-e").arg(dir.join("error.log"));
+            c.arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(conf)
+                .arg("-e")
+                .arg(dir.join("error.log"));
             c
         }
     })
 }
 
-fn write_nginx_conf(dir: &std::path::Path, port: u16, origin: SocketAddr, nofile: u64) -> Result<PathBuf> {
-    for sub in ["tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"] {
+fn write_nginx_conf(
+    dir: &std::path::Path,
+    port: u16,
+    origin: SocketAddr,
+    nofile: u64,
+) -> Result<PathBuf> {
+    for sub in [
+        "tmp/body",
+        "tmp/proxy",
+        "tmp/fastcgi",
+        "tmp/uwsgi",
+        "tmp/scgi",
+        "logs",
+    ] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     // SAFETY: geteuid has no preconditions.
-    let user = if unsafe { libc::geteuid() } == 0 { "user root;\n" } else { "" };
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;\n"
+    } else {
+        ""
+    };
     let d = dir.display();
     let conf = format!(
         "{user}worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -192,7 +234,12 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_
 /// Start a peer and wait (bounded) until it listens and its CA file exists.
 pub fn start(ctx: &Ctx, spec: PeerSpec) -> Result<Peer> {
     if spec.kind == Kind::Direct {
-        return Ok(Peer { spec, guard: None, addr: ctx.origin.http, ca: Some(ctx.origin.ca.clone()) });
+        return Ok(Peer {
+            spec,
+            guard: None,
+            addr: ctx.origin.http,
+            ca: Some(ctx.origin.ca.clone()),
+        });
     }
     let port = procs::free_port()?;
     let dir = ctx.fresh_dir(&spec.name().replace([' ', '-'], "_"))?;
@@ -215,5 +262,10 @@ pub fn start(ctx: &Ctx, spec: PeerSpec) -> Result<Peer> {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    Ok(Peer { spec, guard: Some(guard), addr, ca })
+    Ok(Peer {
+        spec,
+        guard: Some(guard),
+        addr,
+        ca,
+    })
 }

@@ -151,8 +151,14 @@ impl Drop for ChildGuard {
 }
 
 /// Run a command to completion with a time bound; returns (status, stdout, stderr).
-pub fn run_bounded(name: &str, cmd: &mut Command, timeout: Duration) -> Result<(ExitStatus, String, String)> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+pub fn run_bounded(
+    name: &str,
+    cmd: &mut Command,
+    timeout: Duration,
+) -> Result<(ExitStatus, String, String)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut g = ChildGuard::spawn(name, cmd, None)?;
     let mut out = g.child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let mut err = g.child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
@@ -187,7 +193,11 @@ pub fn run_bounded(name: &str, cmd: &mut Command, timeout: Duration) -> Result<(
 
 /// Read the first stdout line of a child (spawned with piped stdout) within `timeout`.
 pub fn first_line(g: &mut ChildGuard, timeout: Duration) -> Result<String> {
-    let out = g.child.stdout.take().ok_or_else(|| anyhow!("stdout not piped"))?;
+    let out = g
+        .child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("stdout not piped"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut r = BufReader::new(out);
@@ -202,7 +212,11 @@ pub fn first_line(g: &mut ChildGuard, timeout: Duration) -> Result<String> {
         Ok(Ok(line)) if !line.is_empty() => Ok(line.trim().to_string()),
         Ok(Ok(_)) => Err(anyhow!("{} closed stdout without output", g.name)),
         Ok(Err(e)) => Err(anyhow!("{}: {e}", g.name)),
-        Err(_) => Err(anyhow!("{} printed nothing within {}s", g.name, timeout.as_secs())),
+        Err(_) => Err(anyhow!(
+            "{} printed nothing within {}s",
+            g.name,
+            timeout.as_secs()
+        )),
     }
 }
 
@@ -221,10 +235,16 @@ pub fn wait_listening(g: &mut ChildGuard, addr: SocketAddr, timeout: Duration) -
         }
         if let Some(st) = g.exited() {
             let tail = g.log_tail(400);
-            return Err(anyhow!("exited ({st}) before listening{}{tail}", if tail.is_empty() { "" } else { ": " }));
+            return Err(anyhow!(
+                "exited ({st}) before listening{}{tail}",
+                if tail.is_empty() { "" } else { ": " }
+            ));
         }
         if start.elapsed() > timeout {
-            return Err(anyhow!("not listening on {addr} after {}s", timeout.as_secs()));
+            return Err(anyhow!(
+                "not listening on {addr} after {}s",
+                timeout.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -232,7 +252,10 @@ pub fn wait_listening(g: &mut ChildGuard, addr: SocketAddr, timeout: Duration) -
 
 /// Raise RLIMIT_NOFILE as far as allowed; returns the resulting soft limit.
 pub fn raise_nofile_limit() -> u64 {
-    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain getrlimit/setrlimit on our own process.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
@@ -240,13 +263,19 @@ pub fn raise_nofile_limit() -> u64 {
             if want <= cur.rlim_cur {
                 break;
             }
-            let lim = libc::rlimit { rlim_cur: want, rlim_max: want.max(cur.rlim_max) };
+            let lim = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want.max(cur.rlim_max),
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
                 return want;
             }
         }
         if cur.rlim_cur < cur.rlim_max {
-            let lim = libc::rlimit { rlim_cur: cur.rlim_max, rlim_max: cur.rlim_max };
+            let lim = libc::rlimit {
+                rlim_cur: cur.rlim_max,
+                rlim_max: cur.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
                 return cur.rlim_max;
             }
@@ -298,12 +327,18 @@ fn status_kib(pid: i32, key: &str) -> u64 {
 
 /// Sum of VmRSS (KiB) over the tree.
 pub fn rss_kib(pid: i32) -> u64 {
-    proc_tree(pid).iter().map(|&p| status_kib(p, "VmRSS:")).sum()
+    proc_tree(pid)
+        .iter()
+        .map(|&p| status_kib(p, "VmRSS:"))
+        .sum()
 }
 
 /// Sum of VmHWM (peak RSS, KiB) over the tree.
 pub fn hwm_kib(pid: i32) -> u64 {
-    proc_tree(pid).iter().map(|&p| status_kib(p, "VmHWM:")).sum()
+    proc_tree(pid)
+        .iter()
+        .map(|&p| status_kib(p, "VmHWM:"))
+        .sum()
 }
 
 /// Reset VmHWM to the current RSS (clear_refs 5); best effort.

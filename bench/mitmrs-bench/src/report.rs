@@ -60,9 +60,17 @@ pub enum Target {
     /// mitmrs primary ÷ the named peer's primary ≥ min (shown on that peer's row).
     VsPeer { peer: &'static str, min: f64 },
     /// A value of the mitmrs row ≥ min.
-    Min { key: &'static str, min: f64, unit: Unit },
+    Min {
+        key: &'static str,
+        min: f64,
+        unit: Unit,
+    },
     /// A value of the mitmrs row ≤ max.
-    Max { key: &'static str, max: f64, unit: Unit },
+    Max {
+        key: &'static str,
+        max: f64,
+        unit: Unit,
+    },
     /// mitmrs primary ÷ mitmrs primary of another metric (by key) ≥ min.
     VsMetric { metric: &'static str, min: f64 },
 }
@@ -90,15 +98,19 @@ pub struct MetricResult {
 impl MetricResult {
     /// The mitmrs row the ratios and targets are about (regular mode).
     pub fn subject(&self) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|r| r.spec.is_some_and(|s| s.kind == Kind::Mitmrs && !s.opts.reverse))
+        self.rows.iter().find(|r| {
+            r.spec
+                .is_some_and(|s| s.kind == Kind::Mitmrs && !s.opts.reverse)
+        })
     }
     pub fn row(&self, name: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.peer == name)
     }
     pub fn primary_of(&self, r: &Row) -> Option<f64> {
-        r.outcome.as_ref().ok().and_then(|s| s.get(self.primary).copied())
+        r.outcome
+            .as_ref()
+            .ok()
+            .and_then(|s| s.get(self.primary).copied())
     }
 }
 
@@ -109,7 +121,11 @@ pub fn median_sample(runs: &[Sample]) -> Sample {
     for k in keys {
         let mut v: Vec<f64> = runs.iter().filter_map(|s| s.get(k).copied()).collect();
         v.sort_by(|a, b| a.total_cmp(b));
-        let m = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+        let m = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
         out.insert(k.clone(), m);
     }
     out
@@ -124,11 +140,21 @@ fn verdict(ok: bool, shown: String, bound: String, miss_pct: f64) -> String {
 }
 
 fn check_min(v: f64, min: f64, shown: String, bound: String) -> String {
-    verdict(v >= min, shown, format!("≥ {bound}"), (1.0 - v / min) * 100.0)
+    verdict(
+        v >= min,
+        shown,
+        format!("≥ {bound}"),
+        (1.0 - v / min) * 100.0,
+    )
 }
 
 fn check_max(v: f64, max: f64, shown: String, bound: String) -> String {
-    verdict(v <= max, shown, format!("≤ {bound}"), (v / max - 1.0) * 100.0)
+    verdict(
+        v <= max,
+        shown,
+        format!("≤ {bound}"),
+        (v / max - 1.0) * 100.0,
+    )
 }
 
 /// The "vs target" cell for a row.
@@ -142,7 +168,9 @@ fn target_cell(m: &MetricResult, row: &Row, all: &[MetricResult]) -> String {
         match t {
             Target::VsPeer { peer, min } if row.peer == *peer => {
                 cells.push(match (subj_val, m.primary_of(row)) {
-                    (Some(a), Some(b)) if b > 0.0 => check_min(a / b, *min, format!("{:.2}×", a / b), format!("{min}×")),
+                    (Some(a), Some(b)) if b > 0.0 => {
+                        check_min(a / b, *min, format!("{:.2}×", a / b), format!("{min}×"))
+                    }
                     (None, _) => format!("n/a: mitmrs has no result (target ≥ {min}×)"),
                     _ => format!("n/a: no {peer} result (target ≥ {min}×)"),
                 });
@@ -158,20 +186,31 @@ fn target_cell(m: &MetricResult, row: &Row, all: &[MetricResult]) -> String {
                 }
             }
             Target::VsMetric { metric, min } if is_subject => {
-                let other = all.iter().find(|o| o.key == *metric).and_then(|o| o.subject().and_then(|r| o.primary_of(r)));
+                let other = all
+                    .iter()
+                    .find(|o| o.key == *metric)
+                    .and_then(|o| o.subject().and_then(|r| o.primary_of(r)));
                 cells.push(match (subj_val, other) {
-                    (Some(a), Some(b)) if b > 0.0 => {
-                        check_min(a / b, *min, format!("{:.2}× {metric}", a / b), format!("{min}× {metric}"))
-                    }
+                    (Some(a), Some(b)) if b > 0.0 => check_min(
+                        a / b,
+                        *min,
+                        format!("{:.2}× {metric}", a / b),
+                        format!("{min}× {metric}"),
+                    ),
                     (None, _) => format!("n/a: mitmrs has no result (target ≥ {min}× {metric})"),
-                    _ => format!("n/a: needs mitmrs {metric} in the same run (target ≥ {min}× {metric})"),
+                    _ => format!(
+                        "n/a: needs mitmrs {metric} in the same run (target ≥ {min}× {metric})"
+                    ),
                 });
             }
             _ => {}
         }
     }
     if cells.is_empty() && row.spec.is_some_and(|s| s.kind == Kind::Mitmrs) && subj_val.is_none() {
-        let has_abs = m.targets.iter().any(|t| !matches!(t, Target::VsPeer { .. }));
+        let has_abs = m
+            .targets
+            .iter()
+            .any(|t| !matches!(t, Target::VsPeer { .. }));
         if has_abs && is_subject {
             return "n/a: mitmrs has no result".into();
         }
@@ -183,19 +222,41 @@ fn result_cell(m: &MetricResult, row: &Row) -> String {
     match &row.outcome {
         Err(e) => e.clone(),
         Ok(s) => {
-            let mut out = s.get(m.primary).map(|v| m.unit.fmt(*v)).unwrap_or_else(|| "?".into());
+            let mut out = s
+                .get(m.primary)
+                .map(|v| m.unit.fmt(*v))
+                .unwrap_or_else(|| "?".into());
             let extra: Vec<String> = match m.id {
-                "M2" | "M3" => s.get("p99_us").map(|v| format!("p99 {}", Unit::Micros.fmt(*v))).into_iter().collect(),
-                "M6" => s.get("us_per_hook").map(|v| format!("{v:.1} µs/hook call")).into_iter().collect(),
+                "M2" | "M3" => s
+                    .get("p99_us")
+                    .map(|v| format!("p99 {}", Unit::Micros.fmt(*v)))
+                    .into_iter()
+                    .collect(),
+                "M6" => s
+                    .get("us_per_hook")
+                    .map(|v| format!("{v:.1} µs/hook call"))
+                    .into_iter()
+                    .collect(),
                 "M7" => {
-                    let mut e = vec![format!("p99 {}", s.get("p99_us").map_or("?".into(), |v| Unit::Micros.fmt(*v)))];
+                    let mut e = vec![format!(
+                        "p99 {}",
+                        s.get("p99_us").map_or("?".into(), |v| Unit::Micros.fmt(*v))
+                    )];
                     if let (Some(a), Some(b)) = (s.get("added_p50_us"), s.get("added_p99_us")) {
                         e.push(format!("added p50 {a:+.0} µs, p99 {b:+.0} µs"));
                     }
                     e
                 }
-                "M8" => s.get("held").map(|v| format!("{v:.0} conns held")).into_iter().collect(),
-                "M4S" => s.get("bytes_per_sec").map(|v| format!("read at {:.1} MB/s", v / 1e6)).into_iter().collect(),
+                "M8" => s
+                    .get("held")
+                    .map(|v| format!("{v:.0} conns held"))
+                    .into_iter()
+                    .collect(),
+                "M4S" => s
+                    .get("bytes_per_sec")
+                    .map(|v| format!("read at {:.1} MB/s", v / 1e6))
+                    .into_iter()
+                    .collect(),
                 _ => Vec::new(),
             };
             if !extra.is_empty() {
@@ -214,9 +275,12 @@ pub fn table(all: &[MetricResult]) -> String {
     );
     for m in all {
         let subj = m.subject().and_then(|r| m.primary_of(r));
-        for row in &m.rows {
+        for (i, row) in m.rows.iter().enumerate() {
             let s = row.outcome.as_ref().ok();
-            let rss = s.and_then(|s| s.get("hwm_kib")).map(|k| Unit::MiB.fmt(k / 1024.0)).unwrap_or_default();
+            let rss = s
+                .and_then(|s| s.get("hwm_kib"))
+                .map(|k| Unit::MiB.fmt(k / 1024.0))
+                .unwrap_or_default();
             let cpu = s
                 .and_then(|s| {
                     let per_req = s.get("requests").is_some_and(|n| *n >= 100.0);
@@ -234,9 +298,16 @@ pub fn table(all: &[MetricResult]) -> String {
             };
             let mut notes = row.notes.clone();
             if row.runs > 0 {
-                notes.insert(0, format!("{} run{}", row.runs, if row.runs == 1 { "" } else { "s" }));
+                notes.insert(
+                    0,
+                    format!("{} run{}", row.runs, if row.runs == 1 { "" } else { "s" }),
+                );
             }
-            let label = format!("{} {}", m.key, m.title);
+            let label = if i == 0 {
+                format!("{} {}", m.key, m.title)
+            } else {
+                m.key.to_string()
+            };
             t.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 label,

@@ -45,7 +45,7 @@ pub struct RunArgs {
     /// mitmrs binary (default target/release/mitmrs).
     #[arg(long)]
     pub mitmrs: Option<PathBuf>,
-    /// mitmdump binary (default bench/.venv, then /tmp/m, then PATH).
+    /// mitmdump binary (default bench/.venv, /tmp/m, .venv, then PATH).
     #[arg(long)]
     pub mitmdump: Option<PathBuf>,
     /// Results file (default bench/RESULTS.md); "-" to skip.
@@ -113,16 +113,25 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn find_tools(root: &Path, args: &RunArgs) -> Result<Tools> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let mitmdump = args.mitmdump.clone().or_else(|| {
-        [root.join("bench/.venv/bin/mitmdump"), PathBuf::from("/tmp/m/bin/mitmdump")]
-            .into_iter()
-            .find(|p| p.is_file())
-            .or_else(|| which("mitmdump"))
+        [
+            root.join("bench/.venv/bin/mitmdump"),
+            PathBuf::from("/tmp/m/bin/mitmdump"),
+            root.join(".venv/bin/mitmdump"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .or_else(|| which("mitmdump"))
     });
     Ok(Tools {
         self_exe: std::env::current_exe()?,
-        mitmrs: args.mitmrs.clone().unwrap_or_else(|| target.join("release/mitmrs")),
+        mitmrs: args
+            .mitmrs
+            .clone()
+            .unwrap_or_else(|| target.join("release/mitmrs")),
         mitmdump,
         nginx: which("nginx"),
         wrk: which("wrk"),
@@ -159,7 +168,11 @@ fn start_origin(self_exe: &Path, work: &Path) -> Result<(ChildGuard, OriginInfo)
             .map(str::to_string)
             .ok_or_else(|| anyhow!("origin said {line:?}"))
     };
-    let info = OriginInfo { http: field("http=")?.parse()?, tls: field("tls=")?.parse()?, ca };
+    let info = OriginInfo {
+        http: field("http=")?.parse()?,
+        tls: field("tls=")?.parse()?,
+        ca,
+    };
     Ok((g, info))
 }
 
@@ -201,7 +214,9 @@ fn guarded(f: impl FnOnce() -> Result<Sample>) -> Result<Sample, String> {
 }
 
 fn describe(def: &MetricDef, s: &Sample) -> String {
-    s.get(def.primary).map(|v| def.unit.fmt(*v)).unwrap_or_else(|| "ok".into())
+    s.get(def.primary)
+        .map(|v| def.unit.fmt(*v))
+        .unwrap_or_else(|| "ok".into())
 }
 
 fn run_metric(ctx: &Ctx, def: &MetricDef, prev: &[MetricResult]) -> MetricResult {
@@ -215,16 +230,32 @@ fn run_metric(ctx: &Ctx, def: &MetricDef, prev: &[MetricResult]) -> MetricResult
         rows: Vec::new(),
     };
     if let Mode::NotBuilt = def.mode {
-        res.rows.push(Row { peer: "mitmrs".into(), spec: None, outcome: Err("not built yet".into()), runs: 0, notes: vec![] });
+        res.rows.push(Row {
+            peer: "mitmrs".into(),
+            spec: None,
+            outcome: Err("not built yet".into()),
+            runs: 0,
+            notes: vec![],
+        });
         return res;
     }
     let mut specs = def.peers.clone();
     if def.id == "M4S" && !ctx.peer_filter.is_empty() {
-        specs = [Kind::Direct, Kind::Nginx, Kind::Mitmdump, Kind::Hudsucker, Kind::Mitmrs]
-            .map(|k| PeerSpec::new(k).with(|o| o.stream_large = matches!(k, Kind::Mitmdump | Kind::Mitmrs)))
-            .to_vec();
+        specs = [
+            Kind::Direct,
+            Kind::Nginx,
+            Kind::Mitmdump,
+            Kind::Hudsucker,
+            Kind::Mitmrs,
+        ]
+        .map(|k| {
+            PeerSpec::new(k).with(|o| o.stream_large = matches!(k, Kind::Mitmdump | Kind::Mitmrs))
+        })
+        .to_vec();
     }
-    specs.retain(|s| ctx.peer_filter.is_empty() || ctx.peer_filter.iter().any(|f| f == s.kind_name()));
+    specs.retain(|s| {
+        ctx.peer_filter.is_empty() || ctx.peer_filter.iter().any(|f| f == s.kind_name())
+    });
     let runs = def.runs.unwrap_or(ctx.runs);
     let n = specs.len();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); n];
@@ -261,7 +292,12 @@ fn run_metric(ctx: &Ctx, def: &MetricDef, prev: &[MetricResult]) -> MetricResult
                     Err(e) => Err(e),
                 },
                 Mode::NoStart => {
-                    let peer = Peer { spec: *spec, guard: None, addr: ([127, 0, 0, 1], 0).into(), ca: None };
+                    let peer = Peer {
+                        spec: *spec,
+                        guard: None,
+                        addr: ([127, 0, 0, 1], 0).into(),
+                        ca: None,
+                    };
                     (def.measure)(ctx, &peer).map_err(|e| {
                         if spec.kind == Kind::Mitmrs {
                             format!("failed to start: {}", short(&e))
@@ -293,10 +329,17 @@ fn run_metric(ctx: &Ctx, def: &MetricDef, prev: &[MetricResult]) -> MetricResult
         let outcome = if let Some(e) = start_err {
             Err(e)
         } else if samples[i].is_empty() {
-            Err(errors[i].first().cloned().unwrap_or_else(|| "no run".into()))
+            Err(errors[i]
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "no run".into()))
         } else {
             if !errors[i].is_empty() {
-                notes.push(format!("{} failed run(s): {}", errors[i].len(), errors[i][0]));
+                notes.push(format!(
+                    "{} failed run(s): {}",
+                    errors[i].len(),
+                    errors[i][0]
+                ));
             }
             let med = median_sample(&samples[i]);
             if med.get("errors").copied().unwrap_or(0.0) > 0.0 {
@@ -304,7 +347,13 @@ fn run_metric(ctx: &Ctx, def: &MetricDef, prev: &[MetricResult]) -> MetricResult
             }
             Ok(med)
         };
-        res.rows.push(Row { peer: spec.name(), spec: Some(*spec), outcome, runs: samples[i].len(), notes });
+        res.rows.push(Row {
+            peer: spec.name(),
+            spec: Some(*spec),
+            outcome,
+            runs: samples[i].len(),
+            notes,
+        });
     }
     drop(shared); // stops the peers
     if let Some(post) = def.post {
@@ -317,7 +366,8 @@ fn selected(def: &MetricDef, only: &[String]) -> bool {
     if only.is_empty() {
         return def.id != "M4S";
     }
-    only.iter().any(|o| o.eq_ignore_ascii_case(def.id) || o.eq_ignore_ascii_case(def.key))
+    only.iter()
+        .any(|o| o.eq_ignore_ascii_case(def.id) || o.eq_ignore_ascii_case(def.key))
 }
 
 pub fn run_all(args: RunArgs) -> Result<()> {
@@ -327,9 +377,16 @@ pub fn run_all(args: RunArgs) -> Result<()> {
     let tools = find_tools(&root, &args)?;
     let work = std::env::temp_dir().join(format!("mitmrs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let _cleanup = WorkDir { path: work.clone(), keep: args.keep_work };
-    let (origin_guard, origin) = start_origin(&tools.self_exe, &work).context("starting the origin")?;
-    eprintln!("origin: http={} tls={}; fd limit {nofile}", origin.http, origin.tls);
+    let _cleanup = WorkDir {
+        path: work.clone(),
+        keep: args.keep_work,
+    };
+    let (origin_guard, origin) =
+        start_origin(&tools.self_exe, &work).context("starting the origin")?;
+    eprintln!(
+        "origin: http={} tls={}; fd limit {nofile}",
+        origin.http, origin.tls
+    );
 
     let want_hold = args.hold.unwrap_or(if args.quick { 2000 } else { 10_000 });
     // The proxy needs two fds per held connection (client + upstream).
@@ -344,11 +401,18 @@ pub fn run_all(args: RunArgs) -> Result<()> {
         nofile,
         tools,
         origin,
-        peer_filter: args.peers.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
+        peer_filter: args
+            .peers
+            .iter()
+            .map(|p| p.trim().to_ascii_lowercase())
+            .collect(),
         counter: AtomicU32::new(0),
     };
     let m4s_size = parse_size(args.size.as_deref().unwrap_or("4g"))?;
-    let defs: Vec<MetricDef> = defs::build(&ctx, m4s_size).into_iter().filter(|d| selected(d, &args.only)).collect();
+    let defs: Vec<MetricDef> = defs::build(&ctx, m4s_size)
+        .into_iter()
+        .filter(|d| selected(d, &args.only))
+        .collect();
     if defs.is_empty() {
         return Err(anyhow!("--only {:?} selects no metric", args.only));
     }
@@ -358,14 +422,17 @@ pub fn run_all(args: RunArgs) -> Result<()> {
         results.push(r);
     }
     let mut table = report::table(&results);
-    if hold_n < want_hold {
+    if hold_n < want_hold && results.iter().any(|r| r.id == "M8") {
         table.push_str(&format!(
             "\nM8 held {hold_n} instead of {want_hold} connections: the fd limit could only be raised to {nofile}.\n"
         ));
     }
     println!("\n{table}");
     drop(origin_guard);
-    let out = args.results.clone().unwrap_or_else(|| root.join("bench/RESULTS.md"));
+    let out = args
+        .results
+        .clone()
+        .unwrap_or_else(|| root.join("bench/RESULTS.md"));
     if out.as_os_str() != "-" {
         let doc = crate::machine::results_doc(&ctx, &args, &table);
         std::fs::write(&out, doc).with_context(|| format!("writing {}", out.display()))?;

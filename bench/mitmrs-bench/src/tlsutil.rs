@@ -45,8 +45,8 @@ pub fn origin_tls() -> Result<OriginTls> {
         .push(DnType::CommonName, "127.0.0.1");
     let leaf = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key)?;
 
-    let key = PrivateKeyDer::try_from(leaf_key.serialize_der())
-        .map_err(|e| anyhow!("leaf key: {e}"))?;
+    let key =
+        PrivateKeyDer::try_from(leaf_key.serialize_der()).map_err(|e| anyhow!("leaf key: {e}"))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

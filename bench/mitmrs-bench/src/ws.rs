@@ -127,9 +127,12 @@ pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> io::Result<()
             None
         };
         match opcode {
-            0x8 | 0x9 | 0xA => {
+            0x8..=0xA => {
                 if len > 125 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "control frame too long"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "control frame too long",
+                    ));
                 }
                 let payload = &mut buf[..len as usize];
                 s.read_exact(payload).await?;
