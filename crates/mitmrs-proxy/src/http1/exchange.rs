@@ -446,10 +446,17 @@ impl Session {
         let Some(resp) = flow.response.as_ref() else { return After::Close };
         let content = resp.content.clone().unwrap_or_default();
         let close = !keep;
+        // No body goes with a response to HEAD, or with a 204 or 304, even if the
+        // addon gave it one (its Content-Length stays, as for HEAD it should).
+        let head_only = flow.request.method.eq_ignore_ascii_case("HEAD") || resp.status_code == 204 || resp.status_code == 304;
+        let plan = if head_only { BodyPlan::None } else { BodyPlan::Full(content.len() as u64) };
         let mut out = BytesMut::new();
-        let framing = wire::response_head(resp, BodyPlan::Full(content.len() as u64), flow.request.is_http11(), false, close, &mut out);
+        let framing = wire::response_head(resp, plan, flow.request.is_http11(), false, close, &mut out);
         if self.conn.write_all(&out).await.is_err() {
             return After::Close;
+        }
+        if head_only {
+            return if self.conn.flush().await.is_err() || close { After::Close } else { After::KeepAlive };
         }
         if body::write_full(&mut self.conn, framing, &content, resp.trailers.as_ref()).await.is_err() || close {
             return After::Close;
