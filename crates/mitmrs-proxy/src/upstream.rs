@@ -65,6 +65,7 @@ pub async fn connect(ctx: &ProxyCtx, rt: &Runtime, client: &Arc<Client>, host: &
         Err(_) => {
             let msg = format!("Error connecting to {}: connection timed out", format_host_port(&h, p));
             data.server.error = Some(msg.clone());
+            info!(client = %client.peername, "server connect {}: {msg}", format_host_port(&h, p));
             ctx.chain.server_connect_error(&data).await;
             return Err(msg);
         }

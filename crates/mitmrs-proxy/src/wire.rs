@@ -19,8 +19,12 @@ fn version_of(s: &str) -> Version {
 /// How the body of an outgoing message is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyPlan {
-    /// No body at all (HEAD responses, 204, 304, GET without body).
+    /// No body at all (GET without body, 101).
     None,
+    /// A response that never has a body (to HEAD, 204, 304): the head is sent with
+    /// its Content-Length kept (it describes the resource for HEAD and 304), except
+    /// for 204, which must not carry one.
+    HeadOnly,
     /// A buffered body of this length.
     Full(u64),
     /// Streamed with a known, unchanged length.
@@ -34,7 +38,9 @@ fn framed_headers(headers: &Headers, plan: BodyPlan, peer_http11: bool, keep_upg
     let chunked_before = h.has_token("transfer-encoding", "chunked");
     strip_hop_by_hop(&mut h, keep_upgrade);
     let framing = match plan {
-        BodyPlan::None => {
+        BodyPlan::None => OutFraming::Length,
+        BodyPlan::HeadOnly => {
+            // strip_hop_by_hop removed Transfer-Encoding; Content-Length stays.
             OutFraming::Length
         }
         BodyPlan::Full(n) => {
@@ -85,11 +91,19 @@ pub fn request_head(req: &Request, plan: BodyPlan, upgrade: bool, out: &mut Byte
     framing
 }
 
+/// True when a response to `method` with `status` never carries a body.
+pub fn bodyless_response(method: &str, status: u16) -> bool {
+    method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 || (100..200).contains(&status)
+}
+
 /// The head to send to the client for `resp`, and the body framing to use.
 /// `close` adds `Connection: close`.
 pub fn response_head(resp: &Response, plan: BodyPlan, client_http11: bool, upgrade: bool, close: bool, out: &mut BytesMut) -> OutFraming {
     let chunked_trailers = resp.trailers.is_some();
     let (mut h, framing) = framed_headers(&resp.headers, plan, client_http11, upgrade, chunked_trailers);
+    if plan == BodyPlan::HeadOnly && (resp.status_code == 204 || resp.status_code < 200) {
+        h.remove("content-length");
+    }
     if close || framing == OutFraming::Close {
         h.set("Connection", "close");
     }

@@ -306,32 +306,13 @@ impl Session {
                 return After::Close;
             }
             let Some(resp) = flow.response.as_ref() else { return After::Close };
-            let head_only = flow.request.method.eq_ignore_ascii_case("HEAD") || resp.status_code == 204 || resp.status_code == 304;
             let plan = match &resp.content {
-                Some(c) if !head_only && (body_follows || !c.is_empty()) => BodyPlan::Full(c.len() as u64),
+                _ if wire::bodyless_response(&flow.request.method, resp.status_code) => BodyPlan::HeadOnly,
+                Some(c) if body_follows || !c.is_empty() => BodyPlan::Full(c.len() as u64),
                 _ => BodyPlan::None,
             };
             let mut out = BytesMut::with_capacity(512);
-            let out_framing = if head_only {
-                // Keep the server's framing headers for HEAD/304; no body follows.
-                mitmrs_http1::encode_response_head(
-                    if resp.http_version == "HTTP/1.0" { mitmrs_http1::Version::Http10 } else { mitmrs_http1::Version::Http11 },
-                    resp.status_code,
-                    &resp.reason,
-                    &{
-                        let mut h = resp.headers.clone();
-                        mitmrs_http1::strip_hop_by_hop(&mut h, false);
-                        if client_close {
-                            h.set("Connection", "close");
-                        }
-                        h
-                    },
-                    &mut out,
-                );
-                OutFraming::Length
-            } else {
-                wire::response_head(resp, plan, client_http11, false, client_close, &mut out)
-            };
+            let out_framing = wire::response_head(resp, plan, client_http11, false, client_close, &mut out);
             let mut ok = self.conn.write_all(&out).await.is_ok();
             if ok {
                 ok = match (plan, &resp.content) {
@@ -448,8 +429,8 @@ impl Session {
         let close = !keep;
         // No body goes with a response to HEAD, or with a 204 or 304, even if the
         // addon gave it one (its Content-Length stays, as for HEAD it should).
-        let head_only = flow.request.method.eq_ignore_ascii_case("HEAD") || resp.status_code == 204 || resp.status_code == 304;
-        let plan = if head_only { BodyPlan::None } else { BodyPlan::Full(content.len() as u64) };
+        let head_only = wire::bodyless_response(&flow.request.method, resp.status_code);
+        let plan = if head_only { BodyPlan::HeadOnly } else { BodyPlan::Full(content.len() as u64) };
         let mut out = BytesMut::new();
         let framing = wire::response_head(resp, plan, flow.request.is_http11(), false, close, &mut out);
         if self.conn.write_all(&out).await.is_err() {
