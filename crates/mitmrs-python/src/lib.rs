@@ -19,7 +19,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use mitmrs_core::addon::{Hook, HookSet, Loader};
+use mitmrs_core::addon::{ClientHelloData, Hook, HookSet, LayerKind, Loader, NextLayer, ServerConnectionHookData, TlsData, TlsSide};
+use mitmrs_core::connection::Client;
 use mitmrs_core::options::{Options, OptionsError};
 use mitmrs_core::{Addon, HookResult, HttpFlow};
 use pyo3::prelude::*;
@@ -43,6 +44,12 @@ pub(crate) const SOURCES: &[(&str, &str, bool)] = &[
     ("mitmproxy.script", include_str!("../python/mitmproxy/script/__init__.py"), true),
     ("mitmproxy.script.concurrent", include_str!("../python/mitmproxy/script/concurrent.py"), false),
     ("mitmproxy.addonmanager", include_str!("../python/mitmproxy/addonmanager.py"), false),
+    ("mitmproxy.proxy", include_str!("../python/mitmproxy/proxy/__init__.py"), true),
+    ("mitmproxy.proxy.context", include_str!("../python/mitmproxy/proxy/context.py"), false),
+    ("mitmproxy.proxy.server_hooks", include_str!("../python/mitmproxy/proxy/server_hooks.py"), false),
+    ("mitmproxy.proxy.layer", include_str!("../python/mitmproxy/proxy/layer.py"), false),
+    ("mitmproxy.proxy.layers", include_str!("../python/mitmproxy/proxy/layers.py"), false),
+    ("mitmproxy.tls", include_str!("../python/mitmproxy/tls.py"), false),
     ("mitmproxy._mitmrs", include_str!("../python/mitmproxy/_mitmrs.py"), false),
 ];
 pub(crate) const PACKAGE_INIT: &str = include_str!("../python/mitmproxy/__init__.py");
@@ -185,6 +192,91 @@ impl PythonAddon {
     }
 }
 
+/// What a connection hook changed (read from the dict `Host.conn_hook` returns).
+#[derive(Default)]
+struct ConnOut {
+    client_error: Option<String>,
+    server_address: Option<(String, u16)>,
+    server_error: Option<String>,
+    layer: Option<Option<String>>,
+    ignore_connection: bool,
+    establish_server_tls_first: bool,
+}
+
+impl ConnOut {
+    fn extract(d: &Bound<'_, PyAny>) -> PyResult<ConnOut> {
+        let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+            match d.get_item(k) {
+                Ok(v) if !v.is_none() => Ok(Some(v)),
+                Ok(_) => Ok(None),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(d.py()) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        Ok(ConnOut {
+            client_error: get("client_error")?.map(|v| v.str().map(|s| s.to_string())).transpose()?,
+            server_address: get("server_address")?.map(|v| v.extract()).transpose()?,
+            server_error: get("server_error")?.map(|v| v.str().map(|s| s.to_string())).transpose()?,
+            layer: match d.get_item("layer") {
+                Ok(v) => Some(v.extract()?),
+                Err(_) => None,
+            },
+            ignore_connection: get("ignore_connection")?.map(|v| v.is_truthy()).transpose()?.unwrap_or(false),
+            establish_server_tls_first: get("establish_server_tls_first")?.map(|v| v.is_truthy()).transpose()?.unwrap_or(false),
+        })
+    }
+}
+
+fn layer_name(l: Option<LayerKind>) -> sync::V {
+    match l {
+        Some(LayerKind::Http) => sync::V::S("http".into()),
+        Some(LayerKind::Tls) => sync::V::S("tls".into()),
+        Some(LayerKind::Tcp) => sync::V::S("tcp".into()),
+        _ => sync::V::None,
+    }
+}
+
+impl PythonAddon {
+    /// Runs a connection hook off the tokio runtime: `data` becomes mitmproxy's data
+    /// object in `Host.conn_hook`, which returns what the scripts changed.
+    async fn conn_hook(&self, hook: Hook, data: Vec<(&'static str, sync::V)>) -> Result<ConnOut, String> {
+        let host = self.host_ref();
+        let name = hook.name();
+        let st = sync::V::D(data);
+        tokio::task::spawn_blocking(move || {
+            Python::with_gil(|py| -> Result<ConnOut, String> {
+                let d = st.to_py(py).map_err(|e| format_err(py, &e))?;
+                let r = host.call_method1(py, "conn_hook", (name, d)).map_err(|e| format_err(py, &e))?;
+                ConnOut::extract(r.bind(py)).map_err(|e| format_err(py, &e))
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    async fn server_hook(&self, hook: Hook, data: &ServerConnectionHookData) -> Result<ConnOut, String> {
+        self.conn_hook(hook, vec![("client", sync::client_v(&data.client)), ("server", sync::server_v(&data.server))]).await
+    }
+
+    async fn tls_hook(&self, hook: Hook, data: &TlsData) -> HookResult {
+        let side = match data.side {
+            TlsSide::Client => "client",
+            TlsSide::Server => "server",
+        };
+        self.conn_hook(
+            hook,
+            vec![
+                ("client", sync::client_v(&data.client)),
+                ("server", sync::server_v(&data.server)),
+                ("side", sync::V::S(side.into())),
+                ("error", data.error.clone().map(sync::V::S).unwrap_or(sync::V::None)),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Addon for PythonAddon {
     fn name(&self) -> &str {
@@ -243,5 +335,100 @@ impl Addon for PythonAddon {
     }
     async fn http_connect(&self, flow: &mut HttpFlow) -> HookResult {
         self.flow_hook(Hook::HttpConnect, flow).await
+    }
+    async fn http_connect_upstream(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::HttpConnectUpstream, flow).await
+    }
+    async fn http_connected(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::HttpConnected, flow).await
+    }
+    async fn http_connect_error(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::HttpConnectError, flow).await
+    }
+
+    async fn client_connected(&self, client: &mut Client) -> HookResult {
+        let out = self.conn_hook(Hook::ClientConnected, vec![("client", sync::client_v(client))]).await?;
+        if let Some(e) = out.client_error {
+            client.error = Some(e);
+        }
+        Ok(())
+    }
+    async fn client_disconnected(&self, client: &Client) -> HookResult {
+        self.conn_hook(Hook::ClientDisconnected, vec![("client", sync::client_v(client))]).await?;
+        Ok(())
+    }
+    async fn server_connect(&self, data: &mut ServerConnectionHookData) -> HookResult {
+        let out = self.server_hook(Hook::ServerConnect, data).await?;
+        if let Some(a) = out.server_address {
+            data.server.address = Some(a);
+        }
+        if let Some(e) = out.server_error {
+            data.server.error = Some(e);
+        }
+        Ok(())
+    }
+    async fn server_connected(&self, data: &ServerConnectionHookData) -> HookResult {
+        self.server_hook(Hook::ServerConnected, data).await?;
+        Ok(())
+    }
+    async fn server_disconnected(&self, data: &ServerConnectionHookData) -> HookResult {
+        self.server_hook(Hook::ServerDisconnected, data).await?;
+        Ok(())
+    }
+    async fn server_connect_error(&self, data: &ServerConnectionHookData) -> HookResult {
+        self.server_hook(Hook::ServerConnectError, data).await?;
+        Ok(())
+    }
+    async fn next_layer(&self, data: &mut NextLayer) -> HookResult {
+        let out = self
+            .conn_hook(
+                Hook::NextLayer,
+                vec![
+                    ("client", sync::client_v(&data.client)),
+                    ("server", sync::server_v(&data.server)),
+                    ("data_client", sync::V::B(data.data_client.clone())),
+                    ("layer", layer_name(data.layer)),
+                ],
+            )
+            .await?;
+        if let Some(l) = out.layer {
+            data.layer = match l.as_deref() {
+                Some("http") => Some(LayerKind::Http),
+                Some("tls") => Some(LayerKind::Tls),
+                Some("tcp") => Some(LayerKind::Tcp),
+                _ => data.layer,
+            };
+        }
+        Ok(())
+    }
+    async fn tls_clienthello(&self, data: &mut ClientHelloData) -> HookResult {
+        let out = self
+            .conn_hook(
+                Hook::TlsClientHello,
+                vec![
+                    ("client", sync::client_v(&data.client)),
+                    ("server", sync::server_v(&data.server)),
+                    ("sni", data.sni.clone().map(sync::V::S).unwrap_or(sync::V::None)),
+                    ("alpn_protocols", sync::V::L(data.alpn_protocols.iter().map(|b| sync::V::B(b.clone())).collect())),
+                    ("ignore_connection", sync::V::Bool(data.ignore_connection)),
+                    ("establish_server_tls_first", sync::V::Bool(data.establish_server_tls_first)),
+                ],
+            )
+            .await?;
+        data.ignore_connection = out.ignore_connection;
+        data.establish_server_tls_first = out.establish_server_tls_first;
+        Ok(())
+    }
+    async fn tls_established_client(&self, data: &TlsData) -> HookResult {
+        self.tls_hook(Hook::TlsEstablishedClient, data).await
+    }
+    async fn tls_established_server(&self, data: &TlsData) -> HookResult {
+        self.tls_hook(Hook::TlsEstablishedServer, data).await
+    }
+    async fn tls_failed_client(&self, data: &TlsData) -> HookResult {
+        self.tls_hook(Hook::TlsFailedClient, data).await
+    }
+    async fn tls_failed_server(&self, data: &TlsData) -> HookResult {
+        self.tls_hook(Hook::TlsFailedServer, data).await
     }
 }

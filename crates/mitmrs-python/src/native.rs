@@ -13,20 +13,8 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::{GLOBAL, HOOKS, PACKAGE_INIT, SOURCES, TICK};
 
-/// The hooks [`crate::PythonAddon`] implements; others defined by scripts are not
-/// dispatched from Rust yet.
-const DISPATCHED: &[Hook] = &[
-    Hook::Load,
-    Hook::Configure,
-    Hook::Running,
-    Hook::Done,
-    Hook::RequestHeaders,
-    Hook::Request,
-    Hook::ResponseHeaders,
-    Hook::Response,
-    Hook::Error,
-    Hook::HttpConnect,
-];
+/// The hooks [`crate::PythonAddon`] implements: all of them.
+const DISPATCHED: &[Hook] = Hook::ALL;
 
 fn options() -> PyResult<&'static Options> {
     GLOBAL.get().map(|g| &g.options).ok_or_else(|| PyValueError::new_err("mitmrs options are not set up"))

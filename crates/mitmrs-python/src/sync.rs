@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use mitmrs_core::connection::{Client, ConnectionState, Server};
 use mitmrs_core::flow::MetaValue;
 use mitmrs_core::message::ChunkTransform;
 use mitmrs_core::{Headers, HttpFlow, Request, Response, StreamMode};
@@ -149,6 +150,54 @@ fn alpn(a: &Option<Bytes>) -> V {
     opt_bytes(a)
 }
 
+fn tls_offers(v: &[Bytes]) -> V {
+    V::L(v.iter().map(|b| V::B(b.clone())).collect())
+}
+
+/// A client connection, as the dict `_mitmrs._client` reads.
+pub(crate) fn client_v(c: &Client) -> V {
+    V::D(vec![
+        ("id", s(&c.id)),
+        ("peername", addr(&c.peername)),
+        ("sockname", addr(&c.sockname)),
+        ("timestamp_start", V::F(c.timestamp_start)),
+        ("timestamp_end", opt_f(c.timestamp_end)),
+        ("timestamp_tls_setup", opt_f(c.tls.timestamp_tls_setup)),
+        ("sni", opt_s(&c.tls.sni)),
+        ("alpn", alpn(&c.tls.alpn)),
+        ("alpn_offers", tls_offers(&c.tls.alpn_offers)),
+        ("tls_version", opt_s(&c.tls.tls_version)),
+        ("cipher", opt_s(&c.tls.cipher)),
+        ("tls", V::Bool(c.tls.tls)),
+        ("error", opt_s(&c.error)),
+        ("open", V::Bool(c.state != ConnectionState::Closed)),
+        ("proxy_mode", s(&c.proxy_mode)),
+    ])
+}
+
+/// A server connection, as the dict `_mitmrs._server` reads.
+pub(crate) fn server_v(sv: &Server) -> V {
+    V::D(vec![
+        ("id", s(&sv.id)),
+        ("address", sv.address.as_ref().map(|(h, p)| V::T(vec![s(h), V::Int(*p as i64)])).unwrap_or(V::None)),
+        ("peername", opt_addr(&sv.peername)),
+        ("sockname", opt_addr(&sv.sockname)),
+        ("timestamp_start", opt_f(sv.timestamp_start)),
+        ("timestamp_tcp_setup", opt_f(sv.timestamp_tcp_setup)),
+        ("timestamp_tls_setup", opt_f(sv.tls.timestamp_tls_setup)),
+        ("timestamp_end", opt_f(sv.timestamp_end)),
+        ("sni", opt_s(&sv.tls.sni)),
+        ("alpn", alpn(&sv.tls.alpn)),
+        ("alpn_offers", tls_offers(&sv.tls.alpn_offers)),
+        ("tls_version", opt_s(&sv.tls.tls_version)),
+        ("cipher", opt_s(&sv.tls.cipher)),
+        ("via", opt_s(&sv.via)),
+        ("tls", V::Bool(sv.tls.tls)),
+        ("error", opt_s(&sv.error)),
+        ("open", V::Bool(sv.state != ConnectionState::Closed)),
+    ])
+}
+
 pub(crate) fn snapshot(flow: &HttpFlow) -> V {
     let r = &flow.request;
     let req = V::D(vec![
@@ -178,31 +227,8 @@ pub(crate) fn snapshot(flow: &HttpFlow) -> V {
             ("timestamp_end", opt_f(r.timestamp_end)),
         ]),
     };
-    let c = &flow.client_conn;
-    let client = V::D(vec![
-        ("id", s(&c.id)),
-        ("peername", addr(&c.peername)),
-        ("sockname", addr(&c.sockname)),
-        ("timestamp_start", V::F(c.timestamp_start)),
-        ("sni", opt_s(&c.tls.sni)),
-        ("alpn", alpn(&c.tls.alpn)),
-        ("tls_version", opt_s(&c.tls.tls_version)),
-        ("cipher", opt_s(&c.tls.cipher)),
-        ("tls", V::Bool(c.tls.tls)),
-    ]);
-    let sv = &flow.server_conn;
-    let server = V::D(vec![
-        ("id", s(&sv.id)),
-        ("address", sv.address.as_ref().map(|(h, p)| V::T(vec![s(h), V::Int(*p as i64)])).unwrap_or(V::None)),
-        ("peername", opt_addr(&sv.peername)),
-        ("sockname", opt_addr(&sv.sockname)),
-        ("timestamp_start", opt_f(sv.timestamp_start)),
-        ("sni", opt_s(&sv.tls.sni)),
-        ("alpn", alpn(&sv.tls.alpn)),
-        ("tls_version", opt_s(&sv.tls.tls_version)),
-        ("via", opt_s(&sv.via)),
-        ("tls", V::Bool(sv.tls.tls)),
-    ]);
+    let client = client_v(&flow.client_conn);
+    let server = server_v(&flow.server_conn);
     V::D(vec![
         ("id", s(&flow.id)),
         ("client", client),

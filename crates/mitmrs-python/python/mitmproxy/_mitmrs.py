@@ -10,6 +10,7 @@ import time
 import traceback
 import types
 import warnings
+import weakref
 
 from mitmproxy import _rs, ctx, exceptions, http
 from mitmproxy import connection as _conn
@@ -25,15 +26,32 @@ OLD_NAMES = {
     "server_connect": ["serverconnect"],
     "server_disconnected": ["serverdisconnect"],
     "websocket_start": ["websockets_handshake"],
+    "add_log": ["log"],
+}
+# Old names whose hook is still called under its own name, with what to use instead.
+DEPRECATED = {
+    "tick": "running (start an asyncio task there)",
+    "add_log": "Python's builtin logging module",
 }
 HOOKS = (
     "load", "configure", "running", "done", "tick",
     "requestheaders", "request", "responseheaders", "response", "error",
     "http_connect", "http_connect_upstream", "http_connected", "http_connect_error",
     "client_connected", "client_disconnected", "server_connect", "server_connected",
-    "server_disconnected", "server_connect_error",
+    "server_disconnected", "server_connect_error", "next_layer",
+    "tls_clienthello", "tls_established_client", "tls_established_server",
+    "tls_failed_client", "tls_failed_server",
 )
 _warned = set()
+_HOST = None
+_log_hook_state = threading.local()
+
+
+def _old_args(used, args):
+    """What a pre-7 hook got instead of the new hook's data object."""
+    if used in ("serverconnect", "serverdisconnect") and args:
+        return (args[0].server,)
+    return args
 
 
 # ---------------------------------------------------------------- logging
@@ -51,6 +69,14 @@ class _RustHandler(logging.Handler):
             _rs.log(record.levelno, msg, client)
         except Exception:
             self.handleError(record)
+        host = _HOST
+        if host is not None and host.log_hooks and not getattr(_log_hook_state, "active", False):
+            level = _log.LOGGING_LEVELS_TO_LOGENTRY.get(record.levelno, "error")
+            entry = _log.LogEntry(record.getMessage(), level)
+            try:
+                host.loop.call_soon_threadsafe(host.dispatch_log, entry)
+            except RuntimeError:
+                pass
 
 
 def _install_logging():
@@ -226,6 +252,9 @@ class Host:
         self.scripts = [Script(p) for p in paths]
         self.lock = threading.RLock()
         self.flows = {}
+        self.log_hooks = False
+        global _HOST
+        _HOST = self
         for s in self.scripts:
             if not os.path.exists(s.path):
                 raise FileNotFoundError(f"No such script: {s.path}")
@@ -254,10 +283,43 @@ class Host:
             for h in HOOKS:
                 if self._lookup(a, h)[0] is not None:
                     names.add(h)
+        if "client_connected" in names:
+            # to drop the client object kept since client_connected
+            names.add("client_disconnected")
         return sorted(names)
 
     def publish_hooks(self):
+        self.warn_old_names()
+        self.log_hooks = any(self._lookup(a, "add_log")[0] is not None for _, a in self.all_addons())
         _rs.set_hooks(self.defined_hooks())
+
+    def warn_old_names(self):
+        """One warning per script and old hook name, when the script loads."""
+        for s, a in self.all_addons():
+            for new, olds in OLD_NAMES.items():
+                for old in olds:
+                    f = getattr(a, old, None)
+                    if f is not None and callable(f) and getattr(a, new, None) is None:
+                        self._warn_once(s, old, f"{s.path}: the '{old}' hook is deprecated, use '{new}' instead.")
+            for old, new in DEPRECATED.items():
+                f = getattr(a, old, None)
+                if f is not None and callable(f):
+                    self._warn_once(s, old, f"{s.path}: the '{old}' hook is deprecated, use {new} instead.")
+
+    @staticmethod
+    def _warn_once(script, name, msg):
+        if (script.path, name) not in _warned:
+            _warned.add((script.path, name))
+            logging.warning(msg)
+
+    def dispatch_log(self, entry):
+        """Runs the add_log (old name: log) hooks, on the asyncio thread; records they
+        log themselves are not fed back to them."""
+        _log_hook_state.active = True
+        try:
+            self.invoke("add_log", entry)
+        finally:
+            _log_hook_state.active = False
 
     # -- calling
     def _await(self, aw):
@@ -268,9 +330,9 @@ class Host:
         f, used = self._lookup(addon, name)
         if f is None:
             return
-        if used != name and (script.path, used) not in _warned:
-            _warned.add((script.path, used))
-            logging.warning(f"{script.path}: the '{used}' hook is deprecated, use '{name}' instead.")
+        if used != name:
+            self._warn_once(script, used, f"{script.path}: the '{used}' hook is deprecated, use '{name}' instead.")
+            args = _old_args(used, args)
         call_args = args
         if used != name or (inspect.isfunction(f) and _n_positional(f) == len(args) + 1):
             # a 0.x hook that takes (context, ...)
@@ -346,6 +408,59 @@ class Host:
             self.running(scripts=[s])
             self.publish_hooks()
 
+    # -- connections
+    def conn_hook(self, name, d):
+        """Runs a connection-level hook with mitmproxy's data object; returns what
+        the scripts changed, for the Rust side."""
+        from mitmproxy.proxy import context as _context
+        from mitmproxy.proxy import layer as _layer
+        from mitmproxy.proxy import layers as _layers
+        from mitmproxy.proxy import server_hooks
+        from mitmproxy import tls as _tls
+        client = _client(d["client"])
+        if name == "client_connected":
+            _live_clients[client.id] = client
+            self.invoke(name, client)
+            return {"client_error": client.error}
+        if name == "client_disconnected":
+            _live_clients.pop(client.id, None)
+            self.invoke(name, client)
+            return {}
+        server = _server(d["server"])
+        if name.startswith("server_"):
+            if name == "server_connect":
+                server.error = None
+            data = server_hooks.ServerConnectionHookData(server=server, client=client)
+            self.invoke(name, data)
+            if name != "server_connect":
+                return {}
+            addr = server.address
+            if addr is not None:
+                addr = (str(addr[0]), int(addr[1]))
+            return {"server_address": addr, "server_error": server.error}
+        context = _context.Context(client, ctx.options, server)
+        if name == "next_layer":
+            before = _layers._layer_for(d["layer"], context)
+            nl = _layer.NextLayer(context, d["data_client"], before)
+            self.invoke(name, nl)
+            if nl.layer is before:
+                return {"layer": d["layer"]}
+            return {"layer": getattr(nl.layer, "_kind", None)}
+        if name == "tls_clienthello":
+            ch = _tls.ClientHello(d["sni"], d["alpn_protocols"])
+            data = _tls.ClientHelloData(context=context, client_hello=ch,
+                                        ignore_connection=d["ignore_connection"],
+                                        establish_server_tls_first=d["establish_server_tls_first"])
+            self.invoke(name, data)
+            return {"ignore_connection": bool(data.ignore_connection),
+                    "establish_server_tls_first": bool(data.establish_server_tls_first)}
+        # tls_established_* / tls_failed_*
+        conn = client if d["side"] == "client" else server
+        if d["error"] is not None:
+            conn.error = d["error"]
+        self.invoke(name, _tls.TlsData(conn=conn, context=context))
+        return {}
+
     # -- flows
     def flow_hook(self, name, pyflow, state):
         f = flow_in(pyflow, state)
@@ -373,19 +488,50 @@ def _headers(fields):
     return h
 
 
-def _client(d):
-    c = _conn.Client(peername=d["peername"], sockname=d["sockname"], timestamp_start=d["timestamp_start"])
-    for k in ("id", "sni", "alpn", "tls_version", "cipher"):
-        setattr(c, k, d[k])
+# The Python connection objects, by id, while anything refers to them: hooks about
+# the same connection see the same object (attributes a script sets stay).
+_clients = weakref.WeakValueDictionary()
+_servers = weakref.WeakValueDictionary()
+# Clients between client_connected and client_disconnected (asked for together).
+_live_clients = {}
+_CONN_FIELDS = ("sni", "alpn", "alpn_offers", "tls_version", "cipher", "timestamp_start",
+                "timestamp_end", "timestamp_tls_setup")
+
+
+def _conn_update(c, d):
+    for k in _CONN_FIELDS:
+        if k in d:
+            setattr(c, k, d[k])
     c.tls = d["tls"]
+    if d.get("error") is not None:
+        c.error = d["error"]
+    c.state = _conn.ConnectionState.OPEN if d.get("open", True) else _conn.ConnectionState.CLOSED
+
+
+def _client(d):
+    c = _clients.get(d["id"])
+    if c is None:
+        c = _conn.Client(peername=d["peername"], sockname=d["sockname"], timestamp_start=d["timestamp_start"])
+        c.id = d["id"]
+        c.proxy_mode = d.get("proxy_mode", "regular")
+        _clients[c.id] = c
+    _conn_update(c, d)
     return c
 
 
 def _server(d):
-    s = _conn.Server(address=d["address"])
-    for k in ("id", "peername", "sockname", "sni", "alpn", "tls_version", "timestamp_start", "via"):
-        setattr(s, k, d[k])
-    s.tls = d["tls"]
+    s = _servers.get(d["id"])
+    if s is None:
+        s = _conn.Server(address=d["address"])
+        s.id = d["id"]
+        s.via = d["via"]
+        _servers[s.id] = s
+    elif d["address"] is not None:
+        s.address = d["address"]
+    for k in ("peername", "sockname", "timestamp_tcp_setup"):
+        if k in d:
+            setattr(s, k, d[k])
+    _conn_update(s, d)
     return s
 
 
@@ -427,10 +573,8 @@ def flow_in(f, st):
         f.request = _req_in(None, st["request"])
     else:
         f.request = _req_in(f.request, st["request"])
-        f.server_conn = _server(st["server"]) if f.server_conn.id != st["server"]["id"] else f.server_conn
-        if st["server"]["peername"] is not None:
-            f.server_conn.peername = st["server"]["peername"]
-            f.server_conn.sockname = st["server"]["sockname"]
+        f.client_conn = _client(st["client"])
+        f.server_conn = _server(st["server"])
     if st["response"] is None:
         f.response = None
     else:

@@ -58,3 +58,12 @@ class Log:
 
 def log_tier(level):
     return dict(error=logging.ERROR, warn=logging.WARNING, info=logging.INFO, alert=ALERT, debug=logging.DEBUG).get(level)
+
+
+LOGGING_LEVELS_TO_LOGENTRY = {
+    logging.ERROR: "error",
+    logging.WARNING: "warn",
+    logging.INFO: "info",
+    ALERT: "alert",
+    logging.DEBUG: "debug",
+}
