@@ -389,6 +389,36 @@ class Request(Message):
     def urlencoded_form(self, value):
         self._set_urlencoded_form(value.fields if isinstance(value, _MultiDict) else list(value.items() if isinstance(value, dict) else value))
 
+    def _get_multipart_form(self):
+        ct = self.headers.get("content-type", "")
+        if not ct.lower().startswith("multipart/form-data"):
+            return ()
+        m = re.search(r'boundary="?([^";]+)"?', ct, re.I)
+        content = self.get_content(strict=False)
+        if not m or not content:
+            return ()
+        return tuple(_multipart_decode(content, m.group(1).encode("latin-1")))
+
+    def _set_multipart_form(self, value):
+        ct = self.headers.get("content-type", "")
+        m = re.search(r'boundary="?([^";]+)"?', ct, re.I)
+        if ct.lower().startswith("multipart/form-data") and m:
+            boundary = m.group(1)
+        else:
+            import os
+            boundary = os.urandom(16).hex()
+            self.headers["content-type"] = f"multipart/form-data; boundary={boundary}"
+        self.content = _multipart_encode(value, boundary.encode("latin-1"))
+
+    @property
+    def multipart_form(self):
+        """The multipart/form-data body as a multi-dict of bytes to bytes."""
+        return MultiDictView(self._get_multipart_form, self._set_multipart_form)
+
+    @multipart_form.setter
+    def multipart_form(self, value):
+        self._set_multipart_form(value.fields if isinstance(value, _MultiDict) else list(value.items() if isinstance(value, dict) else value))
+
     def anticache(self):
         for h in ("if-modified-since", "if-none-match"):
             if h in self.headers:
@@ -402,6 +432,41 @@ class Request(Message):
         if ae:
             keep = [e for e in re.split(r"\s*,\s*", ae) if e.split(";")[0] in ("identity", "gzip", "deflate", "br", "zstd")]
             self.headers["accept-encoding"] = ", ".join(keep)
+
+
+def _multipart_decode(content, boundary):
+    out = []
+    for part in content.split(b"--" + boundary)[1:]:
+        if part.startswith(b"--"):
+            break
+        part = part[2:] if part.startswith(b"\r\n") else part
+        head, sep, body = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        if body.endswith(b"\r\n"):
+            body = body[:-2]
+        name = None
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-disposition"):
+                m = re.search(rb'\bname="([^"]*)"', line)
+                if m:
+                    name = m.group(1)
+        if name is not None:
+            out.append((name, body))
+    return out
+
+
+def _multipart_encode(fields, boundary):
+    out = b""
+    for k, v in fields:
+        k = always_bytes(k, "utf-8")
+        v = always_bytes(v, "utf-8")
+        out += b"--" + boundary + b"\r\n"
+        out += b'Content-Disposition: form-data; name="' + k + b'"\r\n\r\n'
+        out += v + b"\r\n"
+    if fields:
+        out += b"--" + boundary + b"--\r\n"
+    return out
 
 
 class Response(Message):
