@@ -375,24 +375,29 @@ impl FlowOut {
     }
 }
 
-/// A `.stream` callable: each chunk goes through it under the GIL.
+/// A `.stream` callable: each chunk goes through it under the GIL, via the
+/// per-flow adapter `_mitmrs.StreamAdapter` (plain callables and seed-era
+/// generator functions that take the iterable of chunks).
 struct PyTransform {
     func: Py<PyAny>,
-    host: Py<PyAny>,
+    adapter: Option<Py<PyAny>>,
 }
 
 impl ChunkTransform for PyTransform {
-    fn transform(&mut self, chunk: Bytes, _end: bool) -> Result<Vec<Bytes>, String> {
+    fn transform(&mut self, chunk: Bytes, end: bool) -> Result<Vec<Bytes>, String> {
         Python::with_gil(|py| {
-            let m = py.import("mitmproxy._mitmrs").map_err(|e| e.to_string())?;
-            let _ = &self.host;
-            let out = m
-                .call_method1("call_stream", (self.func.bind(py), PyBytes::new(py, &chunk)))
-                .map_err(|e| {
-                    let msg = crate::format_err(py, &e);
-                    tracing::error!(target: "mitmrs_python", "Addon error: stream: {msg}");
-                    format!("stream callable failed: {e}")
-                })?;
+            let report = |e: PyErr| {
+                let msg = crate::format_err(py, &e);
+                tracing::error!(target: "mitmrs_python", "Addon error: stream: {msg}");
+                format!("stream callable failed: {e}")
+            };
+            if self.adapter.is_none() {
+                let m = py.import("mitmproxy._mitmrs").map_err(|e| e.to_string())?;
+                let a = m.call_method1("StreamAdapter", (self.func.bind(py),)).map_err(report)?;
+                self.adapter = Some(a.unbind());
+            }
+            let adapter = self.adapter.as_ref().unwrap().bind(py);
+            let out = adapter.call_method1("feed", (PyBytes::new(py, &chunk), end)).map_err(report)?;
             let pieces: Vec<Vec<u8>> = out.extract().map_err(|e| e.to_string())?;
             Ok(pieces.into_iter().filter(|p| !p.is_empty()).map(Bytes::from).collect())
         })
@@ -409,8 +414,8 @@ fn apply_stream(cur: &mut StreamMode, s: StreamOut, host: &Py<PyAny>) {
         }
         StreamOut::Callable(func) => {
             if !matches!(cur, StreamMode::Transform(_)) {
-                let host = Python::with_gil(|py| host.clone_ref(py));
-                *cur = StreamMode::Transform(Box::new(PyTransform { func, host }));
+                let _ = host;
+                *cur = StreamMode::Transform(Box::new(PyTransform { func, adapter: None }));
             }
         }
     }

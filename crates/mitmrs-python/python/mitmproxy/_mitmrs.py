@@ -643,3 +643,97 @@ def call_stream(fn, chunk):
             raise TypeError(f"stream callable yielded {type(piece).__name__}, expected bytes")
         res.append(bytes(piece))
     return res
+
+
+def _takes_tuples(fn):
+    """Whether a seed-era stream generator unpacks (prefix, content, suffix) from
+    each chunk: its first loop unpacks three values."""
+    import dis
+    try:
+        code = fn.__code__
+    except AttributeError:
+        code = getattr(getattr(fn, "__call__", None), "__code__", None)
+    if code is None:
+        return False
+    ins = list(dis.get_instructions(code))
+    for i, x in enumerate(ins[:-1]):
+        if x.opname == "FOR_ITER":
+            nxt = ins[i + 1]
+            return nxt.opname == "UNPACK_SEQUENCE" and nxt.argval == 3
+    return False
+
+
+def _check_piece(piece):
+    if isinstance(piece, tuple):
+        piece = b"".join(bytes(p) for p in piece)
+    if not isinstance(piece, (bytes, bytearray, memoryview)):
+        raise TypeError(f"stream callable yielded {type(piece).__name__}, expected bytes")
+    return bytes(piece)
+
+
+class StreamAdapter:
+    """Runs one flow's `.stream` callable. A generator function is the seed-era API
+    `def modify(chunks): for chunk in chunks: yield ...`: it runs on its own thread,
+    fed one chunk at a time; anything else is called per chunk (bytes -> bytes or an
+    iterable of bytes) and once more with b"" at the end."""
+
+    _END = object()
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.gen = inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(getattr(fn, "__call__", None))
+        self.done = False
+        if self.gen:
+            import queue
+            self.tuples = _takes_tuples(fn)
+            self.inq = queue.Queue()
+            self.outq = queue.Queue()
+            threading.Thread(target=self._run, name="mitmrs-stream", daemon=True).start()
+            self.pending = self._until_need()
+
+    def _chunks(self):
+        while True:
+            self.outq.put(("need", None))
+            c = self.inq.get()
+            if c is self._END:
+                return
+            yield (b"", c, b"") if self.tuples else c
+
+    def _run(self):
+        try:
+            for piece in self.fn(self._chunks()):
+                self.outq.put(("data", piece))
+            self.outq.put(("done", None))
+        except BaseException as e:
+            self.outq.put(("error", e))
+
+    def _until_need(self):
+        out = []
+        while True:
+            kind, v = self.outq.get()
+            if kind == "data":
+                out.append(_check_piece(v))
+            elif kind == "need":
+                return out
+            elif kind == "done":
+                self.done = True
+                return out
+            else:
+                self.done = True
+                raise v
+
+    def feed(self, chunk, end):
+        if not self.gen:
+            if end and not chunk:
+                return call_stream(self.fn, b"")
+            return call_stream(self.fn, chunk)
+        out, self.pending = self.pending, []
+        if self.done:
+            return out
+        if chunk:
+            self.inq.put(chunk)
+            out += self._until_need()
+        if end and not self.done:
+            self.inq.put(self._END)
+            out += self._until_need()
+        return out
