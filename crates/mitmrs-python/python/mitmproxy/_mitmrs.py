@@ -663,6 +663,23 @@ def _takes_tuples(fn):
     return False
 
 
+def _seed_style(fn):
+    """Whether a generator function is the seed-era stream API, which loops over its
+    argument (the chunks), rather than mitmproxy 7+'s per-chunk generator
+    (`def modify(data): yield data.replace(...)`)."""
+    import dis
+    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "__call__", None), "__code__", None)
+    if code is None or code.co_argcount == 0:
+        return False
+    arg = code.co_varnames[1 if inspect.ismethod(fn) or not inspect.isfunction(fn) else 0]
+    ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "NOP", "RESUME")]
+    for i, x in enumerate(ins):
+        if x.opname == "GET_ITER" and i > 0:
+            prev = ins[i - 1]
+            return prev.opname in ("LOAD_FAST", "LOAD_FAST_CHECK") and prev.argval == arg
+    return False
+
+
 def _check_piece(piece):
     if isinstance(piece, tuple):
         piece = b"".join(bytes(p) for p in piece)
@@ -681,7 +698,7 @@ class StreamAdapter:
 
     def __init__(self, fn):
         self.fn = fn
-        self.gen = inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(getattr(fn, "__call__", None))
+        self.gen = (inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(getattr(fn, "__call__", None))) and _seed_style(fn)
         self.done = False
         if self.gen:
             import queue

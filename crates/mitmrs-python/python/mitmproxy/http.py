@@ -217,8 +217,8 @@ class Request(Message):
     def __init__(self, host, port, method, scheme, authority, path, http_version,
                  headers, content, trailers, timestamp_start, timestamp_end):
         super().__init__()
-        self.host = always_str(host)
-        self.port = port
+        self._host = always_str(host, "idna")
+        self._port = port
         self.method = always_str(method)
         self.scheme = always_str(scheme)
         self.authority = always_str(authority)
@@ -277,6 +277,36 @@ class Request(Message):
 
     def _default_port(self):
         return 443 if self.scheme == "https" else 80
+
+    @property
+    def host(self):
+        """The target host. Setting it also updates the Host header and the
+        authority, if present."""
+        return self._host
+
+    @host.setter
+    def host(self, val):
+        self._host = always_str(val, "idna")
+        self._update_host_and_authority()
+
+    @property
+    def port(self):
+        return self._port
+
+    @port.setter
+    def port(self, port):
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise ValueError(f"Port must be an integer, not {port!r}.")
+        self._port = port
+        self._update_host_and_authority()
+
+    def _update_host_and_authority(self):
+        val = self._fmt(self._host, self._port, self._default_port())
+        h = self.__dict__.get("_headers")
+        if h is not None and "Host" in h:
+            h["Host"] = val
+        if self.__dict__.get("authority"):
+            self.authority = val
 
     @staticmethod
     def _fmt(host, port, default):

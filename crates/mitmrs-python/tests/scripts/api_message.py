@@ -86,7 +86,7 @@ def request(flow):
         r.host = "localhost"
         r.port = int(r.headers["x-other-port"])
         r.path = "/via-host"
-        check("pretty_host", r.pretty_host, "127.0.0.1")
+        check("host header follows host/port", (r.headers["host"], r.pretty_host), (f"localhost:{r.port}", "localhost"))
     elif p.startswith("/make-response"):
         flow.response = http.Response.make(
             203, b"made by script", {"Content-Type": "text/x-made", "X-Made": "1"})
