@@ -193,3 +193,50 @@ fn python_api_request_fields_forms_cookies_redirects_make() {
     assert_eq!(g.status, 200);
     no_check_failed(&p);
 }
+
+#[test]
+fn python_api_flow_intercept_kill_copy_commands_logging_shutdown() {
+    let o = enc_origin();
+    let p = std::sync::Arc::new(Proxy::start(&["-s", &script("api_flow.py")]));
+    let ca = p.ca_cert();
+    let base = format!("http://127.0.0.1:{}", o.port);
+    // intercept in one flow, resume from another flow's hook
+    let (p2, ca2, b2) = (p.clone(), ca.clone(), base.clone());
+    let held = std::thread::spawn(move || fetch(&p2, &ca2, &[&format!("{b2}/hold")]));
+    p.expect_stdout("FLOW held");
+    assert!(!o.requests().iter().any(|r| r.target == "/hold"), "held flow must wait");
+    let g = fetch(&p, &ca, &[&format!("{base}/release")]);
+    assert_eq!(g.status, 200);
+    let g = held.join().unwrap();
+    assert_eq!((g.status, g.text().starts_with("GET /hold")), (200, true));
+    // resume from a thread
+    let g = fetch(&p, &ca, &[&format!("{base}/thread")]);
+    assert!(g.text().starts_with("GET /thread"), "{}", g.text());
+    // kill
+    let g = fetch(&p, &ca, &[&format!("{base}/kill")]);
+    assert!(!g.ok && g.status == 0);
+    // copy / marked / comment / metadata
+    let g = fetch(&p, &ca, &[&format!("{base}/copy")]);
+    assert!(!g.text().contains("x-copy-only"), "{}", g.text());
+    assert_eq!((g.header("x-marked"), g.header("x-comment"), g.header("x-meta")), (Some(":star:"), Some("a comment"), Some("1")));
+    // commands
+    let g = fetch(&p, &ca, &[&format!("{base}/cmd")]);
+    assert!(g.text().contains("x-cmd: hello proxy\n"), "{}", g.text());
+    // ctx.log, logging with ALERT and the client prefix, strutils
+    let g = fetch(&p, &ca, &[&format!("{base}/log")]);
+    assert!(g.text().contains("x-escaped: a\\x00\\xff\\n\n"), "{}", g.text());
+    for l in ["CTXLOG info", "CTXLOG warn", "CTXLOG error"] {
+        p.expect_stdout(l);
+    }
+    let alert = p.expect_stdout("ALERTED");
+    assert!(alert.contains("127.0.0.1:"), "client address prefix: {alert}");
+    // error hook
+    let closed = closed_port();
+    let g = fetch(&p, &ca, &[&format!("http://127.0.0.1:{closed}/")]);
+    assert_eq!(g.status, 502);
+    p.expect_stdout("ERROR HOOK");
+    no_check_failed(&p);
+    // shutdown: the process exits 0 after done()
+    let _ = fetch(&p, &ca, &[&format!("{base}/shutdown")]);
+    p.expect_stdout("DONE HOOK ran");
+}
