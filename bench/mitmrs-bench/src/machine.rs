@@ -109,6 +109,11 @@ pub fn results_doc(ctx: &Ctx, args: &RunArgs, table: &str) -> String {
     for l in description() {
         s.push_str(&format!("- {l}\n"));
     }
+    s.push_str(&format!(
+        "- Load average (1/5/15 min): {} at the start, {} at the end\n",
+        ctx.loadavg_start,
+        crate::runner::loadavg()
+    ));
     s.push_str("\n## Tools\n\n");
     for l in tools {
         s.push_str(&format!("- {l}\n"));

@@ -54,6 +54,18 @@ pub fn thousands(v: f64) -> String {
     out
 }
 
+/// A ratio with about three significant digits (0.000153×, 0.73×, 65.6×).
+pub fn fmt_ratio(r: f64) -> String {
+    let decimals = if r >= 10.0 {
+        1
+    } else if r >= 0.1 || r <= 0.0 {
+        2
+    } else {
+        (2.0 - r.log10().floor()).min(8.0) as usize
+    };
+    format!("{r:.decimals$}×")
+}
+
 /// A target, checked against the mitmrs row of its metric.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -169,7 +181,7 @@ fn target_cell(m: &MetricResult, row: &Row, all: &[MetricResult]) -> String {
             Target::VsPeer { peer, min } if row.peer == *peer => {
                 cells.push(match (subj_val, m.primary_of(row)) {
                     (Some(a), Some(b)) if b > 0.0 => {
-                        check_min(a / b, *min, format!("{:.2}×", a / b), format!("{min}×"))
+                        check_min(a / b, *min, fmt_ratio(a / b), format!("{min}×"))
                     }
                     (None, _) => format!("n/a: mitmrs has no result (target ≥ {min}×)"),
                     _ => format!("n/a: no {peer} result (target ≥ {min}×)"),
@@ -194,7 +206,7 @@ fn target_cell(m: &MetricResult, row: &Row, all: &[MetricResult]) -> String {
                     (Some(a), Some(b)) if b > 0.0 => check_min(
                         a / b,
                         *min,
-                        format!("{:.2}× {metric}", a / b),
+                        format!("{} {metric}", fmt_ratio(a / b)),
                         format!("{min}× {metric}"),
                     ),
                     (None, _) => format!("n/a: mitmrs has no result (target ≥ {min}× {metric})"),
@@ -293,7 +305,7 @@ pub fn table(all: &[MetricResult]) -> String {
                 .unwrap_or_default();
             let is_subject = m.subject().is_some_and(|r| std::ptr::eq(r, row));
             let ratio = match (subj, m.primary_of(row)) {
-                (Some(a), Some(b)) if b > 0.0 && !is_subject => format!("{:.2}×", a / b),
+                (Some(a), Some(b)) if b > 0.0 && !is_subject => fmt_ratio(a / b),
                 _ => String::new(),
             };
             let mut notes = row.notes.clone();

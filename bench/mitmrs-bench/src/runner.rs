@@ -82,6 +82,8 @@ pub struct Ctx {
     pub tools: Tools,
     pub origin: OriginInfo,
     pub peer_filter: Vec<String>,
+    /// /proc/loadavg when the run started (others' work skews numbers).
+    pub loadavg_start: String,
     counter: AtomicU32,
 }
 
@@ -375,6 +377,7 @@ pub fn run_all(args: RunArgs) -> Result<()> {
     let nofile = procs::raise_nofile_limit();
     let root = workspace_root();
     let tools = find_tools(&root, &args)?;
+    remove_stale_work_dirs();
     let work = std::env::temp_dir().join(format!("mitmrs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let _cleanup = WorkDir {
@@ -406,6 +409,7 @@ pub fn run_all(args: RunArgs) -> Result<()> {
             .iter()
             .map(|p| p.trim().to_ascii_lowercase())
             .collect(),
+        loadavg_start: loadavg(),
         counter: AtomicU32::new(0),
     };
     let m4s_size = parse_size(args.size.as_deref().unwrap_or("4g"))?;
@@ -439,6 +443,30 @@ pub fn run_all(args: RunArgs) -> Result<()> {
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Work dirs of runs that were killed (Ctrl-C cannot clean up from a signal
+/// handler): `mitmrs-bench-PID` whose PID is gone.
+fn remove_stale_work_dirs() {
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("mitmrs-bench-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The first three fields of /proc/loadavg.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Removes the temp work dir on drop unless asked to keep it.

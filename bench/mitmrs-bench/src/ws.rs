@@ -183,7 +183,7 @@ mod tests {
     fn rfc6455_accept_example() {
         assert_eq!(
             super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBHxPxbh2kCwGRhZGzBMxo="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 }
