@@ -119,7 +119,8 @@ async fn https_connect_hooks_fire_in_order_and_record_tls_facts() {
             "response",
         ],
     );
-    // ...and exactly what the proxy produces (next_layer also runs at client connect).
+    // ...and exactly what the proxy produces, which is what mitmdump 11.0.2 fires
+    // (next_layer also runs at client connect and again inside TLS).
     assert_eq!(
         hooks,
         [
@@ -133,6 +134,7 @@ async fn https_connect_hooks_fire_in_order_and_record_tls_facts() {
             "tls_clienthello",
             "tls_established_server",
             "tls_established_client",
+            "next_layer",
             "requestheaders",
             "request",
             "responseheaders",

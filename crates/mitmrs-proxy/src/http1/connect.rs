@@ -3,7 +3,8 @@
 //! Order of events (mitmproxy's, with the eager connection strategy):
 //! `http_connect`, `server_connect`, `server_connected`, `http_connected`,
 //! `next_layer`, `tls_clienthello`, `tls_established_server`,
-//! `tls_established_client`; then the requests inside the tunnel.
+//! `tls_established_client`, `next_layer` (for the layer inside TLS); then the
+//! requests inside the tunnel.
 //!
 //! The ClientHello is read with rustls's sans-IO `Acceptor`, fed from our own read
 //! buffer, so the raw bytes stay available: an addon can still decide to pass the
@@ -258,6 +259,13 @@ impl Session {
                     error: None,
                 };
                 self.ctx.chain.tls_established_client(&data).await;
+                // As mitmproxy: the layer inside TLS is chosen again (HTTP by default;
+                // an addon may pick raw TCP relaying of the decrypted bytes).
+                let mut nl = NextLayer { client: self.client.clone(), server: data.server, data_client: Bytes::new(), layer: Some(LayerKind::Http) };
+                self.ctx.chain.next_layer(&mut nl).await;
+                if nl.layer == Some(LayerKind::Tcp) {
+                    return self.passthrough().await;
+                }
                 After::KeepAlive
             }
             Err(e) => {
