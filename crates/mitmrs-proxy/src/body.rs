@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use mitmrs_core::{Headers, StreamMode};
 use mitmrs_http1::{encode_chunk, encode_last_chunk, BodyDecoder, BodyEvent, Framing};
 
-use crate::io::{Conn, READ_CHUNK};
+use crate::io::Conn;
 
 /// Which side a body failure came from.
 #[derive(Debug)]
@@ -196,24 +196,33 @@ pub async fn stream(src: &mut Conn, dec: &mut BodyDecoder, prefix: Vec<Bytes>, w
     }
 }
 
-/// Writes a complete buffered body in the given framing.
-pub async fn write_full(dst: &mut Conn, framing: OutFraming, body: &Bytes, trailers: Option<&Headers>) -> Result<(), BodyError> {
-    let mut out = BytesMut::new();
-    match framing {
-        OutFraming::Chunked => {
-            encode_chunk(body, &mut out);
-            encode_last_chunk(trailers, &mut out);
-            dst.write_all(&out).await
+/// Bodies up to this size are copied behind the head and sent in one write.
+const COALESCE: usize = 16 * 1024;
+
+/// Writes a head and, if given, a complete buffered body in the given framing,
+/// then flushes. Small bodies go out with the head in one write; large ones in one
+/// vectored write without copying.
+pub async fn write_message(dst: &mut Conn, mut head: BytesMut, framing: OutFraming, body: Option<&Bytes>, trailers: Option<&Headers>) -> Result<(), BodyError> {
+    let res = match (body, framing) {
+        (None, _) => dst.write_all(&head).await,
+        (Some(b), OutFraming::Chunked) if b.len() <= COALESCE => {
+            encode_chunk(b, &mut head);
+            encode_last_chunk(trailers, &mut head);
+            dst.write_all(&head).await
         }
-        _ => {
-            if body.len() <= READ_CHUNK {
-                dst.write_all(body).await
-            } else {
-                dst.write_bufs(&mut [body.clone()]).await
-            }
+        (Some(b), OutFraming::Chunked) => {
+            head.extend_from_slice(format!("{:x}\r\n", b.len()).as_bytes());
+            let mut tail = BytesMut::from(&b"\r\n"[..]);
+            encode_last_chunk(trailers, &mut tail);
+            dst.write_bufs(&mut [head.freeze(), b.clone(), tail.freeze()]).await
         }
-    }
-    .map_err(|e| BodyError::Write(e.to_string()))?;
+        (Some(b), _) if b.len() <= COALESCE => {
+            head.extend_from_slice(b);
+            dst.write_all(&head).await
+        }
+        (Some(b), _) => dst.write_bufs(&mut [head.freeze(), b.clone()]).await,
+    };
+    res.map_err(|e| BodyError::Write(e.to_string()))?;
     dst.flush().await.map_err(|e| BodyError::Write(e.to_string()))
 }
 

@@ -115,10 +115,10 @@ impl Session {
         };
         let mut out = BytesMut::with_capacity(1024);
         let framing = wire::request_head(&flow.request, plan, upgrade, &mut out);
-        if let Err(e) = sc.conn.write_all(&out).await {
-            return self.server_failed(flow, sc, format!("error sending request to server: {e}")).await;
-        }
         if streaming {
+            if let Err(e) = sc.conn.write_all(&out).await {
+                return self.server_failed(flow, sc, format!("error sending request to server: {e}")).await;
+            }
             let store = cfg.store_streamed_bodies;
             let mut stream_mode = std::mem::take(&mut flow.request.stream);
             let res = {
@@ -144,13 +144,14 @@ impl Session {
                 upstream::disconnect(&self.ctx, &self.client, sc).await;
                 return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
             }
-        } else if let BodyPlan::Full(_) = plan {
-            let content = flow.request.content.clone().unwrap_or_default();
-            if let Err(e) = body::write_full(&mut sc.conn, framing, &content, flow.request.trailers.as_ref()).await {
-                return self.server_failed(flow, sc, format!("error sending request body to server: {e:?}")).await;
+        } else {
+            let content = match plan {
+                BodyPlan::Full(_) => flow.request.content.as_ref(),
+                _ => None,
+            };
+            if let Err(e) = body::write_message(&mut sc.conn, out, framing, content, flow.request.trailers.as_ref()).await {
+                return self.server_failed(flow, sc, format!("error sending request to server: {}", body_error_text(&e))).await;
             }
-        } else if let Err(e) = sc.conn.flush().await {
-            return self.server_failed(flow, sc, format!("error sending request to server: {e}")).await;
         }
 
         // Receive the response head.
@@ -182,13 +183,9 @@ impl Session {
         let plan = if content.is_empty() && !flow.request.headers.contains("content-length") { BodyPlan::None } else { BodyPlan::Full(content.len() as u64) };
         let mut out = BytesMut::new();
         let framing = wire::request_head(&flow.request, plan, false, &mut out);
-        if let Err(e) = sc.conn.write_all(&out).await {
-            return self.server_failed(flow, sc, format!("error sending request to server: {e}")).await;
-        }
-        if plan != BodyPlan::None {
-            if let Err(e) = body::write_full(&mut sc.conn, framing, &content, flow.request.trailers.as_ref()).await {
-                return self.server_failed(flow, sc, format!("error sending request body to server: {e:?}")).await;
-            }
+        let body = if plan == BodyPlan::None { None } else { Some(&content) };
+        if let Err(e) = body::write_message(&mut sc.conn, out, framing, body, flow.request.trailers.as_ref()).await {
+            return self.server_failed(flow, sc, format!("error sending request to server: {}", body_error_text(&e))).await;
         }
         match self.read_response_head(&mut sc).await {
             Ok(Head::Final(h)) => {
@@ -313,13 +310,11 @@ impl Session {
             };
             let mut out = BytesMut::with_capacity(512);
             let out_framing = wire::response_head(resp, plan, client_http11, false, client_close, &mut out);
-            let mut ok = self.conn.write_all(&out).await.is_ok();
-            if ok {
-                ok = match (plan, &resp.content) {
-                    (BodyPlan::Full(_), Some(c)) => body::write_full(&mut self.conn, out_framing, c, resp.trailers.as_ref()).await.is_ok(),
-                    _ => self.conn.flush().await.is_ok(),
-                };
-            }
+            let body = match plan {
+                BodyPlan::Full(_) => resp.content.as_ref(),
+                _ => None,
+            };
+            let ok = body::write_message(&mut self.conn, out, out_framing, body, resp.trailers.as_ref()).await.is_ok();
             self.finish_server(sc, server_keep).await;
             return if ok && !client_close && out_framing != OutFraming::Close { After::KeepAlive } else { After::Close };
         }
@@ -433,13 +428,8 @@ impl Session {
         let plan = if head_only { BodyPlan::HeadOnly } else { BodyPlan::Full(content.len() as u64) };
         let mut out = BytesMut::new();
         let framing = wire::response_head(resp, plan, flow.request.is_http11(), false, close, &mut out);
-        if self.conn.write_all(&out).await.is_err() {
-            return After::Close;
-        }
-        if head_only {
-            return if self.conn.flush().await.is_err() || close { After::Close } else { After::KeepAlive };
-        }
-        if body::write_full(&mut self.conn, framing, &content, resp.trailers.as_ref()).await.is_err() || close {
+        let body = if head_only { None } else { Some(&content) };
+        if body::write_message(&mut self.conn, out, framing, body, resp.trailers.as_ref()).await.is_err() || close {
             return After::Close;
         }
         After::KeepAlive

@@ -122,12 +122,8 @@ impl Session {
         let resp = Response::error_page(status, msg);
         let mut out = BytesMut::new();
         let len = resp.content.as_ref().map(|c| c.len() as u64).unwrap_or(0);
-        wire::response_head(&resp, wire::BodyPlan::Full(len), true, false, true, &mut out);
-        if let Some(c) = &resp.content {
-            out.extend_from_slice(c);
-        }
-        let _ = self.conn.write_all(&out).await;
-        let _ = self.conn.flush().await;
+        let framing = wire::response_head(&resp, wire::BodyPlan::Full(len), true, false, true, &mut out);
+        let _ = crate::body::write_message(&mut self.conn, out, framing, resp.content.as_ref(), None).await;
     }
 
     async fn handle(&mut self, head: RequestHead) -> After {
