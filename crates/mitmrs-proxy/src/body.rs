@@ -42,7 +42,7 @@ pub async fn next_event(src: &mut Conn, dec: &mut BodyDecoder) -> Result<BodyEve
             Ok(None) => {}
             Err(e) => return Err(BodyError::Read(e.to_string())),
         }
-        match src.fill().await {
+        match src.fill_body().await {
             Ok(0) => return dec.eof().map_err(|e| BodyError::Read(e.to_string())),
             Ok(_) => {}
             Err(e) => return Err(BodyError::Read(e.to_string())),
@@ -62,6 +62,14 @@ pub enum Buffered {
 /// Buffers a body. Past `stream_threshold` it stops and hands back what it read;
 /// past `limit` it fails with [`BodyError::TooLarge`].
 pub async fn buffer(src: &mut Conn, dec: &mut BodyDecoder, limit: Option<u64>, stream_threshold: Option<u64>) -> Result<Buffered, BodyError> {
+    if let Framing::Length(n) = dec.framing() {
+        if limit.is_some_and(|l| n > l) {
+            return Err(BodyError::TooLarge(limit.unwrap_or(0)));
+        }
+        if stream_threshold.is_none_or(|t| n <= t) && n > 0 && n <= MAX_EXACT {
+            return buffer_exact(src, n as usize).await;
+        }
+    }
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut total: u64 = 0;
     loop {
@@ -99,6 +107,30 @@ pub async fn buffer(src: &mut Conn, dec: &mut BodyDecoder, limit: Option<u64>, s
             _ => {}
         }
     }
+}
+
+/// The most memory reserved ahead for a declared Content-Length.
+const UPFRONT: usize = 128 << 20;
+
+/// The largest Content-Length body read straight into one buffer of its size.
+const MAX_EXACT: u64 = 1 << 32;
+
+/// Reads a body of known length into one buffer of exactly that size: no piece
+/// list, no second copy to join them.
+async fn buffer_exact(src: &mut Conn, n: usize) -> Result<Buffered, BodyError> {
+    // Room for the whole body up front, but never more than UPFRONT on a peer's word
+    // alone: past that the buffer grows as bytes actually arrive.
+    if src.rbuf.len() < n {
+        src.rbuf.reserve((n - src.rbuf.len()).min(UPFRONT));
+    }
+    while src.rbuf.len() < n {
+        match src.fill_body().await {
+            Ok(0) => return Err(BodyError::Read(format!("connection closed after {} of {n} body bytes", src.rbuf.len()))),
+            Ok(_) => {}
+            Err(e) => return Err(BodyError::Read(e.to_string())),
+        }
+    }
+    Ok(Buffered::Complete(src.rbuf.split_to(n).freeze(), None))
 }
 
 /// Writes body pieces in the receiver's framing, via the transformer if any.
@@ -150,6 +182,34 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
+    /// Sends several pieces; without a transformer in one vectored write. Empties `batch`.
+    pub async fn pieces(&mut self, batch: &mut Vec<Bytes>) -> Result<(), BodyError> {
+        if matches!(self.stream, StreamMode::Transform(_)) || batch.len() == 1 {
+            for p in batch.drain(..) {
+                self.piece(p).await?;
+            }
+            return Ok(());
+        }
+        if let Some(s) = self.store.as_mut() {
+            for p in batch.iter() {
+                s.extend_from_slice(p);
+            }
+        }
+        let mut bufs: Vec<Bytes> = match self.framing {
+            OutFraming::Chunked => {
+                let mut v = Vec::with_capacity(batch.len() * 3);
+                for p in batch.drain(..).filter(|p| !p.is_empty()) {
+                    v.push(Bytes::from(format!("{:x}\r\n", p.len())));
+                    v.push(p);
+                    v.push(Bytes::from_static(b"\r\n"));
+                }
+                v
+            }
+            OutFraming::Length | OutFraming::Close => batch.drain(..).collect(),
+        };
+        self.dst.write_bufs(&mut bufs).await.map_err(|e| BodyError::Write(e.to_string()))
+    }
+
     /// Ends the body: the transformer's final call, then the last chunk and trailers.
     pub async fn finish(&mut self, trailers: Option<&Headers>) -> Result<(), BodyError> {
         if let StreamMode::Transform(t) = self.stream {
@@ -168,30 +228,72 @@ impl<'a> BodyWriter<'a> {
 }
 
 /// Streams the rest of a body from `src` to `w`, after `prefix` pieces. Returns the
-/// trailers. `limit` is `body_size_limit`, counted over the whole body.
+/// trailers. `limit` is `body_size_limit`, counted over the whole body. The pieces
+/// already decodable from one read (up to 256 KiB) go out in one vectored write.
 pub async fn stream(src: &mut Conn, dec: &mut BodyDecoder, prefix: Vec<Bytes>, w: &mut BodyWriter<'_>, limit: Option<u64>) -> Result<Option<Headers>, BodyError> {
     let mut total: u64 = 0;
+    let check = |total: u64| match limit {
+        Some(l) if total > l => Err(BodyError::TooLarge(l)),
+        _ => Ok(()),
+    };
     for p in prefix {
         total += p.len() as u64;
+        check(total)?;
         w.piece(p).await?;
     }
+    let mut batch: Vec<Bytes> = Vec::with_capacity(8);
     loop {
-        match next_event(src, dec).await? {
-            BodyEvent::Data(b) => {
-                total += b.len() as u64;
-                if let Some(l) = limit {
-                    if total > l {
-                        return Err(BodyError::TooLarge(l));
-                    }
+        // Take everything decodable without I/O.
+        let mut end = None;
+        let mut more = false;
+        loop {
+            if batch.len() == 8 {
+                more = true;
+                break;
+            }
+            match dec.decode(&mut src.rbuf) {
+                Ok(Some(BodyEvent::Data(b))) => {
+                    total += b.len() as u64;
+                    check(total)?;
+                    batch.push(b);
                 }
-                w.piece(b).await?;
+                Ok(Some(BodyEvent::End { trailers })) => {
+                    end = Some(trailers);
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(BodyError::Read(e.to_string())),
+                #[allow(unreachable_patterns)]
+                Ok(Some(_)) => {}
             }
-            BodyEvent::End { trailers } => {
-                w.finish(trailers.as_ref()).await?;
-                return Ok(trailers);
-            }
-            #[allow(unreachable_patterns)]
-            _ => {}
+        }
+        if !batch.is_empty() {
+            w.pieces(&mut batch).await?;
+        }
+        if let Some(trailers) = end {
+            w.finish(trailers.as_ref()).await?;
+            return Ok(trailers);
+        }
+        if more || dec.is_done() {
+            continue;
+        }
+        match src.fill_body().await {
+            Ok(0) => match dec.eof() {
+                Ok(BodyEvent::End { trailers }) => {
+                    w.finish(trailers.as_ref()).await?;
+                    return Ok(trailers);
+                }
+                Ok(BodyEvent::Data(b)) => {
+                    total += b.len() as u64;
+                    check(total)?;
+                    w.piece(b).await?;
+                }
+                Err(e) => return Err(BodyError::Read(e.to_string())),
+                #[allow(unreachable_patterns)]
+                Ok(_) => {}
+            },
+            Ok(_) => {}
+            Err(e) => return Err(BodyError::Read(e.to_string())),
         }
     }
 }

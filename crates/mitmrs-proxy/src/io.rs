@@ -16,8 +16,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 pub type BoxIo = Box<dyn Io>;
 
-/// How much is read from a socket at a time; also the largest body piece forwarded.
+/// The largest body piece handed to a stream transformer or forwarded as one unit.
 pub const READ_CHUNK: usize = 64 * 1024;
+
+/// How much room a body read makes in the buffer: several pieces per syscall.
+const BODY_READ: usize = 256 * 1024;
+
+/// How much room a head read makes in the buffer.
+const HEAD_READ: usize = 8 * 1024;
 
 /// A stream with a read buffer.
 pub struct Conn {
@@ -29,13 +35,30 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(io: BoxIo, read_timeout: Duration) -> Self {
-        Self { io, rbuf: BytesMut::with_capacity(8 * 1024), read_timeout }
+        Self { io, rbuf: BytesMut::new(), read_timeout }
     }
 
-    /// Reads more bytes into `rbuf`. Returns the number read; 0 means EOF.
+    /// Frees the read buffer if it holds nothing, so an idle keep-alive connection
+    /// costs no buffer memory.
+    pub fn release_idle(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// Reads more bytes into `rbuf` (a head-sized read). Returns the number read; 0 means EOF.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_CHUNK);
+        self.fill_with(HEAD_READ).await
+    }
+
+    /// Reads more body bytes into `rbuf`, up to 256 KiB at a time.
+    pub async fn fill_body(&mut self) -> io::Result<usize> {
+        self.fill_with(BODY_READ).await
+    }
+
+    async fn fill_with(&mut self, room: usize) -> io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < room / 4 {
+            self.rbuf.reserve(room);
         }
         match tokio::time::timeout(self.read_timeout, self.io.read_buf(&mut self.rbuf)).await {
             Ok(r) => r,

@@ -374,6 +374,7 @@ impl Session {
     async fn finish_server(&mut self, mut sc: ServerConn, keep: bool) {
         sc.reusable = sc.reusable && keep;
         if sc.reusable {
+            sc.conn.release_idle();
             if let Some(old) = self.server.replace(sc) {
                 upstream::disconnect(&self.ctx, &self.client, old).await;
             }

@@ -73,6 +73,7 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
 impl Session {
     async fn run(&mut self) {
         loop {
+            self.conn.release_idle();
             let head = match self.read_head().await {
                 Ok(Some(h)) => h,
                 Ok(None) => return,
@@ -82,7 +83,9 @@ impl Session {
                     return;
                 }
             };
-            match self.handle(head).await {
+            // Boxed so that an idle connection's task stays small: the exchange's
+            // state lives on the heap only while a request is in flight.
+            match Box::pin(self.handle(head)).await {
                 After::KeepAlive => continue,
                 After::Close => return,
             }
