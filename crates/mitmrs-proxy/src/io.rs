@@ -23,7 +23,7 @@ pub const READ_CHUNK: usize = 64 * 1024;
 const BODY_READ: usize = 256 * 1024;
 
 /// How much room a head read makes in the buffer.
-const HEAD_READ: usize = 8 * 1024;
+const HEAD_READ: usize = 2 * 1024;
 
 /// A stream with a read buffer.
 pub struct Conn {
