@@ -6,7 +6,9 @@
 //! pip-installed mitmproxy), whose submodules are Python sources embedded in the
 //! binary (`python/mitmproxy/*.py`) and served by an import finder. The script host
 //! (`mitmproxy._mitmrs`) loads scripts and runs hooks; this crate converts flows,
-//! runs hooks off the tokio runtime (`spawn_blocking`) and bridges options and logs.
+//! runs flow and connection hooks on one Python worker thread fed by a channel
+//! (off the tokio runtime, the GIL held while there is work) and bridges options
+//! and logs.
 //!
 //! See docs/PYTHON.md for what works and what does not yet.
 
@@ -92,6 +94,122 @@ pub(crate) fn format_err(py: Python<'_>, e: &PyErr) -> String {
 pub struct PythonAddon {
     host: Py<PyAny>,
     name: String,
+    worker: std::sync::mpsc::Sender<Job>,
+}
+
+/// A hook for the Python worker thread.
+struct Job {
+    /// `flow_hook` or `conn_hook` of the host.
+    method: &'static str,
+    hook: &'static str,
+    /// The Python flow kept from an earlier hook (flow hooks only).
+    pyflow: Option<Py<PyAny>>,
+    state: sync::V,
+    reply: Reply,
+}
+
+type FlowResult = Result<(sync::PyFlow, sync::FlowOut), String>;
+
+enum ReplyTx {
+    Flow(tokio::sync::oneshot::Sender<FlowResult>),
+    Conn(tokio::sync::oneshot::Sender<Result<ConnOut, String>>),
+}
+
+/// Where the result of a hook goes. The worker thread delivers it when the hooks
+/// ran there; when an async hook took over, `Host._run` calls it (or `fail`) from
+/// the asyncio thread once all hooks ran. Dropped unanswered, the hook fails.
+#[pyclass(module = "mitmproxy._rs", frozen)]
+pub(crate) struct Reply(std::sync::Mutex<Option<ReplyTx>>);
+
+impl Reply {
+    fn deliver(&self, py: Python<'_>, r: Result<&Bound<'_, PyAny>, String>) {
+        let Some(tx) = self.0.lock().unwrap().take() else { return };
+        match tx {
+            ReplyTx::Flow(tx) => {
+                let v = r.and_then(|out| {
+                    (|| -> PyResult<(sync::PyFlow, sync::FlowOut)> {
+                        let (f, out): (Py<PyAny>, Bound<'_, PyAny>) = out.extract()?;
+                        Ok((sync::PyFlow(f), sync::FlowOut::extract(&out)?))
+                    })()
+                    .map_err(|e| format_err(py, &e))
+                });
+                let _ = tx.send(v);
+            }
+            ReplyTx::Conn(tx) => {
+                let v = r.and_then(|out| ConnOut::extract(out).map_err(|e| format_err(py, &e)));
+                let _ = tx.send(v);
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Reply {
+    fn __call__(&self, py: Python<'_>, out: &Bound<'_, PyAny>) {
+        self.deliver(py, Ok(out))
+    }
+
+    fn fail(&self, py: Python<'_>, msg: String) {
+        self.deliver(py, Err(msg))
+    }
+}
+
+/// The Python worker thread: runs the jobs in order, holding the GIL while there
+/// are any and releasing it while it waits. A plain `def` hook runs here (as plain
+/// hooks run on mitmproxy's one event loop); async and `@concurrent` hooks go on
+/// to the asyncio thread without holding it up.
+fn run_worker(host: Py<PyAny>, rx: std::sync::mpsc::Receiver<Job>) {
+    use std::sync::mpsc::TryRecvError;
+    Python::with_gil(|py| {
+        let host = host.bind(py);
+        let mut rx = rx;
+        loop {
+            let job = match rx.try_recv() {
+                Ok(j) => j,
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    // Move the receiver in and out: &Receiver is not Send.
+                    let (r, j) = py.allow_threads(move || {
+                        let j = rx.recv();
+                        (rx, j)
+                    });
+                    rx = r;
+                    match j {
+                        Ok(j) => j,
+                        Err(_) => return,
+                    }
+                }
+            };
+            // A nested with_gil also drops the Python objects released without the
+            // GIL meanwhile (flows that ended on tokio threads).
+            Python::with_gil(|py| run_job(py, host, job));
+        }
+    })
+}
+
+fn run_job(py: Python<'_>, host: &Bound<'_, PyAny>, job: Job) {
+    let Job { method, hook, pyflow, state, reply } = job;
+    let reply = match Bound::new(py, reply) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(target: "mitmrs_python", "Addon error: {hook}: {}", format_err(py, &e));
+            return;
+        }
+    };
+    let r = (|| -> PyResult<Bound<'_, PyAny>> {
+        let st = state.to_py(py)?;
+        if method == "flow_hook" {
+            host.call_method1(method, (hook, pyflow.unwrap_or_else(|| py.None()), st, reply.clone()))
+        } else {
+            host.call_method1(method, (hook, st, reply.clone()))
+        }
+    })();
+    match r {
+        // None: an async hook took over; the host calls `reply` when all ran.
+        Ok(r) if r.is_none() => {}
+        Ok(r) => reply.get().deliver(py, Ok(&r)),
+        Err(e) => reply.get().deliver(py, Err(format_err(py, &e))),
+    }
 }
 
 impl PythonAddon {
@@ -110,7 +228,13 @@ impl PythonAddon {
             })?;
             Ok(host.unbind())
         })?;
-        let addon = Arc::new(PythonAddon { host, name: scripts.join(", ") });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker_host = Python::with_gil(|py| host.clone_ref(py));
+        std::thread::Builder::new()
+            .name("mitmrs-python".into())
+            .spawn(move || run_worker(worker_host, rx))
+            .map_err(|e| format!("cannot start the Python worker thread: {e}"))?;
+        let addon = Arc::new(PythonAddon { host, name: scripts.join(", "), worker: tx });
         addon.start_poller(scripts);
         Ok(addon)
     }
@@ -170,24 +294,13 @@ impl PythonAddon {
 
     async fn flow_hook(&self, hook: Hook, flow: &mut HttpFlow) -> HookResult {
         let state = sync::snapshot(flow);
-        let pyflow = flow.extensions.remove::<sync::PyFlow>();
-        let host = self.host_ref();
-        let name = hook.name();
-        let res = tokio::task::spawn_blocking(move || {
-            Python::with_gil(|py| -> Result<(sync::PyFlow, sync::FlowOut), String> {
-                let st = state.to_py(py).map_err(|e| format_err(py, &e))?;
-                let pf = pyflow.map(|p| p.0).unwrap_or_else(|| py.None());
-                let r = host.call_method1(py, "flow_hook", (name, pf, st)).map_err(|e| format_err(py, &e))?;
-                let (f, out): (Py<PyAny>, Bound<'_, PyAny>) = r.extract(py).map_err(|e| format_err(py, &e))?;
-                let out = sync::FlowOut::extract(&out).map_err(|e| format_err(py, &e))?;
-                Ok((sync::PyFlow(f), out))
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        let (pf, out) = res?;
+        let pyflow = flow.extensions.remove::<sync::PyFlow>().map(|p| p.0);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job { method: "flow_hook", hook: hook.name(), pyflow, state, reply: Reply(std::sync::Mutex::new(Some(ReplyTx::Flow(tx)))) };
+        self.worker.send(job).map_err(|_| "the Python worker thread is gone".to_string())?;
+        let (pf, out) = rx.await.map_err(|_| format!("{}: the hook did not finish", hook.name()))??;
         flow.extensions.insert(pf);
-        sync::apply(flow, out, self.host_ref());
+        sync::apply(flow, out);
         Ok(())
     }
 }
@@ -240,18 +353,16 @@ impl PythonAddon {
     /// Runs a connection hook off the tokio runtime: `data` becomes mitmproxy's data
     /// object in `Host.conn_hook`, which returns what the scripts changed.
     async fn conn_hook(&self, hook: Hook, data: Vec<(&'static str, sync::V)>) -> Result<ConnOut, String> {
-        let host = self.host_ref();
-        let name = hook.name();
-        let st = sync::V::D(data);
-        tokio::task::spawn_blocking(move || {
-            Python::with_gil(|py| -> Result<ConnOut, String> {
-                let d = st.to_py(py).map_err(|e| format_err(py, &e))?;
-                let r = host.call_method1(py, "conn_hook", (name, d)).map_err(|e| format_err(py, &e))?;
-                ConnOut::extract(r.bind(py)).map_err(|e| format_err(py, &e))
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            method: "conn_hook",
+            hook: hook.name(),
+            pyflow: None,
+            state: sync::V::D(data),
+            reply: Reply(std::sync::Mutex::new(Some(ReplyTx::Conn(tx)))),
+        };
+        self.worker.send(job).map_err(|_| "the Python worker thread is gone".to_string())?;
+        rx.await.map_err(|_| format!("{}: the hook did not finish", hook.name()))?
     }
 
     async fn server_hook(&self, hook: Hook, data: &ServerConnectionHookData) -> Result<ConnOut, String> {

@@ -1,6 +1,7 @@
 //! Rust flow <-> Python flow: an owned snapshot of the Rust flow is taken on the
-//! tokio side, turned into a dict under the GIL for the host's `flow_in`, and what
-//! the hook may have changed comes back as a [`FlowOut`] applied to the Rust flow.
+//! tokio side, turned into flat tuples under the GIL for the host's `flow_in` (the
+//! order is documented in `_mitmrs.py`, "flow sync"), and what the hook changed
+//! comes back as a [`FlowOut`] (only the parts that changed) applied to the Rust flow.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -141,7 +142,7 @@ fn opt_addr(a: &Option<SocketAddr>) -> V {
     a.as_ref().map(addr).unwrap_or(V::None)
 }
 fn headers(h: &Headers) -> V {
-    V::L(h.fields().iter().map(|(n, v)| V::T(vec![V::B(n.clone()), V::B(v.clone())])).collect())
+    V::T(h.fields().iter().map(|(n, v)| V::T(vec![V::B(n.clone()), V::B(v.clone())])).collect())
 }
 fn opt_bytes(b: &Option<Bytes>) -> V {
     b.as_ref().map(|b| V::B(b.clone())).unwrap_or(V::None)
@@ -154,96 +155,95 @@ fn tls_offers(v: &[Bytes]) -> V {
     V::L(v.iter().map(|b| V::B(b.clone())).collect())
 }
 
-/// A client connection, as the dict `_mitmrs._client` reads.
+/// A client connection, as the tuple `_mitmrs._client` reads.
 pub(crate) fn client_v(c: &Client) -> V {
-    V::D(vec![
-        ("id", s(&c.id)),
-        ("peername", addr(&c.peername)),
-        ("sockname", addr(&c.sockname)),
-        ("timestamp_start", V::F(c.timestamp_start)),
-        ("timestamp_end", opt_f(c.timestamp_end)),
-        ("timestamp_tls_setup", opt_f(c.tls.timestamp_tls_setup)),
-        ("sni", opt_s(&c.tls.sni)),
-        ("alpn", alpn(&c.tls.alpn)),
-        ("alpn_offers", tls_offers(&c.tls.alpn_offers)),
-        ("tls_version", opt_s(&c.tls.tls_version)),
-        ("cipher", opt_s(&c.tls.cipher)),
-        ("tls", V::Bool(c.tls.tls)),
-        ("error", opt_s(&c.error)),
-        ("open", V::Bool(c.state != ConnectionState::Closed)),
-        ("proxy_mode", s(&c.proxy_mode)),
+    V::T(vec![
+        s(&c.id),
+        addr(&c.peername),
+        addr(&c.sockname),
+        V::F(c.timestamp_start),
+        opt_f(c.timestamp_end),
+        opt_f(c.tls.timestamp_tls_setup),
+        opt_s(&c.tls.sni),
+        alpn(&c.tls.alpn),
+        tls_offers(&c.tls.alpn_offers),
+        opt_s(&c.tls.tls_version),
+        opt_s(&c.tls.cipher),
+        V::Bool(c.tls.tls),
+        opt_s(&c.error),
+        V::Bool(c.state != ConnectionState::Closed),
+        s(&c.proxy_mode),
     ])
 }
 
-/// A server connection, as the dict `_mitmrs._server` reads.
+/// A server connection, as the tuple `_mitmrs._server` reads.
 pub(crate) fn server_v(sv: &Server) -> V {
-    V::D(vec![
-        ("id", s(&sv.id)),
-        ("address", sv.address.as_ref().map(|(h, p)| V::T(vec![s(h), V::Int(*p as i64)])).unwrap_or(V::None)),
-        ("peername", opt_addr(&sv.peername)),
-        ("sockname", opt_addr(&sv.sockname)),
-        ("timestamp_start", opt_f(sv.timestamp_start)),
-        ("timestamp_tcp_setup", opt_f(sv.timestamp_tcp_setup)),
-        ("timestamp_tls_setup", opt_f(sv.tls.timestamp_tls_setup)),
-        ("timestamp_end", opt_f(sv.timestamp_end)),
-        ("sni", opt_s(&sv.tls.sni)),
-        ("alpn", alpn(&sv.tls.alpn)),
-        ("alpn_offers", tls_offers(&sv.tls.alpn_offers)),
-        ("tls_version", opt_s(&sv.tls.tls_version)),
-        ("cipher", opt_s(&sv.tls.cipher)),
-        ("via", opt_s(&sv.via)),
-        ("tls", V::Bool(sv.tls.tls)),
-        ("error", opt_s(&sv.error)),
-        ("open", V::Bool(sv.state != ConnectionState::Closed)),
+    V::T(vec![
+        s(&sv.id),
+        sv.address.as_ref().map(|(h, p)| V::T(vec![s(h), V::Int(*p as i64)])).unwrap_or(V::None),
+        opt_addr(&sv.peername),
+        opt_addr(&sv.sockname),
+        opt_f(sv.timestamp_start),
+        opt_f(sv.timestamp_tcp_setup),
+        opt_f(sv.tls.timestamp_tls_setup),
+        opt_f(sv.timestamp_end),
+        opt_s(&sv.tls.sni),
+        alpn(&sv.tls.alpn),
+        tls_offers(&sv.tls.alpn_offers),
+        opt_s(&sv.tls.tls_version),
+        opt_s(&sv.tls.cipher),
+        opt_s(&sv.via),
+        V::Bool(sv.tls.tls),
+        opt_s(&sv.error),
+        V::Bool(sv.state != ConnectionState::Closed),
     ])
 }
 
+/// The flow as the tuple `_mitmrs.flow_in` reads.
 pub(crate) fn snapshot(flow: &HttpFlow) -> V {
     let r = &flow.request;
-    let req = V::D(vec![
-        ("host", s(&r.host)),
-        ("port", V::Int(r.port as i64)),
-        ("method", s(&r.method)),
-        ("scheme", s(&r.scheme)),
-        ("authority", s(&r.authority)),
-        ("path", s(&r.path)),
-        ("http_version", s(&r.http_version)),
-        ("headers", headers(&r.headers)),
-        ("content", opt_bytes(&r.content)),
-        ("trailers", r.trailers.as_ref().map(headers).unwrap_or(V::None)),
-        ("timestamp_start", V::F(r.timestamp_start)),
-        ("timestamp_end", opt_f(r.timestamp_end)),
+    let req = V::T(vec![
+        s(&r.host),
+        V::Int(r.port as i64),
+        s(&r.method),
+        s(&r.scheme),
+        s(&r.authority),
+        s(&r.path),
+        s(&r.http_version),
+        headers(&r.headers),
+        opt_bytes(&r.content),
+        r.trailers.as_ref().map(headers).unwrap_or(V::None),
+        V::F(r.timestamp_start),
+        opt_f(r.timestamp_end),
     ]);
     let resp = match &flow.response {
         None => V::None,
-        Some(r) => V::D(vec![
-            ("http_version", s(&r.http_version)),
-            ("status_code", V::Int(r.status_code as i64)),
-            ("reason", s(&r.reason)),
-            ("headers", headers(&r.headers)),
-            ("content", opt_bytes(&r.content)),
-            ("trailers", r.trailers.as_ref().map(headers).unwrap_or(V::None)),
-            ("timestamp_start", V::F(r.timestamp_start)),
-            ("timestamp_end", opt_f(r.timestamp_end)),
+        Some(r) => V::T(vec![
+            s(&r.http_version),
+            V::Int(r.status_code as i64),
+            s(&r.reason),
+            headers(&r.headers),
+            opt_bytes(&r.content),
+            r.trailers.as_ref().map(headers).unwrap_or(V::None),
+            V::F(r.timestamp_start),
+            opt_f(r.timestamp_end),
         ]),
     };
-    let client = client_v(&flow.client_conn);
-    let server = server_v(&flow.server_conn);
-    V::D(vec![
-        ("id", s(&flow.id)),
-        ("client", client),
-        ("server", server),
-        ("request", req),
-        ("response", resp),
-        ("error", flow.error.as_ref().map(|e| s(&e.msg)).unwrap_or(V::None)),
-        ("marked", s(&flow.marked)),
-        ("comment", s(&flow.comment)),
-        ("is_replay", opt_s(&flow.is_replay)),
-        ("live", V::Bool(flow.live)),
-        ("intercepted", V::Bool(flow.intercepted())),
-        ("timestamp_created", V::F(flow.timestamp_created)),
-        ("metadata", V::Meta(flow.metadata.clone())),
-        ("handle", V::Handle(flow.intercept_handle())),
+    V::T(vec![
+        s(&flow.id),
+        client_v(&flow.client_conn),
+        server_v(&flow.server_conn),
+        req,
+        resp,
+        flow.error.as_ref().map(|e| s(&e.msg)).unwrap_or(V::None),
+        s(&flow.marked),
+        s(&flow.comment),
+        opt_s(&flow.is_replay),
+        V::Bool(flow.live),
+        V::Bool(flow.intercepted()),
+        V::F(flow.timestamp_created),
+        V::Meta(flow.metadata.clone()),
+        V::Handle(flow.intercept_handle()),
     ])
 }
 
@@ -253,6 +253,7 @@ pub(crate) enum StreamOut {
     Callable(Py<PyAny>),
 }
 
+/// A changed request (`None` fields: unchanged).
 pub(crate) struct ReqOut {
     host: String,
     port: u16,
@@ -261,34 +262,35 @@ pub(crate) struct ReqOut {
     authority: String,
     path: String,
     http_version: String,
-    headers: Headers,
-    content: Option<Bytes>,
-    trailers: Option<Headers>,
+    headers: Option<Headers>,
+    content: Option<Option<Bytes>>,
+    trailers: Option<Option<Headers>>,
     stream: StreamOut,
 }
 
+/// A changed response (`None` fields: unchanged).
 pub(crate) struct RespOut {
     http_version: String,
     status_code: u16,
     reason: String,
-    headers: Headers,
-    content: Option<Bytes>,
-    trailers: Option<Headers>,
+    headers: Option<Headers>,
+    content: Option<Option<Bytes>>,
+    trailers: Option<Option<Headers>>,
     stream: StreamOut,
 }
 
+/// What a hook changed, read from the tuple `_mitmrs.flow_out` returns.
 pub(crate) struct FlowOut {
-    request: ReqOut,
-    response: Option<RespOut>,
+    /// None: unchanged.
+    request: Option<ReqOut>,
+    /// None: unchanged; Some(None): no response (any more).
+    response: Option<Option<RespOut>>,
     killed: bool,
     intercepted: bool,
     marked: String,
     comment: String,
+    /// None: unchanged.
     metadata: Option<BTreeMap<String, MetaValue>>,
-}
-
-fn get<'py>(d: &Bound<'py, PyDict>, k: &str) -> PyResult<Bound<'py, PyAny>> {
-    d.get_item(k)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(k.to_string()))
 }
 
 fn ex_headers(v: &Bound<'_, PyAny>) -> PyResult<Headers> {
@@ -325,51 +327,63 @@ fn ex_stream(v: &Bound<'_, PyAny>) -> StreamOut {
     }
 }
 
+/// `...` (Ellipsis) stands for "unchanged".
+fn changed<'py, T>(v: Bound<'py, PyAny>, f: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<T>) -> PyResult<Option<T>> {
+    if v.is(&v.py().Ellipsis()) {
+        Ok(None)
+    } else {
+        f(&v).map(Some)
+    }
+}
+
 impl FlowOut {
     pub(crate) fn extract(v: &Bound<'_, PyAny>) -> PyResult<FlowOut> {
-        let d = v.downcast::<PyDict>()?;
-        let r = get(d, "request")?;
-        let r = r.downcast::<PyDict>()?;
-        let request = ReqOut {
-            host: get(r, "host")?.extract()?,
-            port: get(r, "port")?.extract()?,
-            method: get(r, "method")?.extract()?,
-            scheme: get(r, "scheme")?.extract()?,
-            authority: get(r, "authority")?.extract()?,
-            path: get(r, "path")?.extract()?,
-            http_version: get(r, "http_version")?.extract()?,
-            headers: ex_headers(&get(r, "headers")?)?,
-            content: ex_content(&get(r, "content")?)?,
-            trailers: ex_opt_headers(&get(r, "trailers")?)?,
-            stream: ex_stream(&get(r, "stream")?),
-        };
-        let resp = get(d, "response")?;
-        let response = if resp.is_none() {
-            None
-        } else {
-            let r = resp.downcast::<PyDict>()?;
-            Some(RespOut {
-                http_version: get(r, "http_version")?.extract()?,
-                status_code: get(r, "status_code")?.extract()?,
-                reason: get(r, "reason")?.extract()?,
-                headers: ex_headers(&get(r, "headers")?)?,
-                content: ex_content(&get(r, "content")?)?,
-                trailers: ex_opt_headers(&get(r, "trailers")?)?,
-                stream: ex_stream(&get(r, "stream")?),
+        let t = v.downcast::<PyTuple>()?;
+        let request = changed(t.get_item(0)?, |r| {
+            let r = r.downcast::<PyTuple>()?;
+            Ok(ReqOut {
+                host: r.get_item(0)?.extract()?,
+                port: r.get_item(1)?.extract()?,
+                method: r.get_item(2)?.extract()?,
+                scheme: r.get_item(3)?.extract()?,
+                authority: r.get_item(4)?.extract()?,
+                path: r.get_item(5)?.extract()?,
+                http_version: r.get_item(6)?.extract()?,
+                headers: changed(r.get_item(7)?, ex_headers)?,
+                content: changed(r.get_item(8)?, ex_content)?,
+                trailers: changed(r.get_item(9)?, ex_opt_headers)?,
+                stream: ex_stream(&r.get_item(10)?),
             })
-        };
-        let metadata = get(d, "metadata")?;
-        let metadata = match meta_from_py(&metadata) {
-            Some(MetaValue::Map(m)) => Some(m),
-            _ => None,
-        };
+        })?;
+        let response = changed(t.get_item(1)?, |r| {
+            if r.is_none() {
+                return Ok(None);
+            }
+            let r = r.downcast::<PyTuple>()?;
+            Ok(Some(RespOut {
+                http_version: r.get_item(0)?.extract()?,
+                status_code: r.get_item(1)?.extract()?,
+                reason: r.get_item(2)?.extract()?,
+                headers: changed(r.get_item(3)?, ex_headers)?,
+                content: changed(r.get_item(4)?, ex_content)?,
+                trailers: changed(r.get_item(5)?, ex_opt_headers)?,
+                stream: ex_stream(&r.get_item(6)?),
+            }))
+        })?;
+        let metadata = changed(t.get_item(6)?, |m| {
+            Ok(match meta_from_py(m) {
+                Some(MetaValue::Map(m)) => Some(m),
+                _ => None,
+            })
+        })?
+        .flatten();
         Ok(FlowOut {
             request,
             response,
-            killed: get(d, "killed")?.extract()?,
-            intercepted: get(d, "intercepted")?.extract()?,
-            marked: get(d, "marked")?.extract()?,
-            comment: get(d, "comment")?.extract()?,
+            killed: t.get_item(2)?.extract()?,
+            intercepted: t.get_item(3)?.extract()?,
+            marked: t.get_item(4)?.extract()?,
+            comment: t.get_item(5)?.extract()?,
             metadata,
         })
     }
@@ -404,7 +418,7 @@ impl ChunkTransform for PyTransform {
     }
 }
 
-fn apply_stream(cur: &mut StreamMode, s: StreamOut, host: &Py<PyAny>) {
+fn apply_stream(cur: &mut StreamMode, s: StreamOut) {
     match s {
         StreamOut::Off => {}
         StreamOut::On => {
@@ -414,38 +428,58 @@ fn apply_stream(cur: &mut StreamMode, s: StreamOut, host: &Py<PyAny>) {
         }
         StreamOut::Callable(func) => {
             if !matches!(cur, StreamMode::Transform(_)) {
-                let _ = host;
                 *cur = StreamMode::Transform(Box::new(PyTransform { func, adapter: None }));
             }
         }
     }
 }
 
-pub(crate) fn apply(flow: &mut HttpFlow, out: FlowOut, host: Py<PyAny>) {
-    let r = out.request;
-    let q: &mut Request = &mut flow.request;
-    q.host = r.host;
-    q.port = r.port;
-    q.method = r.method;
-    q.scheme = r.scheme;
-    q.authority = r.authority;
-    q.path = r.path;
-    q.http_version = r.http_version;
-    q.headers = r.headers;
-    q.content = r.content;
-    q.trailers = r.trailers;
-    apply_stream(&mut q.stream, r.stream, &host);
+fn set<T: PartialEq>(cur: &mut T, new: T) {
+    if *cur != new {
+        *cur = new;
+    }
+}
+
+/// Applies what a hook changed to the Rust flow.
+pub(crate) fn apply(flow: &mut HttpFlow, out: FlowOut) {
+    if let Some(r) = out.request {
+        let q: &mut Request = &mut flow.request;
+        set(&mut q.host, r.host);
+        q.port = r.port;
+        set(&mut q.method, r.method);
+        set(&mut q.scheme, r.scheme);
+        set(&mut q.authority, r.authority);
+        set(&mut q.path, r.path);
+        set(&mut q.http_version, r.http_version);
+        if let Some(h) = r.headers {
+            q.headers = h;
+        }
+        if let Some(c) = r.content {
+            q.content = c;
+        }
+        if let Some(t) = r.trailers {
+            q.trailers = t;
+        }
+        apply_stream(&mut q.stream, r.stream);
+    }
     match out.response {
-        None => flow.response = None,
-        Some(r) => {
+        None => {}
+        Some(None) => flow.response = None,
+        Some(Some(r)) => {
             let resp = flow.response.get_or_insert_with(|| Response::make(r.status_code, Bytes::new(), Headers::new()));
-            resp.http_version = r.http_version;
+            set(&mut resp.http_version, r.http_version);
             resp.status_code = r.status_code;
-            resp.reason = r.reason;
-            resp.headers = r.headers;
-            resp.content = r.content;
-            resp.trailers = r.trailers;
-            apply_stream(&mut resp.stream, r.stream, &host);
+            set(&mut resp.reason, r.reason);
+            if let Some(h) = r.headers {
+                resp.headers = h;
+            }
+            if let Some(c) = r.content {
+                resp.content = c;
+            }
+            if let Some(t) = r.trailers {
+                resp.trailers = t;
+            }
+            apply_stream(&mut resp.stream, r.stream);
         }
     }
     if out.killed && !flow.killed() {
@@ -456,10 +490,9 @@ pub(crate) fn apply(flow: &mut HttpFlow, out: FlowOut, host: Py<PyAny>) {
     } else if !out.intercepted && flow.intercepted() {
         flow.resume();
     }
-    flow.marked = out.marked;
-    flow.comment = out.comment;
+    set(&mut flow.marked, out.marked);
+    set(&mut flow.comment, out.comment);
     if let Some(m) = out.metadata {
         flow.metadata = m;
     }
-    drop(host);
 }

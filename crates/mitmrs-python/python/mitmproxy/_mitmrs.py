@@ -326,21 +326,24 @@ class Host:
         fut = asyncio.run_coroutine_threadsafe(_as_coro(aw), self.loop)
         return fut.result()
 
-    def _call_one(self, script, addon, name, args):
+    def _call_one(self, script, addon, name, args, wait=True):
+        """Calls one addon's hook. An awaitable it returns is awaited on the asyncio
+        loop (wait=True: this thread blocks until it is done) or returned (wait=False)."""
         f, used = self._lookup(addon, name)
         if f is None:
-            return
+            return None
+        call_args = args
         if used != name:
             self._warn_once(script, used, f"{script.path}: the '{used}' hook is deprecated, use '{name}' instead.")
-            args = _old_args(used, args)
-        call_args = args
-        if used != name or (inspect.isfunction(f) and _n_positional(f) == len(args) + 1):
+            call_args = args = _old_args(used, args)
+        if _n_positional(f) == len(args) + 1:
             # a 0.x hook that takes (context, ...)
-            if inspect.isfunction(f) and _n_positional(f) == len(args) + 1:
-                call_args = (_OldContext(),) + tuple(args)
+            call_args = (_OldContext(),) + tuple(args)
         try:
             r = f(*call_args)
-            if inspect.isawaitable(r):
+            if r is not None and inspect.isawaitable(r):
+                if not wait:
+                    return _guarded(r)
                 self._await(r)
         except exceptions.OptionsError:
             raise
@@ -348,6 +351,7 @@ class Host:
             raise
         except Exception as e:
             logging.error(f"Addon error: {_user_tb(e)}".rstrip())
+        return None
 
     def invoke(self, name, *args, scripts=None):
         for s in (scripts if scripts is not None else self.scripts):
@@ -356,6 +360,49 @@ class Host:
                     self._call_one(s, a, name, args)
                 except exceptions.AddonHalt:
                     return
+
+    def _run(self, name, args, finish, reply):
+        """Runs a hook of every script without blocking on async hooks: plain hooks run
+        here; from the first hook that returns an awaitable (`async def`,
+        `@concurrent`) on, the rest runs on the asyncio loop. Returns finish()'s result
+        when everything ran here, else None, and then reply(finish()) (or
+        reply.fail(traceback)) is called from the asyncio thread once all ran."""
+        for s in self.scripts:
+            addons = s.addons()
+            for i, a in enumerate(addons):
+                try:
+                    aw = self._call_one(s, a, name, args, wait=False)
+                except exceptions.AddonHalt:
+                    return finish()
+                if aw is not None:
+                    rest = [(s, x) for x in addons[i + 1:]]
+                    after = False
+                    for s2 in self.scripts:
+                        if after:
+                            rest.extend((s2, x) for x in s2.addons())
+                        elif s2 is s:
+                            after = True
+                    asyncio.run_coroutine_threadsafe(self._run_async(aw, rest, name, args, finish, reply), self.loop)
+                    return None
+        return finish()
+
+    async def _run_async(self, aw, rest, name, args, finish, reply):
+        try:
+            halted = await aw
+            for s, a in rest:
+                if halted:
+                    break
+                try:
+                    aw = self._call_one(s, a, name, args, wait=False)
+                except exceptions.AddonHalt:
+                    break
+                if aw is not None:
+                    halted = await aw
+            out = finish()
+        except BaseException:
+            reply.fail(traceback.format_exc().rstrip())
+            return
+        reply(out)
 
     # -- lifecycle
     def load(self, scripts=None):
@@ -409,9 +456,9 @@ class Host:
             self.publish_hooks()
 
     # -- connections
-    def conn_hook(self, name, d):
-        """Runs a connection-level hook with mitmproxy's data object; returns what
-        the scripts changed, for the Rust side."""
+    def conn_hook(self, name, d, reply):
+        """Runs a connection-level hook with mitmproxy's data object; returns (or
+        passes to reply, see _run) what the scripts changed, for the Rust side."""
         from mitmproxy.proxy import context as _context
         from mitmproxy.proxy import layer as _layer
         from mitmproxy.proxy import layers as _layers
@@ -420,72 +467,124 @@ class Host:
         client = _client(d["client"])
         if name == "client_connected":
             _live_clients[client.id] = client
-            self.invoke(name, client)
-            return {"client_error": client.error}
+            return self._run(name, (client,), lambda: {"client_error": client.error}, reply)
         if name == "client_disconnected":
             _live_clients.pop(client.id, None)
-            self.invoke(name, client)
-            return {}
+            return self._run(name, (client,), dict, reply)
         server = _server(d["server"])
         if name.startswith("server_"):
             if name == "server_connect":
                 server.error = None
             data = server_hooks.ServerConnectionHookData(server=server, client=client)
-            self.invoke(name, data)
             if name != "server_connect":
-                return {}
-            addr = server.address
-            if addr is not None:
-                addr = (str(addr[0]), int(addr[1]))
-            return {"server_address": addr, "server_error": server.error}
+                return self._run(name, (data,), dict, reply)
+
+            def finish():
+                addr = server.address
+                if addr is not None:
+                    addr = (str(addr[0]), int(addr[1]))
+                return {"server_address": addr, "server_error": server.error}
+            return self._run(name, (data,), finish, reply)
         context = _context.Context(client, ctx.options, server)
         if name == "next_layer":
             before = _layers._layer_for(d["layer"], context)
             nl = _layer.NextLayer(context, d["data_client"], before)
-            self.invoke(name, nl)
-            if nl.layer is before:
-                return {"layer": d["layer"]}
-            return {"layer": getattr(nl.layer, "_kind", None)}
+
+            def finish():
+                if nl.layer is before:
+                    return {"layer": d["layer"]}
+                return {"layer": getattr(nl.layer, "_kind", None)}
+            return self._run(name, (nl,), finish, reply)
         if name == "tls_clienthello":
             ch = _tls.ClientHello(d["sni"], d["alpn_protocols"])
             data = _tls.ClientHelloData(context=context, client_hello=ch,
                                         ignore_connection=d["ignore_connection"],
                                         establish_server_tls_first=d["establish_server_tls_first"])
-            self.invoke(name, data)
-            return {"ignore_connection": bool(data.ignore_connection),
-                    "establish_server_tls_first": bool(data.establish_server_tls_first)}
+            return self._run(name, (data,), lambda: {
+                "ignore_connection": bool(data.ignore_connection),
+                "establish_server_tls_first": bool(data.establish_server_tls_first)}, reply)
         # tls_established_* / tls_failed_*
         conn = client if d["side"] == "client" else server
         if d["error"] is not None:
             conn.error = d["error"]
-        self.invoke(name, _tls.TlsData(conn=conn, context=context))
-        return {}
+        return self._run(name, (_tls.TlsData(conn=conn, context=context),), dict, reply)
 
     # -- flows
-    def flow_hook(self, name, pyflow, state):
-        f = flow_in(pyflow, state)
-        self.invoke(name, f)
-        return f, flow_out(f)
+    def flow_hook(self, name, pyflow, state, reply):
+        """Runs a flow hook: returns (flow, changes) or None, see _run and flow_out."""
+        f, orig = flow_in(pyflow, state)
+        return self._run(name, (f,), lambda: (f, flow_out(f, orig)), reply)
+
+
+async def _guarded(aw):
+    """Awaits a hook's awaitable as _call_one runs a plain hook; True if it raised
+    AddonHalt (no further addons get the hook)."""
+    try:
+        await aw
+    except exceptions.AddonHalt:
+        return True
+    except Exception as e:
+        logging.error(f"Addon error: {_user_tb(e)}".rstrip())
+    return False
 
 
 async def _as_coro(aw):
     return await aw
 
 
+_n_pos_cache = weakref.WeakKeyDictionary()
+
+
 def _n_positional(f):
+    """How many positional parameters a plain function takes (-1 for other
+    callables: bound methods, builtins), cached per function."""
+    if not inspect.isfunction(f):
+        return -1
+    try:
+        return _n_pos_cache[f]
+    except (KeyError, TypeError):
+        pass
     try:
         ps = inspect.signature(f).parameters.values()
+        n = sum(1 for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
     except (TypeError, ValueError):
-        return -1
-    return sum(1 for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        n = -1
+    try:
+        _n_pos_cache[f] = n
+    except TypeError:
+        pass
+    return n
 
 
 # ---------------------------------------------------------------- flow sync
+#
+# The Rust side passes flat tuples (see crates/mitmrs-python/src/sync.rs, which
+# builds them in this order) and gets back only what a hook changed: Ellipsis
+# stands for "unchanged". Headers are tuples of (bytes, bytes) tuples, used as the
+# Headers' fields as they are: a hook that changes headers makes a new tuple, so
+# `fields is original` tells whether they changed.
+
+# client: id peername sockname timestamp_start timestamp_end timestamp_tls_setup sni
+#         alpn alpn_offers tls_version cipher tls error open proxy_mode
+# server: id address peername sockname timestamp_start timestamp_tcp_setup
+#         timestamp_tls_setup timestamp_end sni alpn alpn_offers tls_version cipher
+#         via tls error open
+# request: host port method scheme authority path http_version headers content
+#          trailers timestamp_start timestamp_end
+# response: http_version status_code reason headers content trailers timestamp_start
+#           timestamp_end
+# flow: id client server request response error marked comment is_replay live
+#       intercepted timestamp_created metadata resume_handle
+
+_Headers = http.Headers
+_from_fields = http.Headers._from_fields
+_OPEN = _conn.ConnectionState.OPEN
+_CLOSED = _conn.ConnectionState.CLOSED
+_KILLED = _flow.Error.KILLED_MESSAGE
+
 
 def _headers(fields):
-    h = http.Headers()
-    h.fields = tuple(fields)
-    return h
+    return _from_fields(fields)
 
 
 # The Python connection objects, by id, while anything refers to them: hooks about
@@ -494,140 +593,204 @@ _clients = weakref.WeakValueDictionary()
 _servers = weakref.WeakValueDictionary()
 # Clients between client_connected and client_disconnected (asked for together).
 _live_clients = {}
-_CONN_FIELDS = ("sni", "alpn", "alpn_offers", "tls_version", "cipher", "timestamp_start",
-                "timestamp_end", "timestamp_tls_setup")
 
 
-def _conn_update(c, d):
-    for k in _CONN_FIELDS:
-        if k in d:
-            setattr(c, k, d[k])
-    c.tls = d["tls"]
-    if d.get("error") is not None:
-        c.error = d["error"]
-    c.state = _conn.ConnectionState.OPEN if d.get("open", True) else _conn.ConnectionState.CLOSED
+def _conn_update(c, ts_start, ts_end, ts_tls, sni, alpn, alpn_offers, tls_version, cipher, tls, error, open_):
+    d = c.__dict__
+    d["timestamp_start"] = ts_start
+    d["timestamp_end"] = ts_end
+    d["timestamp_tls_setup"] = ts_tls
+    d["sni"] = sni
+    d["alpn"] = alpn
+    d["alpn_offers"] = list(alpn_offers)
+    d["tls_version"] = tls_version
+    d["cipher"] = cipher
+    d["tls"] = tls
+    if error is not None:
+        d["error"] = error
+    d["state"] = _OPEN if open_ else _CLOSED
 
 
-def _client(d):
-    c = _clients.get(d["id"])
+def _client(t):
+    c = _clients.get(t[0])
     if c is None:
-        c = _conn.Client(peername=d["peername"], sockname=d["sockname"], timestamp_start=d["timestamp_start"])
-        c.id = d["id"]
-        c.proxy_mode = d.get("proxy_mode", "regular")
+        c = _conn.Client._make(t[0], t[1], t[2], t[3], t[14])
         _clients[c.id] = c
-    _conn_update(c, d)
+    elif c.__dict__.get("_mitmrs_state") == t:
+        return c
+    _conn_update(c, t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13])
+    c.__dict__["_mitmrs_state"] = t
     return c
 
 
-def _server(d):
-    s = _servers.get(d["id"])
+def _server(t):
+    s = _servers.get(t[0])
     if s is None:
-        s = _conn.Server(address=d["address"])
-        s.id = d["id"]
-        s.via = d["via"]
+        s = _conn.Server._make(t[0], t[1], t[13])
         _servers[s.id] = s
-    elif d["address"] is not None:
-        s.address = d["address"]
-    for k in ("peername", "sockname", "timestamp_tcp_setup"):
-        if k in d:
-            setattr(s, k, d[k])
-    _conn_update(s, d)
+    elif s.__dict__.get("_mitmrs_state") == t:
+        return s
+    elif t[1] is not None:
+        s.address = t[1]
+    d = s.__dict__
+    d["peername"] = t[2]
+    d["sockname"] = t[3]
+    d["timestamp_tcp_setup"] = t[5]
+    _conn_update(s, t[4], t[7], t[6], t[8], t[9], t[10], t[11], t[12], t[14], t[15], t[16])
+    d["_mitmrs_state"] = t
     return s
 
 
 def _req_in(r, d):
+    tr = d[9]
     if r is None:
-        r = http.Request(d["host"], d["port"], d["method"], d["scheme"], d["authority"], d["path"],
-                         d["http_version"], _headers(d["headers"]), d["content"],
-                         None, d["timestamp_start"], d["timestamp_end"])
-    else:
-        for k in ("host", "port", "method", "scheme", "authority", "path", "http_version",
-                  "timestamp_start", "timestamp_end"):
-            setattr(r, k, d[k])
-        r.headers = _headers(d["headers"])
-        r.raw_content = d["content"]
-    r.trailers = _headers(d["trailers"]) if d["trailers"] is not None else None
+        return http.Request._make(d[0], d[1], d[2], d[3], d[4], d[5], d[6], _from_fields(d[7]), d[8],
+                                  _from_fields(tr) if tr is not None else None, d[10], d[11])
+    x = r.__dict__
+    x["_host"] = d[0]
+    x["_port"] = d[1]
+    x["method"] = d[2]
+    x["scheme"] = d[3]
+    x["authority"] = d[4]
+    x["path"] = d[5]
+    x["http_version"] = d[6]
+    x["timestamp_start"] = d[10]
+    x["timestamp_end"] = d[11]
+    r.headers = _from_fields(d[7])
+    r.raw_content = d[8]
+    r.trailers = _from_fields(tr) if tr is not None else None
     return r
 
 
 def _resp_in(r, d):
+    tr = d[5]
     if r is None:
-        r = http.Response(d["http_version"], d["status_code"], d["reason"], _headers(d["headers"]),
-                          d["content"], None, d["timestamp_start"], d["timestamp_end"])
-    else:
-        for k in ("http_version", "status_code", "reason", "timestamp_start", "timestamp_end"):
-            setattr(r, k, d[k])
-        r.headers = _headers(d["headers"])
-        r.raw_content = d["content"]
-    r.trailers = _headers(d["trailers"]) if d["trailers"] is not None else None
+        return http.Response._make(d[0], d[1], d[2], _from_fields(d[3]), d[4],
+                                   _from_fields(tr) if tr is not None else None, d[6], d[7])
+    x = r.__dict__
+    x["http_version"] = d[0]
+    x["status_code"] = d[1]
+    x["reason"] = d[2]
+    x["timestamp_start"] = d[6]
+    x["timestamp_end"] = d[7]
+    r.headers = _from_fields(d[3])
+    r.raw_content = d[4]
+    r.trailers = _from_fields(tr) if tr is not None else None
     return r
 
 
 def flow_in(f, st):
+    """Brings the Python flow (None: makes one) in step with the Rust state; returns
+    it and what flow_out compares with."""
     if f is None:
-        f = http.HTTPFlow(_client(st["client"]), _server(st["server"]), live=st["live"])
-        f.id = st["id"]
-        f.timestamp_created = st["timestamp_created"]
-        f.metadata = st["metadata"]
-        f._resume_handle = st["handle"]
-        f.request = _req_in(None, st["request"])
+        f = http.HTTPFlow._make(st[0], _client(st[1]), _server(st[2]), st[9], st[11], st[12], st[13])
+        f.request = _req_in(None, st[3])
     else:
-        f.request = _req_in(f.request, st["request"])
-        f.client_conn = _client(st["client"])
-        f.server_conn = _server(st["server"])
-    if st["response"] is None:
+        f.request = _req_in(f.request, st[3])
+        f.client_conn = _client(st[1])
+        f.server_conn = _server(st[2])
+    rs = st[4]
+    if rs is None:
         f.response = None
     else:
-        f.response = _resp_in(f.response, st["response"])
-    if st["error"] is None:
-        if f.error is not None and f.error.msg != _flow.Error.KILLED_MESSAGE:
+        f.response = _resp_in(f.response, rs)
+    err = st[5]
+    if err is None:
+        if f.error is not None and f.error.msg != _KILLED:
             f.error = None
-    elif f.error is None or f.error.msg != st["error"]:
-        f.error = _flow.Error(st["error"])
-    f.marked = st["marked"]
-    f.comment = st["comment"]
-    f.is_replay = st["is_replay"]
-    f.intercepted = st["intercepted"]
-    f.live = st["live"]
-    return f
+    elif f.error is None or f.error.msg != err:
+        f.error = _flow.Error(err)
+    f.marked = st[6]
+    f.comment = st[7]
+    f.is_replay = st[8]
+    f.intercepted = st[10]
+    f.live = st[9]
+    return f, (st, f.request, f.response, f.metadata)
 
 
-def _hfields(h):
-    if isinstance(h, http.Headers):
-        return list(h.fields)
-    return list(http._as_headers(h).fields)
+def _fields(h):
+    if isinstance(h, _Headers):
+        return h.fields
+    return http._as_headers(h).fields
 
 
-def _req_out(r):
-    return {
-        "host": r.host, "port": int(r.port), "method": r.method, "scheme": r.scheme,
-        "authority": r.authority, "path": r.path, "http_version": r.http_version,
-        "headers": _hfields(r.headers), "content": r.raw_content,
-        "trailers": _hfields(r.trailers) if r.trailers is not None else None,
-        "stream": r.stream,
-    }
+def _same_tr(tr, orig):
+    if tr is None:
+        return orig is None
+    return orig is not None and isinstance(tr, _Headers) and tr.fields is orig
 
 
-def _resp_out(r):
-    return {
-        "http_version": r.http_version, "status_code": int(r.status_code), "reason": r.reason,
-        "headers": _hfields(r.headers), "content": r.raw_content,
-        "trailers": _hfields(r.trailers) if r.trailers is not None else None,
-        "stream": r.stream,
-    }
+def _fields_out(h):
+    return tuple(_fields(h))
 
 
-def flow_out(f):
-    killed = f.error is not None and f.error.msg == _flow.Error.KILLED_MESSAGE
-    return {
-        "request": _req_out(f.request),
-        "response": _resp_out(f.response) if f.response is not None else None,
-        "killed": killed,
-        "intercepted": bool(f.intercepted),
-        "marked": f.marked if isinstance(f.marked, str) else (":default:" if f.marked else ""),
-        "comment": f.comment or "",
-        "metadata": f.metadata,
-    }
+def _req_out(r, d):
+    """The request's changes: Ellipsis if none, else a tuple like the state's with
+    Ellipsis for unchanged headers/content/trailers, and `stream` at the end. d is
+    the state it was built from (None: a new request, all of it changed)."""
+    h = _fields(r.headers)
+    tr = r.trailers
+    scal = (r.host, r.port, r.method, r.scheme, r.authority, r.path, r.http_version)
+    if d is not None:
+        same_h = h is d[7]
+        same_c = r.raw_content is d[8]
+        same_t = _same_tr(tr, d[9])
+        if same_h and same_c and same_t and not r.stream and scal == d[:7]:
+            return ...
+    else:
+        same_h = same_c = same_t = False
+    return scal + (
+        ... if same_h else tuple(h),
+        ... if same_c else r.raw_content,
+        ... if same_t else (_fields_out(tr) if tr is not None else None),
+        r.stream,
+    )
+
+
+def _resp_out(r, d):
+    h = _fields(r.headers)
+    tr = r.trailers
+    scal = (r.http_version, r.status_code, r.reason)
+    if d is not None:
+        same_h = h is d[3]
+        same_c = r.raw_content is d[4]
+        same_t = _same_tr(tr, d[5])
+        if same_h and same_c and same_t and not r.stream and scal == d[:3]:
+            return ...
+    else:
+        same_h = same_c = same_t = False
+    return scal + (
+        ... if same_h else tuple(h),
+        ... if same_c else r.raw_content,
+        ... if same_t else (_fields_out(tr) if tr is not None else None),
+        r.stream,
+    )
+
+
+def flow_out(f, orig):
+    """What the hooks changed: (request, response, killed, intercepted, marked,
+    comment, metadata); request/response/metadata are Ellipsis when unchanged, the
+    response None when there is none."""
+    st, req, resp, meta = orig
+    err = f.error
+    killed = err is not None and err.msg == _KILLED
+    r = f.request
+    rq = _req_out(r, st[3] if r is req else None)
+    r = f.response
+    if r is None:
+        rs = None
+    else:
+        rs = _resp_out(r, st[4] if (r is resp and resp is not None) else None)
+    m = f.metadata
+    if m is meta and not m and not st[12]:
+        m = ...
+    marked = f.marked
+    return (
+        rq, rs, killed, bool(f.intercepted),
+        marked if isinstance(marked, str) else (":default:" if marked else ""),
+        f.comment or "",
+        m,
+    )
 
 
 def call_stream(fn, chunk):

@@ -45,6 +45,14 @@ class Connection:
         return hash(self.id)
 
 
+# What Connection.__init__ sets, for the _make constructors (keep in step).
+_CONN_DEFAULTS = dict(
+    state=ConnectionState.OPEN, peername=None, sockname=None, error=None, tls=False, alpn=None,
+    cipher=None, tls_version=None, sni=None, timestamp_start=None, timestamp_end=None,
+    timestamp_tls_setup=None, transport_protocol="tcp",
+)
+
+
 class Client(Connection):
     def __init__(self, peername=None, sockname=None, timestamp_start=None, **kwargs):
         super().__init__()
@@ -60,6 +68,15 @@ class Client(Connection):
     def address(self):
         return self.peername
 
+    @classmethod
+    def _make(cls, id, peername, sockname, timestamp_start, proxy_mode):
+        """What __init__ builds, without a fresh uuid (mitmrs's flow sync)."""
+        c = cls.__new__(cls)
+        c.__dict__.update(_CONN_DEFAULTS)
+        c.__dict__.update(id=id, peername=peername, sockname=sockname, timestamp_start=timestamp_start,
+                          certificate_list=[], alpn_offers=[], cipher_list=[], mitmcert=None, proxy_mode=proxy_mode)
+        return c
+
     def __repr__(self):
         return f"Client({self.peername[0]}:{self.peername[1]}, state={self.state.name.lower()})" if self.peername else "Client()"
 
@@ -72,6 +89,15 @@ class Server(Connection):
         self.via = None
         for k, v in kwargs.items():
             setattr(self, k, v)
+
+    @classmethod
+    def _make(cls, id, address, via):
+        """What __init__ builds, without a fresh uuid (mitmrs's flow sync)."""
+        s = cls.__new__(cls)
+        s.__dict__.update(_CONN_DEFAULTS)
+        s.__dict__.update(id=id, certificate_list=[], alpn_offers=[], cipher_list=[], address=address,
+                          timestamp_tcp_setup=None, via=via)
+        return s
 
     def __repr__(self):
         return f"Server({self.address})"

@@ -31,6 +31,13 @@ class Headers(_MultiDict):
         for k, v in headers.items():
             self.fields += ((_kstr(k.replace("_", "-")), _kstr(v)),)
 
+    @classmethod
+    def _from_fields(cls, fields):
+        """Headers over a tuple of (bytes, bytes) tuples, as is (mitmrs's flow sync)."""
+        h = cls.__new__(cls)
+        h.fields = fields
+        return h
+
     @staticmethod
     def _kconv(key):
         return always_str(key, "utf-8", "surrogateescape").lower()
@@ -229,6 +236,19 @@ class Request(Message):
         self.trailers = trailers
         self.timestamp_start = timestamp_start
         self.timestamp_end = timestamp_end
+
+    @classmethod
+    def _make(cls, host, port, method, scheme, authority, path, http_version, headers, content,
+              trailers, timestamp_start, timestamp_end):
+        """What __init__ builds from str arguments and Headers (mitmrs's flow sync: no
+        conversions, no property setters). Keep in step with __init__."""
+        r = cls.__new__(cls)
+        r.__dict__.update(
+            http_version=http_version, _headers=headers, raw_content=content, trailers=trailers,
+            timestamp_start=timestamp_start, timestamp_end=timestamp_end, stream=False,
+            _host=host, _port=port, method=method, scheme=scheme, authority=authority, path=path,
+        )
+        return r
 
     def __repr__(self):
         if self.host and self.port:
@@ -514,6 +534,19 @@ class Response(Message):
         self.timestamp_start = timestamp_start
         self.timestamp_end = timestamp_end
 
+    @classmethod
+    def _make(cls, http_version, status_code, reason, headers, content, trailers,
+              timestamp_start, timestamp_end):
+        """What __init__ builds from str arguments and Headers (mitmrs's flow sync).
+        Keep in step with __init__."""
+        r = cls.__new__(cls)
+        r.__dict__.update(
+            http_version=http_version, _headers=headers, raw_content=content, trailers=trailers,
+            timestamp_start=timestamp_start, timestamp_end=timestamp_end, stream=False,
+            status_code=status_code, reason=reason,
+        )
+        return r
+
     def __repr__(self):
         if self.raw_content:
             ct = self.headers.get("content-type", "unknown content type")
@@ -576,6 +609,19 @@ class HTTPFlow(_flow.Flow):
         self.request = None
         self.response = None
         self.websocket = None
+
+    @classmethod
+    def _make(cls, id, client_conn, server_conn, live, timestamp_created, metadata, resume_handle):
+        """What __init__ builds, without a fresh uuid (mitmrs's flow sync). Keep in step
+        with __init__ and Flow.__init__."""
+        f = cls.__new__(cls)
+        f.__dict__.update(
+            id=id, client_conn=client_conn, server_conn=server_conn, live=live,
+            timestamp_created=timestamp_created, error=None, intercepted=False, _backup=None,
+            marked="", is_replay=None, metadata=metadata, comment="", _resume_handle=resume_handle,
+            request=None, response=None, websocket=None,
+        )
+        return f
 
     def __repr__(self):
         s = "<HTTPFlow"
