@@ -1,0 +1,86 @@
+//! `Upgrade` (101): until WebSocket flows exist, the proxy relays the 101 and then
+//! the raw bytes both ways, for absolute-form requests and inside CONNECT tunnels.
+
+mod support;
+
+use support::client::RawClient;
+use support::origin::{read_head, RawOrigin};
+use support::{within, Recorder, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An origin that answers an upgrade with 101, then echoes bytes uppercased.
+async fn upgrade_origin() -> RawOrigin {
+    RawOrigin::start(|mut s: TcpStream| async move {
+        let mut buf = Vec::new();
+        let Some(head) = read_head(&mut s, &mut buf).await else { return };
+        let lower = head.to_ascii_lowercase();
+        if !lower.contains("upgrade: websocket") || !lower.contains("connection: upgrade") {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+            return;
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await;
+        let mut tmp = [0u8; 1024];
+        loop {
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&tmp[..n].to_ascii_uppercase()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
+async fn exchange_after_101(c: &mut RawClient) {
+    let r = c.read_head().await;
+    assert_eq!(r.status, 101, "{}", r.head);
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    c.send(b"hello through the tunnel").await;
+    let echoed = within("the echo", c.read_exact(24)).await;
+    assert_eq!(echoed, b"HELLO THROUGH THE TUNNEL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_101_is_relayed_as_a_raw_tunnel() {
+    let origin = upgrade_origin().await;
+    let rec = Recorder::new();
+    let proxy = TestProxy::builder().addon(rec.clone()).start().await;
+    let mut c = RawClient::connect(proxy.addr).await;
+    let port = origin.port();
+    c.send(
+        format!(
+            "GET http://127.0.0.1:{port}/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    exchange_after_101(&mut c).await;
+    // The flow ended with `response` (status 101), not `error`.
+    rec.wait_count("response", 1).await;
+    assert_eq!(rec.count("error"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_inside_a_plain_connect_tunnel() {
+    let origin = upgrade_origin().await;
+    let proxy = TestProxy::builder().start().await;
+    let mut c = RawClient::connect(proxy.addr).await;
+    let port = origin.port();
+    c.send(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await;
+    let r = c.read_head().await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    c.send(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    exchange_after_101(&mut c).await;
+}
