@@ -58,14 +58,14 @@ pub async fn connect(ctx: &ProxyCtx, rt: &Runtime, client: &Arc<Client>, host: &
         Ok(Err(e)) => {
             let msg = connect_error_message(&h, p, &e);
             data.server.error = Some(msg.clone());
-            info!(client = %client.peername, "server connect {}: {msg}", format_host_port(&h, p));
+            info!(client = %client.peername, "error establishing server connection: {msg}");
             ctx.chain.server_connect_error(&data).await;
             return Err(msg);
         }
         Err(_) => {
             let msg = format!("Error connecting to {}: connection timed out", format_host_port(&h, p));
             data.server.error = Some(msg.clone());
-            info!(client = %client.peername, "server connect {}: {msg}", format_host_port(&h, p));
+            info!(client = %client.peername, "error establishing server connection: {msg}");
             ctx.chain.server_connect_error(&data).await;
             return Err(msg);
         }
