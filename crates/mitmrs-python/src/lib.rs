@@ -187,6 +187,13 @@ fn run_worker(host: Py<PyAny>, rx: std::sync::mpsc::Receiver<Job>) {
     })
 }
 
+impl PythonAddon {
+    /// Hands a job to the Python worker thread.
+    fn submit(&self, job: Job) -> Result<(), String> {
+        self.worker.send(job).map_err(|_| "the Python worker thread is gone".to_string())
+    }
+}
+
 fn run_job(py: Python<'_>, host: &Bound<'_, PyAny>, job: Job) {
     let Job { method, hook, pyflow, state, reply } = job;
     let reply = match Bound::new(py, reply) {
@@ -197,7 +204,7 @@ fn run_job(py: Python<'_>, host: &Bound<'_, PyAny>, job: Job) {
         }
     };
     let r = (|| -> PyResult<Bound<'_, PyAny>> {
-        let st = state.to_py(py)?;
+        let st = state.into_py(py)?;
         if method == "flow_hook" {
             host.call_method1(method, (hook, pyflow.unwrap_or_else(|| py.None()), st, reply.clone()))
         } else {
@@ -297,7 +304,7 @@ impl PythonAddon {
         let pyflow = flow.extensions.remove::<sync::PyFlow>().map(|p| p.0);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Job { method: "flow_hook", hook: hook.name(), pyflow, state, reply: Reply(std::sync::Mutex::new(Some(ReplyTx::Flow(tx)))) };
-        self.worker.send(job).map_err(|_| "the Python worker thread is gone".to_string())?;
+        self.submit(job)?;
         let (pf, out) = rx.await.map_err(|_| format!("{}: the hook did not finish", hook.name()))??;
         flow.extensions.insert(pf);
         sync::apply(flow, out);
@@ -361,7 +368,7 @@ impl PythonAddon {
             state: sync::V::D(data),
             reply: Reply(std::sync::Mutex::new(Some(ReplyTx::Conn(tx)))),
         };
-        self.worker.send(job).map_err(|_| "the Python worker thread is gone".to_string())?;
+        self.submit(job)?;
         rx.await.map_err(|_| format!("{}: the hook did not finish", hook.name()))?
     }
 

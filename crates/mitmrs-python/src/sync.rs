@@ -30,6 +30,23 @@ pub(crate) enum V {
     D(Vec<(&'static str, V)>),
     Meta(BTreeMap<String, MetaValue>),
     Handle(mitmrs_core::flow::InterceptHandle),
+    /// Converted when Python first calls it (a [`Lazy`]).
+    Lazy(Box<V>),
+}
+
+/// A value converted to Python only if and when a hook needs it: calling it
+/// converts once and returns the same object after.
+#[pyclass(module = "mitmproxy._rs", frozen)]
+pub(crate) struct Lazy {
+    v: V,
+    cell: pyo3::sync::GILOnceCell<PyObject>,
+}
+
+#[pymethods]
+impl Lazy {
+    fn __call__(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.cell.get_or_try_init(py, || self.v.to_py(py)).map(|o| o.clone_ref(py))
+    }
 }
 
 fn meta_to_py(py: Python<'_>, m: &MetaValue) -> PyResult<PyObject> {
@@ -91,6 +108,18 @@ fn meta_from_py(v: &Bound<'_, PyAny>) -> Option<MetaValue> {
 }
 
 impl V {
+    /// Like `to_py`, but moves lazy parts into [`Lazy`] objects.
+    pub(crate) fn into_py(self, py: Python<'_>) -> PyResult<PyObject> {
+        match self {
+            V::Lazy(v) => Ok(Py::new(py, Lazy { v: *v, cell: pyo3::sync::GILOnceCell::new() })?.into_any()),
+            V::T(items) => {
+                let items: Vec<PyObject> = items.into_iter().map(|x| x.into_py(py)).collect::<PyResult<_>>()?;
+                Ok(PyTuple::new(py, items)?.into_any().unbind())
+            }
+            v => v.to_py(py),
+        }
+    }
+
     pub(crate) fn to_py(&self, py: Python<'_>) -> PyResult<PyObject> {
         Ok(match self {
             V::None => py.None(),
@@ -122,6 +151,8 @@ impl V {
                 d.into_any().unbind()
             }
             V::Handle(h) => Py::new(py, crate::native::ResumeHandle(h.clone()))?.into_any(),
+            // only `into_py` makes Lazy objects
+            V::Lazy(_) => return Err(pyo3::exceptions::PyTypeError::new_err("lazy value converted by reference")),
         })
     }
 }
@@ -218,7 +249,7 @@ pub(crate) fn snapshot(flow: &HttpFlow) -> V {
     ]);
     let resp = match &flow.response {
         None => V::None,
-        Some(r) => V::T(vec![
+        Some(r) => V::Lazy(Box::new(V::T(vec![
             s(&r.http_version),
             V::Int(r.status_code as i64),
             s(&r.reason),
@@ -227,13 +258,13 @@ pub(crate) fn snapshot(flow: &HttpFlow) -> V {
             r.trailers.as_ref().map(headers).unwrap_or(V::None),
             V::F(r.timestamp_start),
             opt_f(r.timestamp_end),
-        ]),
+        ]))),
     };
     V::T(vec![
         s(&flow.id),
-        client_v(&flow.client_conn),
-        server_v(&flow.server_conn),
-        req,
+        V::Lazy(Box::new(client_v(&flow.client_conn))),
+        V::Lazy(Box::new(server_v(&flow.server_conn))),
+        V::Lazy(Box::new(req)),
         resp,
         flow.error.as_ref().map(|e| s(&e.msg)).unwrap_or(V::None),
         s(&flow.marked),

@@ -219,8 +219,12 @@ class Script:
         self.ns = mod
 
     def addons(self):
-        if self.ns is None:
+        ns = self.ns
+        if ns is None:
             return []
+        # (a module's __dict__ first: getattr of a missing module attribute is slow)
+        if "__getattr__" not in ns.__dict__ and not ns.__dict__.get("addons"):
+            return [ns]
         out = []
 
         def walk(a):
@@ -228,7 +232,7 @@ class Script:
             for c in getattr(a, "addons", None) or []:
                 walk(c)
 
-        walk(self.ns)
+        walk(ns)
         return out
 
 
@@ -532,7 +536,9 @@ async def _as_coro(aw):
     return await aw
 
 
-_n_pos_cache = weakref.WeakKeyDictionary()
+# function -> how many positional parameters it takes (cleared when it grows big;
+# functions are module-level, so it holds the hooks of the loaded scripts)
+_n_pos_cache = {}
 
 
 def _n_positional(f):
@@ -540,19 +546,17 @@ def _n_positional(f):
     callables: bound methods, builtins), cached per function."""
     if not inspect.isfunction(f):
         return -1
-    try:
-        return _n_pos_cache[f]
-    except (KeyError, TypeError):
-        pass
+    n = _n_pos_cache.get(f)
+    if n is not None:
+        return n
     try:
         ps = inspect.signature(f).parameters.values()
         n = sum(1 for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
     except (TypeError, ValueError):
         n = -1
-    try:
-        _n_pos_cache[f] = n
-    except TypeError:
-        pass
+    if len(_n_pos_cache) > 10000:
+        _n_pos_cache.clear()
+    _n_pos_cache[f] = n
     return n
 
 
@@ -575,6 +579,8 @@ def _n_positional(f):
 #           timestamp_end
 # flow: id client server request response error marked comment is_replay live
 #       intercepted timestamp_created metadata resume_handle
+#       (client, server, request and response are callables that build the tuple
+#       on first call and return the same one after; the response None if none)
 
 _Headers = http.Headers
 _from_fields = http.Headers._from_fields
@@ -679,33 +685,66 @@ def _resp_in(r, d):
     return r
 
 
+_UNSET = object()
+
+
+def _build(f, name):
+    """Builds a flow attribute from the Rust state on first use (http._Synced)."""
+    d = f.__dict__
+    st = d["_mitmrs_st"]
+    if name == "request":
+        v = _req_in(None, st[3]())
+        d["_mitmrs_orig"][0] = v
+    elif name == "response":
+        v = _resp_in(None, st[4]()) if st[4] is not None else None
+        d["_mitmrs_orig"][1] = v
+    elif name == "client_conn":
+        v = _client(st[1]())
+    elif name == "server_conn":
+        v = _server(st[2]())
+    else:
+        raise AttributeError(name)
+    return v
+
+
 def flow_in(f, st):
     """Brings the Python flow (None: makes one) in step with the Rust state; returns
-    it and what flow_out compares with."""
+    it and what flow_out compares with. Request, response and connections not built
+    yet are built from this state when a hook first reads them."""
+    orig = [_UNSET, _UNSET]
     if f is None:
-        f = http.HTTPFlow._make(st[0], _client(st[1]), _server(st[2]), st[9], st[11], st[12], st[13])
-        f.request = _req_in(None, st[3])
+        f = http.HTTPFlow._make(st[0], st[9], st[11], st[12], st[13], _build)
+        d = f.__dict__
+        d["_mitmrs_st"] = st
+        d["_mitmrs_orig"] = orig
     else:
-        f.request = _req_in(f.request, st[3])
-        f.client_conn = _client(st[1])
-        f.server_conn = _server(st[2])
-    rs = st[4]
-    if rs is None:
-        f.response = None
-    else:
-        f.response = _resp_in(f.response, rs)
+        d = f.__dict__
+        d["_mitmrs_st"] = st
+        d["_mitmrs_orig"] = orig
+        r = d.get("request", _UNSET)
+        if r is not _UNSET and r is not None:
+            orig[0] = _req_in(r, st[3]())
+        r = d.get("response", _UNSET)
+        if r is not _UNSET:
+            rs = st[4]
+            orig[1] = d["response"] = None if rs is None else _resp_in(r, rs())
+        if "client_conn" in d:
+            d["client_conn"] = _client(st[1]())
+        if "server_conn" in d:
+            d["server_conn"] = _server(st[2]())
     err = st[5]
+    e = d["error"]
     if err is None:
-        if f.error is not None and f.error.msg != _KILLED:
-            f.error = None
-    elif f.error is None or f.error.msg != err:
-        f.error = _flow.Error(err)
-    f.marked = st[6]
-    f.comment = st[7]
-    f.is_replay = st[8]
-    f.intercepted = st[10]
-    f.live = st[9]
-    return f, (st, f.request, f.response, f.metadata)
+        if e is not None and e.msg != _KILLED:
+            d["error"] = None
+    elif e is None or e.msg != err:
+        d["error"] = _flow.Error(err)
+    d["marked"] = st[6]
+    d["comment"] = st[7]
+    d["is_replay"] = st[8]
+    d["intercepted"] = st[10]
+    d["live"] = st[9]
+    return f, (st, orig, d["metadata"])
 
 
 def _fields(h):
@@ -769,26 +808,32 @@ def _resp_out(r, d):
 
 def flow_out(f, orig):
     """What the hooks changed: (request, response, killed, intercepted, marked,
-    comment, metadata); request/response/metadata are Ellipsis when unchanged, the
-    response None when there is none."""
-    st, req, resp, meta = orig
-    err = f.error
+    comment, metadata); request/response/metadata are Ellipsis when unchanged (or
+    never read), the response None when there is none."""
+    st, (req, resp), meta = orig
+    d = f.__dict__
+    err = d["error"]
     killed = err is not None and err.msg == _KILLED
-    r = f.request
-    rq = _req_out(r, st[3] if r is req else None)
-    r = f.response
-    if r is None:
-        rs = None
+    r = d.get("request", _UNSET)
+    if r is _UNSET:
+        rq = ...
     else:
-        rs = _resp_out(r, st[4] if (r is resp and resp is not None) else None)
-    m = f.metadata
+        rq = _req_out(r, st[3]() if r is req else None)
+    r = d.get("response", _UNSET)
+    if r is _UNSET:
+        rs = ...
+    elif r is None:
+        rs = None if st[4] is not None else ...
+    else:
+        rs = _resp_out(r, st[4]() if r is resp else None)
+    m = d["metadata"]
     if m is meta and not m and not st[12]:
         m = ...
-    marked = f.marked
+    marked = d["marked"]
     return (
-        rq, rs, killed, bool(f.intercepted),
+        rq, rs, killed, bool(d["intercepted"]),
         marked if isinstance(marked, str) else (":default:" if marked else ""),
-        f.comment or "",
+        d["comment"] or "",
         m,
     )
 

@@ -46,12 +46,54 @@ class Headers(_MultiDict):
     def _reduce_values(values):
         return ", ".join(values)
 
+    @staticmethod
+    def _matcher(name):
+        """A test on field names: does it equal `name` as _kconv sees it? Without
+        decoding each name when both are ASCII bytes (the usual case)."""
+        kb = _kstr(name)
+        if kb.isascii():
+            kl = kb.lower()
+            ks = kl.decode()
+            kconv = Headers._kconv
+            return lambda n: (n.lower() == kl) if (n.__class__ is bytes and n.isascii()) else (kconv(n) == ks)
+        ks = Headers._kconv(kb)
+        return lambda n: Headers._kconv(n) == ks
+
     def get_all(self, name):
-        k = self._kconv(name)
-        return [always_str(v, "utf-8", "surrogateescape") for kk, v in self.fields if self._kconv(kk) == k]
+        m = self._matcher(name)
+        return [always_str(v, "utf-8", "surrogateescape") for kk, v in self.fields if m(kk)]
+
+    def __getitem__(self, name):
+        values = self.get_all(name)
+        if not values:
+            raise KeyError(name)
+        return ", ".join(values)
+
+    def __contains__(self, name):
+        m = self._matcher(name)
+        return any(m(f[0]) for f in self.fields)
+
+    def __delitem__(self, name):
+        m = self._matcher(name)
+        fields = tuple(f for f in self.fields if not m(f[0]))
+        if len(fields) == len(self.fields):
+            raise KeyError(name)
+        self.fields = fields
 
     def set_all(self, name, values):
-        super().set_all(_kstr(name), [_kstr(v) for v in values])
+        key = _kstr(name)
+        values = [_kstr(v) for v in values]
+        m = self._matcher(key)
+        new = []
+        for f in self.fields:
+            if m(f[0]):
+                if values:
+                    new.append((f[0], values.pop(0)))
+            else:
+                new.append(f)
+        for v in values:
+            new.append((key, v))
+        self.fields = tuple(new)
 
     def insert(self, index, key, value):
         super().insert(index, _kstr(key), _kstr(value))
@@ -599,10 +641,33 @@ class Response(Message):
         pass
 
 
+class _Synced:
+    """A flow attribute (request, response, client_conn, server_conn) that mitmrs
+    builds from the Rust state the first time a hook reads it. A non-data
+    descriptor: once built (or set) it is an ordinary instance attribute."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        build = obj.__dict__.get("_mitmrs_build")
+        if build is None:
+            raise AttributeError(self.name)
+        v = build(obj, self.name)
+        obj.__dict__[self.name] = v
+        return v
+
+
 class HTTPFlow(_flow.Flow):
     """An HTTP request/response exchange."""
 
     type = "http"
+    request = _Synced("request")
+    response = _Synced("response")
+    client_conn = _Synced("client_conn")
+    server_conn = _Synced("server_conn")
 
     def __init__(self, client_conn, server_conn, live=False):
         super().__init__(client_conn, server_conn, live)
@@ -611,15 +676,15 @@ class HTTPFlow(_flow.Flow):
         self.websocket = None
 
     @classmethod
-    def _make(cls, id, client_conn, server_conn, live, timestamp_created, metadata, resume_handle):
-        """What __init__ builds, without a fresh uuid (mitmrs's flow sync). Keep in step
-        with __init__ and Flow.__init__."""
+    def _make(cls, id, live, timestamp_created, metadata, resume_handle, build):
+        """What __init__ builds, without a fresh uuid and with request, response,
+        client_conn and server_conn left to `build(flow, name)` on first use
+        (mitmrs's flow sync). Keep in step with __init__ and Flow.__init__."""
         f = cls.__new__(cls)
         f.__dict__.update(
-            id=id, client_conn=client_conn, server_conn=server_conn, live=live,
-            timestamp_created=timestamp_created, error=None, intercepted=False, _backup=None,
-            marked="", is_replay=None, metadata=metadata, comment="", _resume_handle=resume_handle,
-            request=None, response=None, websocket=None,
+            id=id, live=live, timestamp_created=timestamp_created, error=None, intercepted=False,
+            _backup=None, marked="", is_replay=None, metadata=metadata, comment="",
+            _resume_handle=resume_handle, websocket=None, _mitmrs_build=build,
         )
         return f
 
