@@ -80,6 +80,26 @@ class Headers(_MultiDict):
             raise KeyError(name)
         self.fields = fields
 
+    def __setitem__(self, name, value):
+        key = name if name.__class__ is bytes else _kstr(name)
+        if not key.isascii():
+            return self.set_all(key, [value])
+        value = value if value.__class__ is bytes else _kstr(value)
+        kl = key.lower()
+        new = []
+        done = False
+        for f in self.fields:
+            n = f[0]
+            if (n.lower() == kl) if (n.__class__ is bytes and n.isascii()) else (self._kconv(n) == kl.decode()):
+                if not done:
+                    new.append((n, value))
+                    done = True
+            else:
+                new.append(f)
+        if not done:
+            new.append((key, value))
+        self.fields = tuple(new)
+
     def set_all(self, name, values):
         key = _kstr(name)
         values = [_kstr(v) for v in values]
