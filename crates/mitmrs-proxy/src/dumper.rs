@@ -46,11 +46,7 @@ pub fn pretty_size(size: usize) -> String {
     format!("{size}b")
 }
 
-fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() && c != '\t' { format!("\\x{:02x}", c as u32) } else { c.to_string() })
-        .collect()
-}
+use crate::contentview::escape_control as escape;
 
 fn escape_bytes(b: &[u8]) -> String {
     let mut out = String::new();
@@ -101,22 +97,23 @@ impl Dumper {
         }
     }
 
-    fn body(&self, lines: &mut Vec<String>, content: Option<bytes::Bytes>, detail: i64) {
-        let Some(c) = content else { return };
-        if c.is_empty() {
-            return;
-        }
-        let text = escape_bytes(&c);
-        let all: Vec<&str> = text.lines().collect();
+    /// mitmdump's `_echo_message`: a blank line, the body's view (cut at
+    /// `content_view_lines_cutoff` at level 3), and a blank line after it.
+    fn body(&self, lines: &mut Vec<String>, content: Option<bytes::Bytes>, headers: &Headers, detail: i64) {
+        let ct = headers.get("content-type");
+        let all = crate::contentview::lines(content.as_deref(), ct.as_deref());
         let cutoff = self.cutoff.load(Ordering::Relaxed).max(0) as usize;
         let shown = if detail == 3 { all.len().min(cutoff) } else { all.len() };
-        lines.push(String::new());
-        for l in &all[..shown] {
-            lines.push(format!("    {l}"));
+        if shown > 0 {
+            lines.push(String::new());
+            for l in &all[..shown] {
+                lines.push(format!("    {l}"));
+            }
         }
         if shown < all.len() {
             lines.push(self.style("    (cut off)", "2"));
         }
+        lines.push(String::new());
     }
 
     /// Renders a flow as mitmdump would at the current detail level.
@@ -145,7 +142,7 @@ impl Dumper {
             self.headers(&mut lines, &f.request.headers);
         }
         if detail >= 3 {
-            self.body(&mut lines, f.request.content().ok().flatten(), detail);
+            self.body(&mut lines, message_content(f.request.content(), &f.request.content), &f.request.headers, detail);
         }
         if detail >= 2 {
             if let Some(t) = f.request.trailers.as_ref().filter(|t| !t.is_empty()) {
@@ -188,7 +185,7 @@ impl Dumper {
                 self.headers(&mut lines, &r.headers);
             }
             if detail >= 3 {
-                self.body(&mut lines, r.content().ok().flatten(), detail);
+                self.body(&mut lines, message_content(r.content(), &r.content), &r.headers, detail);
             }
             if detail >= 2 {
                 if let Some(t) = r.trailers.as_ref().filter(|t| !t.is_empty()) {
@@ -215,6 +212,12 @@ impl Dumper {
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
     }
+}
+
+/// The decoded body, or the raw one if it cannot be decoded (mitmproxy's
+/// `get_content(strict=False)`).
+fn message_content(decoded: Result<Option<bytes::Bytes>, mitmrs_core::encoding::EncodingError>, raw: &Option<bytes::Bytes>) -> Option<bytes::Bytes> {
+    decoded.unwrap_or_else(|_| raw.clone())
 }
 
 #[async_trait]

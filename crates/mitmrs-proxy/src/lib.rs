@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod config;
+pub mod contentview;
 pub mod ctx;
 pub mod dumper;
 pub mod http1;
