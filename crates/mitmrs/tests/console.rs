@@ -126,3 +126,23 @@ fn server_down_prints_error_naming_the_address() {
     assert!(line.contains(&format!("127.0.0.1:{port}")), "the error should name the server address: {line:?}");
     assert!(!line.contains("<< 200"), "{line:?}");
 }
+
+#[test]
+fn detail_3_shows_bodies_like_mitmdump() {
+    let origin = Origin::http(|_| Response::ok("line1\r\nline2\n"));
+    let proxy = Proxy::start(&["--flow-detail", "3"]);
+    let r = curl(&proxy, &["--data-binary", "a=1&long+key=x%20y", "-H", "Content-Type: application/x-www-form-urlencoded", &format!("http://127.0.0.1:{}/form", origin.port)]);
+    assert!(r.ok && r.status == 200, "curl: {r:?}\n{}", proxy.output());
+    proxy.expect_stdout("<< 200 OK");
+    proxy.expect_stdout("    line2");
+    let lines = proxy.stop();
+    // The form as aligned pairs, after a blank line, and a blank line after it.
+    let a = lines.iter().position(|l| l == "    a:        1").unwrap_or_else(|| panic!("no form line: {lines:#?}"));
+    assert_eq!(lines[a - 1], "");
+    assert_eq!(lines[a + 1], "    long key: x y");
+    assert_eq!(lines[a + 2], "");
+    // The text body line by line, without escaped newlines.
+    let l1 = lines.iter().position(|l| l == "    line1").unwrap_or_else(|| panic!("no body line: {lines:#?}"));
+    assert_eq!(lines[l1 + 1], "    line2");
+    assert!(!lines.iter().any(|l| l.contains("\\x0a")), "newlines escaped: {lines:#?}");
+}
