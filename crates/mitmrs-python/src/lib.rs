@@ -206,7 +206,8 @@ fn run_job(py: Python<'_>, host: &Bound<'_, PyAny>, job: Job) {
     let r = (|| -> PyResult<Bound<'_, PyAny>> {
         let st = state.into_py(py)?;
         if method == "flow_hook" {
-            host.call_method1(method, (hook, pyflow.unwrap_or_else(|| py.None()), st, reply.clone()))
+            let m = pyo3::intern!(py, "flow_hook");
+            host.call_method1(m, (hook, pyflow.unwrap_or_else(|| py.None()), st, reply.clone()))
         } else {
             host.call_method1(method, (hook, st, reply.clone()))
         }

@@ -32,6 +32,12 @@ pub(crate) enum V {
     Handle(mitmrs_core::flow::InterceptHandle),
     /// Converted when Python first calls it (a [`Lazy`]).
     Lazy(Box<V>),
+    /// A tuple of (name, value) bytes tuples.
+    Headers(Headers),
+    /// As [`client_v`] (cloned, converted when needed).
+    Client(std::sync::Arc<Client>),
+    /// As [`server_v`].
+    Server(std::sync::Arc<Server>),
 }
 
 /// A value converted to Python only if and when a hook needs it: calling it
@@ -151,6 +157,16 @@ impl V {
                 d.into_any().unbind()
             }
             V::Handle(h) => Py::new(py, crate::native::ResumeHandle(h.clone()))?.into_any(),
+            V::Headers(h) => {
+                let items: Vec<Bound<'_, PyTuple>> = h
+                    .fields()
+                    .iter()
+                    .map(|(n, v)| PyTuple::new(py, [PyBytes::new(py, n), PyBytes::new(py, v)]))
+                    .collect::<PyResult<_>>()?;
+                PyTuple::new(py, items)?.into_any().unbind()
+            }
+            V::Client(c) => client_v(c).to_py(py)?,
+            V::Server(sv) => server_v(sv).to_py(py)?,
             // only `into_py` makes Lazy objects
             V::Lazy(_) => return Err(pyo3::exceptions::PyTypeError::new_err("lazy value converted by reference")),
         })
@@ -173,7 +189,7 @@ fn opt_addr(a: &Option<SocketAddr>) -> V {
     a.as_ref().map(addr).unwrap_or(V::None)
 }
 fn headers(h: &Headers) -> V {
-    V::T(h.fields().iter().map(|(n, v)| V::T(vec![V::B(n.clone()), V::B(v.clone())])).collect())
+    V::Headers(h.clone())
 }
 fn opt_bytes(b: &Option<Bytes>) -> V {
     b.as_ref().map(|b| V::B(b.clone())).unwrap_or(V::None)
@@ -262,8 +278,8 @@ pub(crate) fn snapshot(flow: &HttpFlow) -> V {
     };
     V::T(vec![
         s(&flow.id),
-        V::Lazy(Box::new(client_v(&flow.client_conn))),
-        V::Lazy(Box::new(server_v(&flow.server_conn))),
+        V::Lazy(Box::new(V::Client(flow.client_conn.clone()))),
+        V::Lazy(Box::new(V::Server(flow.server_conn.clone()))),
         V::Lazy(Box::new(req)),
         resp,
         flow.error.as_ref().map(|e| s(&e.msg)).unwrap_or(V::None),
