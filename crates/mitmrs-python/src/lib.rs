@@ -94,7 +94,9 @@ pub(crate) fn format_err(py: Python<'_>, e: &PyErr) -> String {
 pub struct PythonAddon {
     host: Py<PyAny>,
     name: String,
-    worker: std::sync::mpsc::Sender<Job>,
+    worker: std::sync::mpsc::Sender<Arc<Slot>>,
+    /// The host again, usable without the GIL (for jobs run off the worker).
+    shared_host: Arc<Py<PyAny>>,
 }
 
 /// A hook for the Python worker thread.
@@ -154,17 +156,44 @@ impl Reply {
     }
 }
 
+/// A queued job; whoever takes it first runs it (the worker thread, or the
+/// waiting flow itself when the worker is stuck in a slow hook).
+struct Slot(std::sync::Mutex<Option<Job>>);
+
+/// When the worker thread started its current job (ms since [`epoch`] + 1; 0 while
+/// it has none).
+static BUSY_SINCE: AtomicU64 = AtomicU64::new(0);
+/// How long a job may wait behind one hook before it runs elsewhere.
+const STALL: Duration = Duration::from_millis(50);
+
+fn epoch() -> std::time::Instant {
+    static E: OnceLock<std::time::Instant> = OnceLock::new();
+    *E.get_or_init(std::time::Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+/// Whether the worker thread has been in one job for longer than [`STALL`].
+fn worker_stalled() -> bool {
+    let since = BUSY_SINCE.load(Ordering::Relaxed);
+    since != 0 && now_ms().saturating_sub(since) > STALL.as_millis() as u64
+}
+
 /// The Python worker thread: runs the jobs in order, holding the GIL while there
 /// are any and releasing it while it waits. A plain `def` hook runs here (as plain
 /// hooks run on mitmproxy's one event loop); async and `@concurrent` hooks go on
-/// to the asyncio thread without holding it up.
-fn run_worker(host: Py<PyAny>, rx: std::sync::mpsc::Receiver<Job>) {
+/// to the asyncio thread without holding it up. A hook that blocks for long (sleeps,
+/// network I/O) does not hold up the others for more than [`STALL`]: their flows
+/// then run them on blocking threads (see [`PythonAddon::run`]).
+fn run_worker(host: Py<PyAny>, rx: std::sync::mpsc::Receiver<Arc<Slot>>) {
     use std::sync::mpsc::TryRecvError;
     Python::with_gil(|py| {
         let host = host.bind(py);
         let mut rx = rx;
         loop {
-            let job = match rx.try_recv() {
+            let slot = match rx.try_recv() {
                 Ok(j) => j,
                 Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => {
@@ -180,17 +209,40 @@ fn run_worker(host: Py<PyAny>, rx: std::sync::mpsc::Receiver<Job>) {
                     }
                 }
             };
+            let Some(job) = slot.0.lock().unwrap().take() else { continue };
+            drop(slot);
+            BUSY_SINCE.store(now_ms(), Ordering::Relaxed);
             // A nested with_gil also drops the Python objects released without the
             // GIL meanwhile (flows that ended on tokio threads).
             Python::with_gil(|py| run_job(py, host, job));
+            BUSY_SINCE.store(0, Ordering::Relaxed);
         }
     })
 }
 
 impl PythonAddon {
-    /// Hands a job to the Python worker thread.
-    fn submit(&self, job: Job) -> Result<(), String> {
-        self.worker.send(job).map_err(|_| "the Python worker thread is gone".to_string())
+    /// Runs a job on the Python worker thread and waits for its result. If the
+    /// worker is stuck in one hook for longer than [`STALL`] while this job waits,
+    /// the job runs on a blocking thread instead.
+    async fn run<T>(&self, job: Job, rx: tokio::sync::oneshot::Receiver<Result<T, String>>) -> Result<T, String> {
+        let hook = job.hook;
+        let slot = Arc::new(Slot(std::sync::Mutex::new(Some(job))));
+        self.worker.send(slot.clone()).map_err(|_| "the Python worker thread is gone".to_string())?;
+        let mut rx = rx;
+        loop {
+            match tokio::time::timeout(STALL, &mut rx).await {
+                Ok(r) => return r.map_err(|_| format!("{hook}: the hook did not finish"))?,
+                Err(_) => {
+                    if worker_stalled() {
+                        let job = slot.0.lock().unwrap().take();
+                        if let Some(job) = job {
+                            let host = self.shared_host.clone();
+                            tokio::task::spawn_blocking(move || Python::with_gil(|py| run_job(py, host.bind(py), job)));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -237,12 +289,12 @@ impl PythonAddon {
             Ok(host.unbind())
         })?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let worker_host = Python::with_gil(|py| host.clone_ref(py));
+        let (worker_host, shared_host) = Python::with_gil(|py| (host.clone_ref(py), Arc::new(host.clone_ref(py))));
         std::thread::Builder::new()
             .name("mitmrs-python".into())
             .spawn(move || run_worker(worker_host, rx))
             .map_err(|e| format!("cannot start the Python worker thread: {e}"))?;
-        let addon = Arc::new(PythonAddon { host, name: scripts.join(", "), worker: tx });
+        let addon = Arc::new(PythonAddon { host, name: scripts.join(", "), worker: tx, shared_host });
         addon.start_poller(scripts);
         Ok(addon)
     }
@@ -305,8 +357,7 @@ impl PythonAddon {
         let pyflow = flow.extensions.remove::<sync::PyFlow>().map(|p| p.0);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Job { method: "flow_hook", hook: hook.name(), pyflow, state, reply: Reply(std::sync::Mutex::new(Some(ReplyTx::Flow(tx)))) };
-        self.submit(job)?;
-        let (pf, out) = rx.await.map_err(|_| format!("{}: the hook did not finish", hook.name()))??;
+        let (pf, out) = self.run(job, rx).await?;
         flow.extensions.insert(pf);
         sync::apply(flow, out);
         Ok(())
@@ -369,8 +420,7 @@ impl PythonAddon {
             state: sync::V::D(data),
             reply: Reply(std::sync::Mutex::new(Some(ReplyTx::Conn(tx)))),
         };
-        self.submit(job)?;
-        rx.await.map_err(|_| format!("{}: the hook did not finish", hook.name()))?
+        self.run(job, rx).await
     }
 
     async fn server_hook(&self, hook: Hook, data: &ServerConnectionHookData) -> Result<ConnOut, String> {
