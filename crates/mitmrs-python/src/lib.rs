@@ -50,8 +50,31 @@ pub(crate) const SOURCES: &[(&str, &str, bool)] = &[
     ("mitmproxy.proxy.context", include_str!("../python/mitmproxy/proxy/context.py"), false),
     ("mitmproxy.proxy.server_hooks", include_str!("../python/mitmproxy/proxy/server_hooks.py"), false),
     ("mitmproxy.proxy.layer", include_str!("../python/mitmproxy/proxy/layer.py"), false),
-    ("mitmproxy.proxy.layers", include_str!("../python/mitmproxy/proxy/layers.py"), false),
+    ("mitmproxy.proxy.commands", include_str!("../python/mitmproxy/proxy/commands.py"), false),
+    ("mitmproxy.proxy.events", include_str!("../python/mitmproxy/proxy/events.py"), false),
+    ("mitmproxy.proxy.layers", include_str!("../python/mitmproxy/proxy/layers/__init__.py"), true),
+    ("mitmproxy.proxy.layers.dns", include_str!("../python/mitmproxy/proxy/layers/dns.py"), false),
+    ("mitmproxy.proxy.layers.http", include_str!("../python/mitmproxy/proxy/layers/http/__init__.py"), true),
+    ("mitmproxy.proxy.layers.http._http1", include_str!("../python/mitmproxy/proxy/layers/http/_http1.py"), false),
+    ("mitmproxy.proxy.layers.modes", include_str!("../python/mitmproxy/proxy/layers/modes.py"), false),
+    ("mitmproxy.proxy.layers.quic", include_str!("../python/mitmproxy/proxy/layers/quic.py"), false),
+    ("mitmproxy.proxy.layers.tcp", include_str!("../python/mitmproxy/proxy/layers/tcp.py"), false),
+    ("mitmproxy.proxy.layers.tls", include_str!("../python/mitmproxy/proxy/layers/tls.py"), false),
+    ("mitmproxy.proxy.layers.udp", include_str!("../python/mitmproxy/proxy/layers/udp.py"), false),
+    ("mitmproxy.proxy.layers.websocket", include_str!("../python/mitmproxy/proxy/layers/websocket.py"), false),
     ("mitmproxy.tls", include_str!("../python/mitmproxy/tls.py"), false),
+    ("mitmproxy._later", include_str!("../python/mitmproxy/_later.py"), false),
+    ("mitmproxy.types", include_str!("../python/mitmproxy/types.py"), false),
+    ("mitmproxy.tcp", include_str!("../python/mitmproxy/tcp.py"), false),
+    ("mitmproxy.udp", include_str!("../python/mitmproxy/udp.py"), false),
+    ("mitmproxy.websocket", include_str!("../python/mitmproxy/websocket.py"), false),
+    ("mitmproxy.dns", include_str!("../python/mitmproxy/dns.py"), false),
+    ("mitmproxy.flowfilter", include_str!("../python/mitmproxy/flowfilter.py"), false),
+    ("mitmproxy.io", include_str!("../python/mitmproxy/io/__init__.py"), true),
+    ("mitmproxy.contentviews", include_str!("../python/mitmproxy/contentviews/__init__.py"), true),
+    ("mitmproxy.contentviews.grpc", include_str!("../python/mitmproxy/contentviews/grpc.py"), false),
+    ("mitmproxy.addons", include_str!("../python/mitmproxy/addons/__init__.py"), true),
+    ("mitmproxy.addons.asgiapp", include_str!("../python/mitmproxy/addons/asgiapp.py"), false),
     ("mitmproxy._mitmrs", include_str!("../python/mitmproxy/_mitmrs.py"), false),
 ];
 pub(crate) const PACKAGE_INIT: &str = include_str!("../python/mitmproxy/__init__.py");
@@ -280,6 +303,10 @@ impl PythonAddon {
         let _ = GLOBAL.set(Global { options: options.clone(), script_options: Default::default() });
         native::init_interpreter();
         let host = Python::with_gil(|py| -> Result<Py<PyAny>, String> {
+            // sys.argv is the proxy's command line, as under mitmdump (scripts such as
+            // mitmproxy's io-write-flow-file.py read sys.argv[1])
+            let argv = PyList::new(py, std::env::args_os().map(|a| a.to_string_lossy().into_owned())).map_err(|e| e.to_string())?;
+            py.import("sys").and_then(|s| s.setattr("argv", argv)).map_err(|e| format_err(py, &e))?;
             let m = py.import("mitmproxy._mitmrs").map_err(|e| format_err(py, &e))?;
             let paths = PyList::new(py, scripts).map_err(|e| e.to_string())?;
             let host = m.getattr("Host").and_then(|h| h.call1((paths,))).map_err(|e| {

@@ -12,7 +12,7 @@ import types
 import warnings
 import weakref
 
-from mitmproxy import _rs, ctx, exceptions, http
+from mitmproxy import _rs, _later, ctx, exceptions, http
 from mitmproxy import connection as _conn
 from mitmproxy import flow as _flow
 from mitmproxy import log as _log
@@ -86,7 +86,6 @@ def _install_logging():
     root.addHandler(_RustHandler())
     root.setLevel(logging.DEBUG)
     logging.captureWarnings(True)
-    warnings.simplefilter("default", DeprecationWarning)
 
 
 # ---------------------------------------------------------------- ctx
@@ -142,6 +141,8 @@ class _Commands:
                     continue
                 if getattr(f, "command_name", None) == name:
                     return f
+        if name in _LATER_COMMANDS:
+            raise _later.not_yet(f"command {name!r}", _LATER_COMMANDS[name])
         raise exceptions.CommandError(f"Unknown command: {name}")
 
     def call(self, name, *args):
@@ -156,9 +157,25 @@ class _Commands:
         return self.call(parts[0], *parts[1:])
 
 
+# built-in commands of mitmproxy that need features mitmrs does not have yet
+_LATER_COMMANDS = {
+    "replay.client": "client replay",
+    "replay.client.file": "client replay",
+    "replay.server": "server replay",
+    "replay.server.file": "server replay",
+    "save.file": "writing flow files",
+    "inject.websocket": "WebSocket interception",
+    "inject.tcp": "TCP flows",
+    "inject.udp": "UDP flows",
+}
+
+
 class _Addons:
     def __init__(self, host):
         self._host = host
+
+    def __contains__(self, name):
+        return self.get(name) is not None
 
     def get(self, name):
         for _, a in self._host.all_addons():

@@ -100,4 +100,11 @@ class Server(Connection):
         return s
 
     def __repr__(self):
-        return f"Server({self.address})"
+        if not self.address:
+            return f"Server(<no address>, state={self.state.name.lower()})"
+        h, p = self.address[0], self.address[1]
+        addr = f"[{h}]:{p}" if ":" in str(h) else f"{h}:{p}"
+        tls = f", alpn={self.alpn.decode(errors='replace')}" if self.alpn else (", tls" if self.tls else "")
+        sock = getattr(self, "sockname", None)
+        src = f", src_port={sock[1]}" if sock else ""
+        return f"Server({addr}, state={self.state.name.lower()}{tls}{src})"
