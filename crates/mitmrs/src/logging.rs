@@ -43,6 +43,10 @@ impl Visit for Fields {
     }
 }
 
+/// How many error-level events were logged (mitmproxy's `errorcheck`: errors
+/// logged during start-up stop the proxy).
+pub static ERRORS_LOGGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn clock() -> String {
     let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     format!("{:02}:{:02}:{:02}.{:03}", now.hour(), now.minute(), now.second(), now.millisecond())
@@ -58,6 +62,9 @@ where
         event.record(&mut f);
         let time = format!("[{}]", clock());
         let level = *event.metadata().level();
+        if level == Level::ERROR {
+            ERRORS_LOGGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (tc, cc, mc) = if self.color {
             let m = match level {
                 Level::ERROR => "\x1b[31m",

@@ -104,6 +104,15 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
         tracing::info!("HTTP(S) proxy listening at {addr}.{hint}");
         let (tx, rx) = tokio::sync::watch::channel(false);
         ctx.chain.running().await;
+        // As mitmdump (its errorcheck addon): an error logged while starting up
+        // (a script's load/configure/running, say) stops the proxy.
+        let errors = logging::ERRORS_LOGGED.load(std::sync::atomic::Ordering::Relaxed);
+        if errors > 0 {
+            let plural = if errors > 1 { "s" } else { "" };
+            eprintln!("Error{plural} logged during startup, exiting...");
+            ctx.chain.done().await;
+            std::process::exit(1);
+        }
         let server = tokio::spawn(proxy.run(rx));
         wait_for_shutdown().await; // Python addon support: also ctx.master.shutdown()
         let _ = tx.send(true);

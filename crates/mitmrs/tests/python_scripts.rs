@@ -155,6 +155,15 @@ fn python_syntax_error_exits_2_with_traceback() {
 }
 
 #[test]
+fn python_error_logged_during_startup_exits_1_like_mitmdump() {
+    let s = script("startup_error.py");
+    let (code, out, err) = run_to_exit(&["-s", s.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("database unreachable"), "{out}");
+    assert!(err.contains("Error logged during startup, exiting..."), "{err}");
+}
+
+#[test]
 fn python_hook_exception_is_reported_and_flow_goes_on() {
     let o = origin();
     let s = script("raises.py");

@@ -33,7 +33,7 @@ const MAX_CLIENT_HELLO: usize = 64 * 1024;
 impl Session {
     pub async fn handle_connect(&mut self, req: Request) -> After {
         let (host, port) = (req.host.clone(), req.port);
-        let mut flow = HttpFlow::new(self.client.clone(), Arc::new(Server::new(Some((host.clone(), port)))), req);
+        let mut flow = Box::new(HttpFlow::new(self.client.clone(), Arc::new(Server::new(Some((host.clone(), port)))), req));
         self.ctx.chain.http_connect(&mut flow).await;
         if flow.killed() {
             return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;

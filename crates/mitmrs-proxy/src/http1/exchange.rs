@@ -39,7 +39,9 @@ enum Head {
 }
 
 impl Session {
-    pub async fn exchange(&mut self, mut flow: HttpFlow, req_framing: Framing) -> After {
+    /// The flow is boxed so that moving it between the steps of the exchange (and
+    /// the futures that hold it) copies a pointer, not the whole flow.
+    pub async fn exchange(&mut self, mut flow: Box<HttpFlow>, req_framing: Framing) -> After {
         let cfg = self.rt.cfg.clone();
         if stream_at_headers(cfg.stream_large_bodies, req_framing) {
             flow.request.stream = StreamMode::On;
@@ -123,7 +125,7 @@ impl Session {
             let mut stream_mode = std::mem::take(&mut flow.request.stream);
             let res = {
                 let mut w = BodyWriter::new(&mut sc.conn, framing, &mut stream_mode, store);
-                let r = body::stream(&mut self.conn, &mut dec, prefix, &mut w, cfg.body_size_limit).await;
+                let r = Box::pin(body::stream(&mut self.conn, &mut dec, prefix, &mut w, cfg.body_size_limit)).await;
                 (r, w.store.take())
             };
             flow.request.stream = stream_mode;
@@ -173,7 +175,7 @@ impl Session {
     }
 
     /// Re-sends a buffered request on a new server connection.
-    async fn retry_exchange(&mut self, mut flow: HttpFlow) -> After {
+    async fn retry_exchange(&mut self, mut flow: Box<HttpFlow>) -> After {
         let mut sc = match self.server_for(&flow).await {
             Ok(sc) => sc,
             Err(msg) => return self.fail(flow, Some(502), msg).await,
@@ -228,7 +230,7 @@ impl Session {
         }
     }
 
-    async fn handle_response(&mut self, mut flow: HttpFlow, mut sc: ServerConn, head: mitmrs_http1::ResponseHead, client_close: bool) -> After {
+    async fn handle_response(&mut self, mut flow: Box<HttpFlow>, mut sc: ServerConn, head: mitmrs_http1::ResponseHead, client_close: bool) -> After {
         let cfg = self.rt.cfg.clone();
         let framing = match response_framing(&flow.request.method, head.status, &head.headers) {
             Ok(f) => f,
@@ -257,7 +259,7 @@ impl Session {
         }
         let upgrade = flow.response.as_ref().map(|r| r.status_code == 101).unwrap_or(false);
         if upgrade {
-            return self.relay_upgrade(flow, sc).await;
+            return Box::pin(self.relay_upgrade(flow, sc)).await;
         }
         let client_http11 = flow.request.is_http11();
         let mut dec = BodyDecoder::new(framing, READ_CHUNK);
@@ -333,7 +335,7 @@ impl Session {
         let mut stream_mode = std::mem::take(&mut resp.stream);
         let (res, stored) = {
             let mut w = BodyWriter::new(&mut self.conn, out_framing, &mut stream_mode, cfg.store_streamed_bodies);
-            let r = body::stream(&mut sc.conn, &mut dec, prefix, &mut w, cfg.body_size_limit).await;
+            let r = Box::pin(body::stream(&mut sc.conn, &mut dec, prefix, &mut w, cfg.body_size_limit)).await;
             (r, w.store.take())
         };
         if let Some(resp) = flow.response.as_mut() {
@@ -384,7 +386,7 @@ impl Session {
     }
 
     /// A 101 response: relay it, then bytes both ways until either side closes.
-    async fn relay_upgrade(&mut self, mut flow: HttpFlow, sc: ServerConn) -> After {
+    async fn relay_upgrade(&mut self, mut flow: Box<HttpFlow>, sc: ServerConn) -> After {
         if let Some(r) = flow.response.as_mut() {
             r.content = Some(Bytes::new());
             r.timestamp_end = Some(now());
@@ -410,7 +412,7 @@ impl Session {
     }
 
     /// Sends the response an addon set, running `responseheaders` and `response`.
-    async fn reply_from_hook(&mut self, mut flow: HttpFlow, keep: bool) -> After {
+    async fn reply_from_hook(&mut self, mut flow: Box<HttpFlow>, keep: bool) -> After {
         self.ctx.chain.responseheaders(&mut flow).await;
         if flow.killed() {
             return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
@@ -436,7 +438,7 @@ impl Session {
         After::KeepAlive
     }
 
-    async fn request_body_failed(&mut self, flow: HttpFlow, e: BodyError) -> After {
+    async fn request_body_failed(&mut self, flow: Box<HttpFlow>, e: BodyError) -> After {
         match e {
             BodyError::TooLarge(l) => self.fail(flow, Some(413), format!("request body larger than body_size_limit ({l} bytes)")).await,
             BodyError::Read(m) => self.fail(flow, Some(400), format!("error reading request body from client: {m}")).await,
@@ -445,7 +447,7 @@ impl Session {
         }
     }
 
-    async fn server_failed(&mut self, flow: HttpFlow, mut sc: ServerConn, msg: String) -> After {
+    async fn server_failed(&mut self, flow: Box<HttpFlow>, mut sc: ServerConn, msg: String) -> After {
         sc.reusable = false;
         upstream::disconnect(&self.ctx, &self.client, sc).await;
         self.fail(flow, Some(502), msg).await
@@ -466,14 +468,15 @@ impl Session {
             }
             upstream::disconnect(&self.ctx, &self.client, sc).await;
         }
-        let mut sc = upstream::connect(&self.ctx, &self.rt, &self.client, &req.host, req.port).await?;
+        // Boxed: connecting (and TLS) happens once per server connection, not per request.
+        let mut sc = Box::pin(upstream::connect(&self.ctx, &self.rt, &self.client, &req.host, req.port)).await?;
         if tls {
             let sni = match &self.tunnel {
                 Some(t) => t.sni.clone().or_else(|| sni_for_host(&t.host)),
                 None => sni_for_host(&req.host),
             };
             let alpn = vec![b"http/1.1".to_vec()];
-            if let Err(msg) = upstream::start_tls(&self.ctx, &self.rt, &self.client, &mut sc, sni.as_deref(), &alpn).await {
+            if let Err(msg) = Box::pin(upstream::start_tls(&self.ctx, &self.rt, &self.client, &mut sc, sni.as_deref(), &alpn)).await {
                 upstream::disconnect(&self.ctx, &self.client, sc).await;
                 return Err(msg);
             }

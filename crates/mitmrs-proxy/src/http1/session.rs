@@ -148,7 +148,9 @@ impl Session {
                     timestamp_end: Some(now()),
                     stream: StreamMode::Off,
                 };
-                return self.handle_connect(req).await;
+                // Boxed: the CONNECT/TLS state is large and rare; it must not
+                // grow every request's future.
+                return Box::pin(self.handle_connect(req)).await;
             }
             (RequestTarget::Absolute { scheme, authority, host, port, path }, _) => {
                 (scheme.clone(), authority.clone(), host.clone(), *port, path.clone())
@@ -199,13 +201,13 @@ impl Session {
             Some(sc) => Arc::new(sc.info.clone()),
             None => Arc::new(Server::new(Some((req.host.clone(), req.port)))),
         };
-        let flow = HttpFlow::new(self.client.clone(), server_info, req);
+        let flow = Box::new(HttpFlow::new(self.client.clone(), server_info, req));
         self.exchange(flow, framing).await
     }
 
     /// Ends a flow with an error: sets `flow.error`, runs `error`, and sends
     /// `status` with `msg` to the client if `status` is given.
-    pub async fn fail(&mut self, mut flow: HttpFlow, status: Option<u16>, msg: String) -> After {
+    pub async fn fail(&mut self, mut flow: Box<HttpFlow>, status: Option<u16>, msg: String) -> After {
         if flow.error.is_none() {
             flow.error = Some(FlowError::new(msg.clone()));
         }
