@@ -217,10 +217,8 @@ impl Request {
 
     /// The Host header (HTTP/1) or authority (HTTP/2).
     pub fn host_header(&self) -> Option<String> {
-        if self.is_http2() || self.is_http3() {
-            if !self.authority.is_empty() {
-                return Some(self.authority.clone());
-            }
+        if (self.is_http2() || self.is_http3()) && !self.authority.is_empty() {
+            return Some(self.authority.clone());
         }
         self.headers.get("host").map(|h| h.into_owned())
     }

@@ -205,7 +205,7 @@ impl<'a> BodyWriter<'a> {
                 }
                 v
             }
-            OutFraming::Length | OutFraming::Close => batch.drain(..).collect(),
+            OutFraming::Length | OutFraming::Close => std::mem::take(batch),
         };
         self.dst.write_bufs(&mut bufs).await.map_err(|e| BodyError::Write(e.to_string()))
     }
