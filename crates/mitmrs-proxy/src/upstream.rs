@@ -22,9 +22,17 @@ pub struct ServerConn {
     /// Can carry another request after this one.
     pub reusable: bool,
     log_addr: String,
+    /// `info` as shared with flows, made once and reused for every request on this
+    /// connection; reset whenever `info` changes.
+    snapshot: Option<Arc<Server>>,
 }
 
 impl ServerConn {
+    /// The connection record for flows (cheap after the first call).
+    pub fn shared(&mut self) -> Arc<Server> {
+        self.snapshot.get_or_insert_with(|| Arc::new(self.info.clone())).clone()
+    }
+
     pub fn target(&self) -> Option<(&str, u16, bool)> {
         self.info.address.as_ref().map(|(h, p)| (h.as_str(), *p, self.info.tls.tls))
     }
@@ -87,6 +95,7 @@ pub async fn connect(ctx: &ProxyCtx, rt: &Runtime, client: &Arc<Client>, host: &
         info: data.server,
         reusable: true,
         log_addr,
+        snapshot: None,
     })
 }
 
@@ -101,6 +110,7 @@ pub async fn start_tls(
     sni: Option<&str>,
     alpn: &[Vec<u8>],
 ) -> Result<(), String> {
+    sc.snapshot = None;
     let host = sc.info.address.as_ref().map(|(h, _)| h.clone()).unwrap_or_default();
     let name_str = sni.map(str::to_string).unwrap_or_else(|| host.clone());
     let server_name = ServerName::try_from(name_str.clone())
@@ -116,7 +126,7 @@ pub async fn start_tls(
             let info = mitmrs_tls::tls_info_server_side(session, sni.map(str::to_string));
             apply_tls_info(&mut sc.info.tls, info);
             sc.conn.io = Box::new(tls) as BoxIo;
-            let data = TlsData { side: TlsSide::Server, client: client.clone(), server: Arc::new(sc.info.clone()), error: None };
+            let data = TlsData { side: TlsSide::Server, client: client.clone(), server: sc.shared(), error: None };
             ctx.chain.tls_established_server(&data).await;
             Ok(())
         }
@@ -125,7 +135,7 @@ pub async fn start_tls(
             sc.info.error = Some(msg.clone());
             sc.reusable = false;
             info!(client = %client.peername, "{msg}");
-            let data = TlsData { side: TlsSide::Server, client: client.clone(), server: Arc::new(sc.info.clone()), error: Some(msg.clone()) };
+            let data = TlsData { side: TlsSide::Server, client: client.clone(), server: sc.shared(), error: Some(msg.clone()) };
             ctx.chain.tls_failed_server(&data).await;
             Err(msg)
         }

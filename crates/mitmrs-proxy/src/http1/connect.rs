@@ -31,6 +31,14 @@ use crate::wire::{self, BodyPlan};
 const MAX_CLIENT_HELLO: usize = 64 * 1024;
 
 impl Session {
+    /// The current server connection's record, or an empty one.
+    fn server_record(&mut self) -> Arc<Server> {
+        match self.server.as_mut() {
+            Some(sc) => sc.shared(),
+            None => Arc::new(Server::new(None)),
+        }
+    }
+
     pub async fn handle_connect(&mut self, req: Request) -> After {
         let (host, port) = (req.host.clone(), req.port);
         let mut flow = Box::new(HttpFlow::new(self.client.clone(), Arc::new(Server::new(Some((host.clone(), port)))), req));
@@ -57,8 +65,8 @@ impl Session {
         } else {
             if self.rt.cfg.connection_strategy == ConnectionStrategy::Eager {
                 match upstream::connect(&self.ctx, &self.rt, &self.client, &host, port).await {
-                    Ok(sc) => {
-                        flow.server_conn = Arc::new(sc.info.clone());
+                    Ok(mut sc) => {
+                        flow.server_conn = sc.shared();
                         if let Some(old) = self.server.replace(sc) {
                             upstream::disconnect(&self.ctx, &self.client, old).await;
                         }
@@ -93,9 +101,9 @@ impl Session {
                 Ok(_) => {}
             }
         }
+        let server = self.server_record();
         let b = &self.conn.rbuf;
         let looks_tls = b[0] == 0x16 && (b.len() < 2 || b[1] == 0x03);
-        let server = self.server.as_ref().map(|s| Arc::new(s.info.clone())).unwrap_or_else(|| Arc::new(Server::new(None)));
         let mut nl = NextLayer {
             client: self.client.clone(),
             server,
@@ -135,7 +143,7 @@ impl Session {
         let data = TlsData {
             side: TlsSide::Client,
             client: self.client.clone(),
-            server: self.server.as_ref().map(|s| Arc::new(s.info.clone())).unwrap_or_else(|| Arc::new(Server::new(None))),
+            server: self.server_record(),
             error: Some(msg),
         };
         self.ctx.chain.tls_failed_client(&data).await;
@@ -172,7 +180,7 @@ impl Session {
             let ch = accepted.client_hello();
             (ch.server_name().map(str::to_string), ch.alpn().map(|it| it.map(Bytes::copy_from_slice).collect()).unwrap_or_default())
         };
-        let server_info = self.server.as_ref().map(|s| Arc::new(s.info.clone())).unwrap_or_else(|| Arc::new(Server::new(None)));
+        let server_info = self.server_record();
         let mut chd = ClientHelloData {
             client: self.client.clone(),
             server: server_info,
@@ -255,7 +263,7 @@ impl Session {
                 let data = TlsData {
                     side: TlsSide::Client,
                     client: self.client.clone(),
-                    server: self.server.as_ref().map(|s| Arc::new(s.info.clone())).unwrap_or_else(|| Arc::new(Server::new(None))),
+                    server: self.server_record(),
                     error: None,
                 };
                 self.ctx.chain.tls_established_client(&data).await;

@@ -5,8 +5,6 @@
 //! instead of whatever did not happen. A streamed body passes before the hook that
 //! follows it (`request`/`response`), which then sees the content as missing.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 use mitmrs_core::{now, FlowError, HttpFlow, Response, StreamMode};
 use mitmrs_http1::{parse_response_head, response_framing, BodyDecoder, Framing};
@@ -99,7 +97,7 @@ impl Session {
             Ok(sc) => sc,
             Err(msg) => return self.fail(flow, Some(502), msg).await,
         };
-        flow.server_conn = Arc::new(sc.info.clone());
+        flow.server_conn = sc.shared();
         let reused = sc.info.timestamp_tcp_setup.map(|t| t < flow.request.timestamp_start).unwrap_or(false);
 
         // Send the request.
@@ -180,7 +178,7 @@ impl Session {
             Ok(sc) => sc,
             Err(msg) => return self.fail(flow, Some(502), msg).await,
         };
-        flow.server_conn = Arc::new(sc.info.clone());
+        flow.server_conn = sc.shared();
         let content = flow.request.content.clone().unwrap_or_default();
         let plan = if content.is_empty() && !flow.request.headers.contains("content-length") { BodyPlan::None } else { BodyPlan::Full(content.len() as u64) };
         let mut out = BytesMut::new();

@@ -197,8 +197,8 @@ impl Session {
             timestamp_end: None,
             stream: StreamMode::Off,
         };
-        let server_info = match &self.server {
-            Some(sc) => Arc::new(sc.info.clone()),
+        let server_info = match &mut self.server {
+            Some(sc) => sc.shared(),
             None => Arc::new(Server::new(Some((req.host.clone(), req.port)))),
         };
         let flow = Box::new(HttpFlow::new(self.client.clone(), server_info, req));
