@@ -15,8 +15,33 @@ use crate::ctx::{ProxyCtx, Runtime};
 use crate::io::{BoxIo, Conn};
 use crate::tlsinfo::apply_tls_info;
 
-/// An open connection to a server.
-pub struct ServerConn {
+/// An open connection to a server. Boxed, so that moving it between the steps of
+/// an exchange (and the futures holding it) copies a pointer.
+pub struct ServerConn(Box<ServerConnState>);
+
+impl std::ops::Deref for ServerConn {
+    type Target = ServerConnState;
+    fn deref(&self) -> &ServerConnState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerConn {
+    fn deref_mut(&mut self) -> &mut ServerConnState {
+        &mut self.0
+    }
+}
+
+impl ServerConn {
+    /// The connection and its record, taken apart.
+    pub fn into_parts(self) -> (Conn, Server) {
+        let state = *self.0;
+        (state.conn, state.info)
+    }
+}
+
+/// What a [`ServerConn`] holds.
+pub struct ServerConnState {
     pub conn: Conn,
     pub info: Server,
     /// Can carry another request after this one.
@@ -27,7 +52,7 @@ pub struct ServerConn {
     snapshot: Option<Arc<Server>>,
 }
 
-impl ServerConn {
+impl ServerConnState {
     /// The connection record for flows (cheap after the first call).
     pub fn shared(&mut self) -> Arc<Server> {
         self.snapshot.get_or_insert_with(|| Arc::new(self.info.clone())).clone()
@@ -90,13 +115,13 @@ pub async fn connect(ctx: &ProxyCtx, rt: &Runtime, client: &Arc<Client>, host: &
     };
     info!(client = %client.peername, "server connect {log_addr}");
     ctx.chain.server_connected(&data).await;
-    Ok(ServerConn {
+    Ok(ServerConn(Box::new(ServerConnState {
         conn: Conn::new(Box::new(stream), rt.cfg.tcp_timeout),
         info: data.server,
         reusable: true,
         log_addr,
         snapshot: None,
-    })
+    })))
 }
 
 /// Runs the TLS handshake with the server over an open connection, offering `sni`
@@ -142,12 +167,18 @@ pub async fn start_tls(
     }
 }
 
-/// Closes the connection and runs `server_disconnected`.
-pub async fn disconnect(ctx: &ProxyCtx, client: &Arc<Client>, mut sc: ServerConn) {
+/// Closes the connection and runs `server_disconnected`. Boxed: it runs once per
+/// server connection, and its state must not grow every request's future.
+pub fn disconnect<'a>(ctx: &'a ProxyCtx, client: &'a Arc<Client>, sc: ServerConn) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(disconnect_inner(ctx, client, sc))
+}
+
+async fn disconnect_inner(ctx: &ProxyCtx, client: &Arc<Client>, mut sc: ServerConn) {
     sc.conn.shutdown().await;
     sc.info.timestamp_end = Some(now());
     sc.info.state = ConnectionState::Closed;
     info!(client = %client.peername, "server disconnect {}", sc.log_addr);
-    let data = ServerConnectionHookData { server: sc.info, client: client.clone() };
+    let (_, server) = sc.into_parts();
+    let data = ServerConnectionHookData { server, client: client.clone() };
     ctx.chain.server_disconnected(&data).await;
 }

@@ -20,7 +20,7 @@ use mitmrs_tls::LeafSpec;
 use tracing::info;
 
 use super::exchange::sni_for_host;
-use super::session::{After, Session, Tunnel};
+use super::session::{After, BoxFut, Session, Tunnel};
 use crate::config::ConnectionStrategy;
 use crate::io::{Conn, Rewind};
 use crate::tlsinfo::apply_tls_info;
@@ -130,15 +130,20 @@ impl Session {
             },
         };
         let client = std::mem::replace(&mut self.conn, Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout));
-        let mut info = sc.info.clone();
-        let _ = crate::io::relay(client, sc.conn).await;
+        let (server_conn, mut info) = sc.into_parts();
+        let _ = crate::io::relay(client, server_conn).await;
         info.timestamp_end = Some(now());
         let data = mitmrs_core::addon::ServerConnectionHookData { server: info, client: self.client.clone() };
         self.ctx.chain.server_disconnected(&data).await;
         After::Close
     }
 
-    async fn tls_failed_client(&mut self, msg: String) -> After {
+    /// Boxed: an error path; its state must not grow the common path's future.
+    fn tls_failed_client<'a>(&'a mut self, msg: String) -> BoxFut<'a, After> {
+        Box::pin(self.tls_failed_client_inner(msg))
+    }
+
+    async fn tls_failed_client_inner(&mut self, msg: String) -> After {
         info!(client = %self.client.peername, "{msg}");
         let data = TlsData {
             side: TlsSide::Client,

@@ -10,7 +10,7 @@ use mitmrs_core::{now, FlowError, HttpFlow, Response, StreamMode};
 use mitmrs_http1::{parse_response_head, response_framing, BodyDecoder, Framing};
 use tracing::debug;
 
-use super::session::{After, Session};
+use super::session::{After, BoxFut, Session};
 use crate::body::{self, BodyError, BodyWriter, Buffered, OutFraming};
 use crate::io::READ_CHUNK;
 use crate::upstream::{self, ServerConn};
@@ -399,7 +399,7 @@ impl Session {
         }
         let client = std::mem::replace(&mut self.conn, crate::io::Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout));
         let peer = self.client.peername;
-        let (server_conn, mut rest) = (sc.conn, sc.info);
+        let (server_conn, mut rest) = sc.into_parts();
         if let Err(e) = crate::io::relay(client, server_conn).await {
             debug!(client = %peer, "upgraded connection ended: {e}");
         }
@@ -410,7 +410,12 @@ impl Session {
     }
 
     /// Sends the response an addon set, running `responseheaders` and `response`.
-    async fn reply_from_hook(&mut self, mut flow: Box<HttpFlow>, keep: bool) -> After {
+    /// Boxed: an error path; its state must not grow the common path's future.
+    fn reply_from_hook<'a>(&'a mut self, flow: Box<HttpFlow>, keep: bool) -> BoxFut<'a, After> {
+        Box::pin(self.reply_from_hook_inner(flow, keep))
+    }
+
+    async fn reply_from_hook_inner(&mut self, mut flow: Box<HttpFlow>, keep: bool) -> After {
         self.ctx.chain.responseheaders(&mut flow).await;
         if flow.killed() {
             return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
@@ -436,7 +441,12 @@ impl Session {
         After::KeepAlive
     }
 
-    async fn request_body_failed(&mut self, flow: Box<HttpFlow>, e: BodyError) -> After {
+    /// Boxed: an error path; its state must not grow the common path's future.
+    fn request_body_failed<'a>(&'a mut self, flow: Box<HttpFlow>, e: BodyError) -> BoxFut<'a, After> {
+        Box::pin(self.request_body_failed_inner(flow, e))
+    }
+
+    async fn request_body_failed_inner(&mut self, flow: Box<HttpFlow>, e: BodyError) -> After {
         match e {
             BodyError::TooLarge(l) => self.fail(flow, Some(413), format!("request body larger than body_size_limit ({l} bytes)")).await,
             BodyError::Read(m) => self.fail(flow, Some(400), format!("error reading request body from client: {m}")).await,
@@ -445,7 +455,12 @@ impl Session {
         }
     }
 
-    async fn server_failed(&mut self, flow: Box<HttpFlow>, mut sc: ServerConn, msg: String) -> After {
+    /// Boxed: an error path; its state must not grow the common path's future.
+    fn server_failed<'a>(&'a mut self, flow: Box<HttpFlow>, sc: ServerConn, msg: String) -> BoxFut<'a, After> {
+        Box::pin(self.server_failed_inner(flow, sc, msg))
+    }
+
+    async fn server_failed_inner(&mut self, flow: Box<HttpFlow>, mut sc: ServerConn, msg: String) -> After {
         sc.reusable = false;
         upstream::disconnect(&self.ctx, &self.client, sc).await;
         self.fail(flow, Some(502), msg).await

@@ -33,6 +33,9 @@ pub struct Tunnel {
     pub server_error: Option<String>,
 }
 
+/// A boxed future borrowing the session.
+pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 pub struct Session {
     pub ctx: Arc<ProxyCtx>,
     pub rt: Arc<Runtime>,
@@ -84,7 +87,10 @@ impl Session {
                 }
             };
             // Boxed so that an idle connection's task stays small: the exchange's
-            // state lives on the heap only while a request is in flight.
+            // state lives on the heap only while a request is in flight. That state
+            // is kept to ~2.5 KiB (flows and server connections are boxed; rare and
+            // error paths box their own futures), because it is allocated and
+            // copied once per request.
             match Box::pin(self.handle(head)).await {
                 After::KeepAlive => continue,
                 After::Close => return,
@@ -207,7 +213,12 @@ impl Session {
 
     /// Ends a flow with an error: sets `flow.error`, runs `error`, and sends
     /// `status` with `msg` to the client if `status` is given.
-    pub async fn fail(&mut self, mut flow: Box<HttpFlow>, status: Option<u16>, msg: String) -> After {
+    /// Boxed: an error path; its state must not grow the common path's future.
+    pub fn fail<'a>(&'a mut self, flow: Box<HttpFlow>, status: Option<u16>, msg: String) -> BoxFut<'a, After> {
+        Box::pin(self.fail_inner(flow, status, msg))
+    }
+
+    async fn fail_inner(&mut self, mut flow: Box<HttpFlow>, status: Option<u16>, msg: String) -> After {
         if flow.error.is_none() {
             flow.error = Some(FlowError::new(msg.clone()));
         }
