@@ -26,7 +26,19 @@ pub fn client_facing_config(leaf: Arc<CertifiedKey>, alpn: &[Vec<u8>]) -> Arc<Se
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(leaf)));
     config.alpn_protocols = alpn.to_vec();
+    // One bounded session cache for every client-facing config (a config is made
+    // per connection), so returning clients can resume instead of a full handshake.
+    // rustls checks on resumption that the SNI matches the original session.
+    config.session_storage = session_cache();
     Arc::new(config)
+}
+
+/// The most TLS sessions kept for client resumption.
+const SESSION_CACHE_SIZE: usize = 4096;
+
+fn session_cache() -> Arc<dyn rustls::server::StoresServerSessions> {
+    static CACHE: std::sync::OnceLock<Arc<rustls::server::ServerSessionMemoryCache>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE)).clone()
 }
 
 /// Connection facts recorded on flows, with mitmproxy's names.

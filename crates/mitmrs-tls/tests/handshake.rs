@@ -165,3 +165,42 @@ fn upstream_extra_ca_file_errors_name_the_option() {
     .to_string();
     assert!(msg.contains("ssl_verify_upstream_trusted_ca"), "{msg}");
 }
+
+/// A returning client resumes its TLS session, even though the proxy builds a new
+/// client-facing config for every connection (they share one session cache).
+#[tokio::test]
+async fn returning_clients_resume_across_configs() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("resume");
+    let ca = CertAuthority::load_or_create(dir.path()).unwrap();
+    let leaf = ca.leaf(&LeafSpec::for_host("localhost")).unwrap();
+    let client = client_trusting(ca.ca_cert_der(), &[b"http/1.1"]);
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let server = client_facing_config(leaf.clone(), &[b"http/1.1".to_vec()]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let srv = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut b = [0u8; 1];
+            tls.read_exact(&mut b).await.unwrap();
+            tls.write_all(b"y").await.unwrap();
+            tls.flush().await.unwrap();
+            let _ = tls.shutdown().await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(client.clone()).connect(name, tcp).await.unwrap();
+        tls.write_all(b"x").await.unwrap();
+        tls.flush().await.unwrap();
+        // Reading lets the client take in the session ticket sent after the handshake.
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest).await;
+        kinds.push(tls.get_ref().1.handshake_kind());
+        srv.await.unwrap();
+    }
+    assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
+    assert_eq!(kinds[1], Some(rustls::HandshakeKind::Resumed), "{kinds:?}");
+}
