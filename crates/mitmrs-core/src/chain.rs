@@ -43,8 +43,12 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 fn report(addon: &str, hook: Hook, outcome: Result<HookResult, String>) {
     match outcome {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(target: "mitmrs::addon", "Addon error: {addon}: {}: {e}", hook.name()),
-        Err(p) => tracing::error!(target: "mitmrs::addon", "Addon error: {addon}: {} panicked: {p}", hook.name()),
+        Ok(Err(e)) => {
+            tracing::error!(target: "mitmrs::addon", "Addon error: {addon}: {}: {e}", hook.name())
+        }
+        Err(p) => {
+            tracing::error!(target: "mitmrs::addon", "Addon error: {addon}: {} panicked: {p}", hook.name())
+        }
     }
 }
 
@@ -110,12 +114,18 @@ impl AddonChain {
     }
 
     /// Runs `configure` on every addon; the first rejection is returned.
-    pub fn configure(&self, options: &Options, updated: &BTreeSet<String>) -> Result<(), OptionsError> {
+    pub fn configure(
+        &self,
+        options: &Options,
+        updated: &BTreeSet<String>,
+    ) -> Result<(), OptionsError> {
         for a in &self.addons {
             if a.hooks().contains(Hook::Configure) {
                 match catch_unwind(AssertUnwindSafe(|| a.configure(options, updated))) {
                     Ok(r) => r?,
-                    Err(p) => tracing::error!(target: "mitmrs::addon", "Addon error: {}: configure panicked: {}", a.name(), panic_message(&*p)),
+                    Err(p) => {
+                        tracing::error!(target: "mitmrs::addon", "Addon error: {}: configure panicked: {}", a.name(), panic_message(&*p))
+                    }
                 }
             }
         }

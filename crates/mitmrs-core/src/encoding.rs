@@ -21,15 +21,22 @@ pub enum EncodingError {
 }
 
 fn invalid(encoding: &str, e: impl std::fmt::Display) -> EncodingError {
-    EncodingError::Invalid { encoding: encoding.into(), reason: e.to_string() }
+    EncodingError::Invalid {
+        encoding: encoding.into(),
+        reason: e.to_string(),
+    }
 }
 
 fn read_limited(mut r: impl Read, encoding: &str, limit: usize) -> Result<Bytes, EncodingError> {
     let mut out = Vec::new();
     let mut take = (&mut r).take(limit as u64 + 1);
-    take.read_to_end(&mut out).map_err(|e| invalid(encoding, e))?;
+    take.read_to_end(&mut out)
+        .map_err(|e| invalid(encoding, e))?;
     if out.len() > limit {
-        return Err(EncodingError::TooLarge { encoding: encoding.into(), limit });
+        return Err(EncodingError::TooLarge {
+            encoding: encoding.into(),
+            limit,
+        });
     }
     Ok(out.into())
 }
@@ -48,9 +55,14 @@ pub fn decode(encoding: &str, data: &Bytes, limit: usize) -> Result<Bytes, Encod
                 match read_limited(flate2::read::ZlibDecoder::new(&cur[..]), &enc, limit) {
                     Ok(b) => b,
                     Err(EncodingError::TooLarge { .. }) => {
-                        return Err(EncodingError::TooLarge { encoding: enc, limit })
+                        return Err(EncodingError::TooLarge {
+                            encoding: enc,
+                            limit,
+                        })
                     }
-                    Err(_) => read_limited(flate2::read::DeflateDecoder::new(&cur[..]), &enc, limit)?,
+                    Err(_) => {
+                        read_limited(flate2::read::DeflateDecoder::new(&cur[..]), &enc, limit)?
+                    }
                 }
             }
             "br" => read_limited(brotli::Decompressor::new(&cur[..], 4096), &enc, limit)?,
@@ -72,12 +84,14 @@ pub fn encode(encoding: &str, data: &[u8]) -> Result<Bytes, EncodingError> {
         cur = match enc.as_str() {
             "" | "identity" | "none" => cur,
             "gzip" | "x-gzip" => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 e.write_all(&cur).map_err(|e| invalid(&enc, e))?;
                 e.finish().map_err(|e| invalid(&enc, e))?.into()
             }
             "deflate" => {
-                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut e =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
                 e.write_all(&cur).map_err(|e| invalid(&enc, e))?;
                 e.finish().map_err(|e| invalid(&enc, e))?.into()
             }
@@ -89,7 +103,9 @@ pub fn encode(encoding: &str, data: &[u8]) -> Result<Bytes, EncodingError> {
                 }
                 out.into()
             }
-            "zstd" => zstd::stream::encode_all(&cur[..], 0).map_err(|e| invalid(&enc, e))?.into(),
+            "zstd" => zstd::stream::encode_all(&cur[..], 0)
+                .map_err(|e| invalid(&enc, e))?
+                .into(),
             other => return Err(EncodingError::Unsupported(other.to_string())),
         };
     }
@@ -105,15 +121,28 @@ mod tests {
         let data = b"hello hello hello hello world".repeat(10);
         for enc in ["gzip", "deflate", "br", "zstd", "identity", "gzip, br"] {
             let e = encode(enc, &data).unwrap();
-            assert_eq!(decode(enc, &e, 1 << 20).unwrap(), Bytes::from(data.clone()), "{enc}");
+            assert_eq!(
+                decode(enc, &e, 1 << 20).unwrap(),
+                Bytes::from(data.clone()),
+                "{enc}"
+            );
         }
     }
 
     #[test]
     fn bounded_and_errors() {
         let e = encode("gzip", &vec![0u8; 100_000]).unwrap();
-        assert!(matches!(decode("gzip", &e, 1000), Err(EncodingError::TooLarge { .. })));
-        assert!(matches!(decode("gzip", &Bytes::from_static(b"nope"), 1000), Err(EncodingError::Invalid { .. })));
-        assert!(matches!(decode("snappy", &Bytes::new(), 10), Err(EncodingError::Unsupported(_))));
+        assert!(matches!(
+            decode("gzip", &e, 1000),
+            Err(EncodingError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode("gzip", &Bytes::from_static(b"nope"), 1000),
+            Err(EncodingError::Invalid { .. })
+        ));
+        assert!(matches!(
+            decode("snappy", &Bytes::new(), 10),
+            Err(EncodingError::Unsupported(_))
+        ));
     }
 }

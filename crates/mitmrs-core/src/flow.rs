@@ -27,7 +27,10 @@ impl FlowError {
     pub const KILLED_MESSAGE: &'static str = "Connection killed.";
 
     pub fn new(msg: impl Into<String>) -> Self {
-        Self { msg: msg.into(), timestamp: now() }
+        Self {
+            msg: msg.into(),
+            timestamp: now(),
+        }
     }
 }
 
@@ -53,16 +56,24 @@ pub struct Extensions {
 
 impl Extensions {
     pub fn insert<T: Any + Send + Sync>(&mut self, v: T) -> Option<T> {
-        self.map.insert(TypeId::of::<T>(), Box::new(v)).and_then(|b| b.downcast().ok().map(|b| *b))
+        self.map
+            .insert(TypeId::of::<T>(), Box::new(v))
+            .and_then(|b| b.downcast().ok().map(|b| *b))
     }
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.map.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
+        self.map
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref())
     }
     pub fn get_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
-        self.map.get_mut(&TypeId::of::<T>()).and_then(|b| b.downcast_mut())
+        self.map
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_mut())
     }
     pub fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
-        self.map.remove(&TypeId::of::<T>()).and_then(|b| b.downcast().ok().map(|b| *b))
+        self.map
+            .remove(&TypeId::of::<T>())
+            .and_then(|b| b.downcast().ok().map(|b| *b))
     }
 }
 
@@ -162,7 +173,9 @@ impl HttpFlow {
     }
 
     pub fn intercept_handle(&self) -> InterceptHandle {
-        InterceptHandle { tx: self.intercept.clone() }
+        InterceptHandle {
+            tx: self.intercept.clone(),
+        }
     }
 
     /// Waits until the flow is no longer intercepted. Called by the proxy after hooks.
@@ -175,7 +188,11 @@ impl HttpFlow {
     /// A copy with a new id, not live, without extensions (mitmproxy's `flow.copy()`).
     /// Streaming transformers are not copied.
     pub fn copy(&self) -> HttpFlow {
-        let mut f = HttpFlow::new(self.client_conn.clone(), self.server_conn.clone(), copy_request(&self.request));
+        let mut f = HttpFlow::new(
+            self.client_conn.clone(),
+            self.server_conn.clone(),
+            copy_request(&self.request),
+        );
         f.response = self.response.as_ref().map(copy_response);
         f.error = self.error.clone();
         f.metadata = self.metadata.clone();

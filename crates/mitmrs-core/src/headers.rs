@@ -39,12 +39,21 @@ impl Headers {
     }
 
     pub fn with_capacity(n: usize) -> Self {
-        Self { fields: Vec::with_capacity(n) }
+        Self {
+            fields: Vec::with_capacity(n),
+        }
     }
 
     /// Builds headers from `(name, value)` pairs, in order.
-    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
-        Self { fields: pairs.into_iter().map(|(n, v)| (to_bytes(n), to_bytes(v))).collect() }
+    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        Self {
+            fields: pairs
+                .into_iter()
+                .map(|(n, v)| (to_bytes(n), to_bytes(v)))
+                .collect(),
+        }
     }
 
     /// Builds headers from already-owned fields, without copying.
@@ -77,12 +86,18 @@ impl Headers {
 
     /// The value of the first field named `name`, as raw bytes.
     pub fn get_first_bytes(&self, name: &str) -> Option<&Bytes> {
-        self.fields.iter().find(|(n, _)| name_eq(n, name.as_bytes())).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(n, _)| name_eq(n, name.as_bytes()))
+            .map(|(_, v)| v)
     }
 
     /// All values of `name`, joined with `", "` (mitmproxy's `headers[name]`), decoded lossily.
     pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut it = self.fields.iter().filter(|(n, _)| name_eq(n, name.as_bytes()));
+        let mut it = self
+            .fields
+            .iter()
+            .filter(|(n, _)| name_eq(n, name.as_bytes()));
         let (_, first) = it.next()?;
         match it.next() {
             None => Some(String::from_utf8_lossy(first)),
@@ -108,7 +123,10 @@ impl Headers {
 
     /// Every raw value of `name`, one per field, in order.
     pub fn get_all_bytes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.fields.iter().filter(move |(n, _)| name_eq(n, name.as_bytes())).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .filter(move |(n, _)| name_eq(n, name.as_bytes()))
+            .map(|(_, v)| v)
     }
 
     /// mitmproxy's `headers[name] = value`: see [`Headers::set_all`].
@@ -119,7 +137,11 @@ impl Headers {
     /// Replaces the values of `name`: existing fields keep their name and position and
     /// take the new values in order; surplus old fields are removed; surplus new
     /// values are appended under `name`.
-    pub fn set_all<V: AsRef<[u8]>>(&mut self, name: impl AsRef<[u8]>, values: impl IntoIterator<Item = V>) {
+    pub fn set_all<V: AsRef<[u8]>>(
+        &mut self,
+        name: impl AsRef<[u8]>,
+        values: impl IntoIterator<Item = V>,
+    ) {
         let name = name.as_ref();
         let mut values = values.into_iter().map(to_bytes);
         self.fields.retain_mut(|(n, v)| {
@@ -170,19 +192,24 @@ impl Headers {
                 out.push(n);
             }
         }
-        out.into_iter().map(|n| String::from_utf8_lossy(n)).collect()
+        out.into_iter()
+            .map(|n| String::from_utf8_lossy(n))
+            .collect()
     }
 
     /// Iterates fields as lossily decoded strings.
     pub fn iter(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-        self.fields.iter().map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+        self.fields
+            .iter()
+            .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
     }
 
     /// True if any comma-separated token of any `name` field equals `token`
     /// (case-insensitive), as used for `Connection` and `Transfer-Encoding`.
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.get_all_bytes(name).any(|v| {
-            v.split(|b| *b == b',').any(|t| trim_ascii(t).eq_ignore_ascii_case(token.as_bytes()))
+            v.split(|b| *b == b',')
+                .any(|t| trim_ascii(t).eq_ignore_ascii_case(token.as_bytes()))
         })
     }
 }
@@ -217,7 +244,12 @@ mod tests {
     use super::*;
 
     fn h() -> Headers {
-        Headers::from_pairs([("Host", "a"), ("X-Dup", "1"), ("content-type", "text/html"), ("x-dup", "2")])
+        Headers::from_pairs([
+            ("Host", "a"),
+            ("X-Dup", "1"),
+            ("content-type", "text/html"),
+            ("x-dup", "2"),
+        ])
     }
 
     #[test]
@@ -236,7 +268,10 @@ mod tests {
         assert_eq!(h.fields()[1], (Bytes::from("X-Dup"), Bytes::from("3")));
         assert_eq!(h.len(), 3);
         h.set("New", "v");
-        assert_eq!(h.fields().last().map(|f| f.0.clone()), Some(Bytes::from("New")));
+        assert_eq!(
+            h.fields().last().map(|f| f.0.clone()),
+            Some(Bytes::from("New"))
+        );
     }
 
     #[test]
@@ -252,7 +287,10 @@ mod tests {
         h.insert(0, "First", "1");
         assert_eq!(h.fields()[0].0, Bytes::from("First"));
         h.insert(100, "Last", "1");
-        assert_eq!(h.fields().last().map(|f| f.0.clone()), Some(Bytes::from("Last")));
+        assert_eq!(
+            h.fields().last().map(|f| f.0.clone()),
+            Some(Bytes::from("Last"))
+        );
         assert_eq!(h.remove("X-DUP"), 3);
         assert!(!h.contains("x-dup"));
     }

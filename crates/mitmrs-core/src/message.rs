@@ -69,7 +69,9 @@ macro_rules! message_common {
                 match (&self.content, self.headers.get("content-encoding")) {
                     (None, _) => Ok(None),
                     (Some(raw), None) => Ok(Some(raw.clone())),
-                    (Some(raw), Some(ce)) => encoding::decode(&ce, raw, DEFAULT_DECODE_LIMIT).map(Some),
+                    (Some(raw), Some(ce)) => {
+                        encoding::decode(&ce, raw, DEFAULT_DECODE_LIMIT).map(Some)
+                    }
                 }
             }
 
@@ -100,7 +102,10 @@ macro_rules! message_common {
 
             /// The decoded body as text (UTF-8, lossy); `None` if missing or undecodable.
             pub fn text(&self) -> Option<String> {
-                self.content().ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned())
+                self.content()
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
             }
 
             /// Sets the body from text, as UTF-8.
@@ -153,8 +158,15 @@ message_common!(Request);
 impl Request {
     /// A request like mitmproxy's `Request.make(method, url, content, headers)`.
     /// `url` must be absolute: `http(s)://host[:port]/path`.
-    pub fn make(method: &str, url: &str, content: impl Into<Bytes>, headers: Headers) -> Result<Self, String> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("invalid URL {url:?}: no scheme"))?;
+    pub fn make(
+        method: &str,
+        url: &str,
+        content: impl Into<Bytes>,
+        headers: Headers,
+    ) -> Result<Self, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("invalid URL {url:?}: no scheme"))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
             "http" => 80,
@@ -165,7 +177,8 @@ impl Request {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let (host, port) = split_authority(authority, default_port).ok_or_else(|| format!("invalid URL {url:?}: bad host or port"))?;
+        let (host, port) = split_authority(authority, default_port)
+            .ok_or_else(|| format!("invalid URL {url:?}: bad host or port"))?;
         let mut req = Request {
             method: method.to_string(),
             scheme,
@@ -207,7 +220,11 @@ impl Request {
     }
 
     fn url_with(&self, host: &str, port: u16) -> String {
-        let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
         if port == self.default_port() {
             format!("{}://{}{}", self.scheme, host, self.path)
         } else {
@@ -226,7 +243,9 @@ impl Request {
     /// The host from the Host header if there is one, else [`Request::host`].
     pub fn pretty_host(&self) -> String {
         match self.host_header() {
-            Some(h) if !h.is_empty() => split_authority(&h, self.default_port()).map(|(h, _)| h).unwrap_or(h),
+            Some(h) if !h.is_empty() => split_authority(&h, self.default_port())
+                .map(|(h, _)| h)
+                .unwrap_or(h),
             _ => self.host.clone(),
         }
     }
@@ -311,7 +330,11 @@ impl Response {
         Self::make(
             status_code,
             body,
-            Headers::from_pairs([("Server", "mitmrs"), ("Connection", "close"), ("Content-Type", "text/plain; charset=utf-8")]),
+            Headers::from_pairs([
+                ("Server", "mitmrs"),
+                ("Connection", "close"),
+                ("Content-Type", "text/plain; charset=utf-8"),
+            ]),
         )
     }
 }
@@ -322,8 +345,12 @@ mod tests {
 
     #[test]
     fn make_and_urls() {
-        let mut r = Request::make("GET", "http://example.com:8080/a?b=1", "", Headers::new()).unwrap();
-        assert_eq!((r.host.as_str(), r.port, r.path.as_str()), ("example.com", 8080, "/a?b=1"));
+        let mut r =
+            Request::make("GET", "http://example.com:8080/a?b=1", "", Headers::new()).unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.path.as_str()),
+            ("example.com", 8080, "/a?b=1")
+        );
         assert_eq!(r.url(), "http://example.com:8080/a?b=1");
         r.headers.set("Host", "other.test");
         assert_eq!(r.pretty_host(), "other.test");
@@ -335,12 +362,23 @@ mod tests {
 
     #[test]
     fn set_content_encodes_and_updates_length() {
-        let mut r = Response::make(200, "x", Headers::from_pairs([("content-encoding", "gzip")]));
+        let mut r = Response::make(
+            200,
+            "x",
+            Headers::from_pairs([("content-encoding", "gzip")]),
+        );
         r.set_content(Some(Bytes::from_static(b"hello world")));
         assert_ne!(r.content.as_deref(), Some(&b"hello world"[..]));
         assert_eq!(r.content().unwrap().as_deref(), Some(&b"hello world"[..]));
-        assert_eq!(r.headers.get("content-length").unwrap(), r.content.as_ref().unwrap().len().to_string());
-        let mut c = Response::make(200, "", Headers::from_pairs([("transfer-encoding", "chunked")]));
+        assert_eq!(
+            r.headers.get("content-length").unwrap(),
+            r.content.as_ref().unwrap().len().to_string()
+        );
+        let mut c = Response::make(
+            200,
+            "",
+            Headers::from_pairs([("transfer-encoding", "chunked")]),
+        );
         c.set_text("abc");
         assert!(!c.headers.contains("content-length"));
     }

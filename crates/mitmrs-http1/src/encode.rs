@@ -85,7 +85,13 @@ fn put_safe(b: &[u8], out: &mut BytesMut) {
         out.put_slice(b);
         return;
     }
-    out.extend(b.iter().map(|&c| if matches!(c, b'\r' | b'\n' | 0) { b' ' } else { c }));
+    out.extend(b.iter().map(|&c| {
+        if matches!(c, b'\r' | b'\n' | 0) {
+            b' '
+        } else {
+            c
+        }
+    }));
 }
 
 fn put_fields(headers: &Headers, out: &mut BytesMut) {
@@ -113,6 +119,9 @@ mod safety_tests {
         let mut out = BytesMut::new();
         encode_response_head(Version::Http11, 200, "OK\r\nX: y", &h, &mut out);
         let text = String::from_utf8(out.to_vec()).unwrap();
-        assert_eq!(text, "HTTP/1.1 200 OK  X: y\r\nX-A: 1  Injected: yes\r\nX B: 2\r\n\r\n");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK  X: y\r\nX-A: 1  Injected: yes\r\nX B: 2\r\n\r\n"
+        );
     }
 }

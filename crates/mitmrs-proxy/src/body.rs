@@ -61,7 +61,12 @@ pub enum Buffered {
 
 /// Buffers a body. Past `stream_threshold` it stops and hands back what it read;
 /// past `limit` it fails with [`BodyError::TooLarge`].
-pub async fn buffer(src: &mut Conn, dec: &mut BodyDecoder, limit: Option<u64>, stream_threshold: Option<u64>) -> Result<Buffered, BodyError> {
+pub async fn buffer(
+    src: &mut Conn,
+    dec: &mut BodyDecoder,
+    limit: Option<u64>,
+    stream_threshold: Option<u64>,
+) -> Result<Buffered, BodyError> {
     if let Framing::Length(n) = dec.framing() {
         if limit.is_some_and(|l| n > l) {
             return Err(BodyError::TooLarge(limit.unwrap_or(0)));
@@ -125,7 +130,12 @@ async fn buffer_exact(src: &mut Conn, n: usize) -> Result<Buffered, BodyError> {
     }
     while src.rbuf.len() < n {
         match src.fill_body().await {
-            Ok(0) => return Err(BodyError::Read(format!("connection closed after {} of {n} body bytes", src.rbuf.len()))),
+            Ok(0) => {
+                return Err(BodyError::Read(format!(
+                    "connection closed after {} of {n} body bytes",
+                    src.rbuf.len()
+                )))
+            }
             Ok(_) => {}
             Err(e) => return Err(BodyError::Read(e.to_string())),
         }
@@ -144,8 +154,19 @@ pub struct BodyWriter<'a> {
 }
 
 impl<'a> BodyWriter<'a> {
-    pub fn new(dst: &'a mut Conn, framing: OutFraming, stream: &'a mut StreamMode, store: bool) -> Self {
-        Self { dst, framing, stream, store: store.then(BytesMut::new), scratch: BytesMut::new() }
+    pub fn new(
+        dst: &'a mut Conn,
+        framing: OutFraming,
+        stream: &'a mut StreamMode,
+        store: bool,
+    ) -> Self {
+        Self {
+            dst,
+            framing,
+            stream,
+            store: store.then(BytesMut::new),
+            scratch: BytesMut::new(),
+        }
     }
 
     async fn emit(&mut self, piece: Bytes) -> Result<(), BodyError> {
@@ -159,9 +180,12 @@ impl<'a> BodyWriter<'a> {
         let res = match self.framing {
             OutFraming::Chunked => {
                 self.scratch.clear();
-                self.scratch.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                self.scratch
+                    .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
                 let head = self.scratch.split().freeze();
-                self.dst.write_bufs(&mut [head, piece, Bytes::from_static(b"\r\n")]).await
+                self.dst
+                    .write_bufs(&mut [head, piece, Bytes::from_static(b"\r\n")])
+                    .await
             }
             OutFraming::Length | OutFraming::Close => self.dst.write_all(&piece).await,
         };
@@ -207,13 +231,18 @@ impl<'a> BodyWriter<'a> {
             }
             OutFraming::Length | OutFraming::Close => std::mem::take(batch),
         };
-        self.dst.write_bufs(&mut bufs).await.map_err(|e| BodyError::Write(e.to_string()))
+        self.dst
+            .write_bufs(&mut bufs)
+            .await
+            .map_err(|e| BodyError::Write(e.to_string()))
     }
 
     /// Ends the body: the transformer's final call, then the last chunk and trailers.
     pub async fn finish(&mut self, trailers: Option<&Headers>) -> Result<(), BodyError> {
         if let StreamMode::Transform(t) = self.stream {
-            let out = t.transform(Bytes::new(), true).map_err(BodyError::Transform)?;
+            let out = t
+                .transform(Bytes::new(), true)
+                .map_err(BodyError::Transform)?;
             for p in out {
                 self.emit(p).await?;
             }
@@ -221,16 +250,28 @@ impl<'a> BodyWriter<'a> {
         if self.framing == OutFraming::Chunked {
             let mut out = BytesMut::new();
             encode_last_chunk(trailers, &mut out);
-            self.dst.write_all(&out).await.map_err(|e| BodyError::Write(e.to_string()))?;
+            self.dst
+                .write_all(&out)
+                .await
+                .map_err(|e| BodyError::Write(e.to_string()))?;
         }
-        self.dst.flush().await.map_err(|e| BodyError::Write(e.to_string()))
+        self.dst
+            .flush()
+            .await
+            .map_err(|e| BodyError::Write(e.to_string()))
     }
 }
 
 /// Streams the rest of a body from `src` to `w`, after `prefix` pieces. Returns the
 /// trailers. `limit` is `body_size_limit`, counted over the whole body. The pieces
 /// already decodable from one read (up to 256 KiB) go out in one vectored write.
-pub async fn stream(src: &mut Conn, dec: &mut BodyDecoder, prefix: Vec<Bytes>, w: &mut BodyWriter<'_>, limit: Option<u64>) -> Result<Option<Headers>, BodyError> {
+pub async fn stream(
+    src: &mut Conn,
+    dec: &mut BodyDecoder,
+    prefix: Vec<Bytes>,
+    w: &mut BodyWriter<'_>,
+    limit: Option<u64>,
+) -> Result<Option<Headers>, BodyError> {
     let mut total: u64 = 0;
     let check = |total: u64| match limit {
         Some(l) if total > l => Err(BodyError::TooLarge(l)),
@@ -304,7 +345,13 @@ const COALESCE: usize = 16 * 1024;
 /// Writes a head and, if given, a complete buffered body in the given framing,
 /// then flushes. Small bodies go out with the head in one write; large ones in one
 /// vectored write without copying.
-pub async fn write_message(dst: &mut Conn, mut head: BytesMut, framing: OutFraming, body: Option<&Bytes>, trailers: Option<&Headers>) -> Result<(), BodyError> {
+pub async fn write_message(
+    dst: &mut Conn,
+    mut head: BytesMut,
+    framing: OutFraming,
+    body: Option<&Bytes>,
+    trailers: Option<&Headers>,
+) -> Result<(), BodyError> {
     let res = match (body, framing) {
         (None, _) => dst.write_all(&head).await,
         (Some(b), OutFraming::Chunked) if b.len() <= COALESCE => {
@@ -316,7 +363,8 @@ pub async fn write_message(dst: &mut Conn, mut head: BytesMut, framing: OutFrami
             head.extend_from_slice(format!("{:x}\r\n", b.len()).as_bytes());
             let mut tail = BytesMut::from(&b"\r\n"[..]);
             encode_last_chunk(trailers, &mut tail);
-            dst.write_bufs(&mut [head.freeze(), b.clone(), tail.freeze()]).await
+            dst.write_bufs(&mut [head.freeze(), b.clone(), tail.freeze()])
+                .await
         }
         (Some(b), _) if b.len() <= COALESCE => {
             head.extend_from_slice(b);
@@ -325,7 +373,9 @@ pub async fn write_message(dst: &mut Conn, mut head: BytesMut, framing: OutFrami
         (Some(b), _) => dst.write_bufs(&mut [head.freeze(), b.clone()]).await,
     };
     res.map_err(|e| BodyError::Write(e.to_string()))?;
-    dst.flush().await.map_err(|e| BodyError::Write(e.to_string()))
+    dst.flush()
+        .await
+        .map_err(|e| BodyError::Write(e.to_string()))
 }
 
 /// Whether a framing from the codec counts as "length known".

@@ -50,21 +50,40 @@ pub fn expand_home(p: &str) -> PathBuf {
 }
 
 fn invalid(name: &str, value: String, expected: &str) -> OptionsError {
-    OptionsError::InvalidValue { name: name.into(), value, expected: expected.into() }
+    OptionsError::InvalidValue {
+        name: name.into(),
+        value,
+        expected: expected.into(),
+    }
 }
 
 impl ProxyConfig {
     /// Resolves the options; every error names the option and what is accepted.
     pub fn from_options(o: &Options) -> Result<Self, OptionsError> {
-        let host = o.get_str("listen_host").unwrap_or_else(|| "127.0.0.1".into());
+        let host = o
+            .get_str("listen_host")
+            .unwrap_or_else(|| "127.0.0.1".into());
         let port = o.get_int("listen_port").unwrap_or(8080);
-        let port = u16::try_from(port).map_err(|_| invalid("listen_port", port.to_string(), "a port number from 0 to 65535"))?;
+        let port = u16::try_from(port).map_err(|_| {
+            invalid(
+                "listen_port",
+                port.to_string(),
+                "a port number from 0 to 65535",
+            )
+        })?;
         let host_ip: std::net::IpAddr = if host.is_empty() {
             std::net::Ipv4Addr::UNSPECIFIED.into()
         } else {
-            host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
-                invalid("listen_host", host.clone(), "an IP address such as 127.0.0.1, 0.0.0.0 or ::1")
-            })?
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| {
+                    invalid(
+                        "listen_host",
+                        host.clone(),
+                        "an IP address such as 127.0.0.1, 0.0.0.0 or ::1",
+                    )
+                })?
         };
         let strategy = match o.get_str("connection_strategy").as_deref() {
             Some("lazy") => ConnectionStrategy::Lazy,
@@ -72,18 +91,31 @@ impl ProxyConfig {
         };
         let tcp_timeout = o.get_int("tcp_timeout").unwrap_or(600);
         if tcp_timeout <= 0 {
-            return Err(invalid("tcp_timeout", tcp_timeout.to_string(), "a positive number of seconds"));
+            return Err(invalid(
+                "tcp_timeout",
+                tcp_timeout.to_string(),
+                "a positive number of seconds",
+            ));
         }
         let max_header = size_option(o, "max_header_size")?.unwrap_or(64 * 1024);
         let max_connections = o.get_int("max_connections").unwrap_or(10_000);
         if max_connections <= 0 {
-            return Err(invalid("max_connections", max_connections.to_string(), "a positive number"));
+            return Err(invalid(
+                "max_connections",
+                max_connections.to_string(),
+                "a positive number",
+            ));
         }
         Ok(Self {
             listen: SocketAddr::new(host_ip, port),
-            confdir: expand_home(&o.get_str("confdir").unwrap_or_else(|| "~/.mitmproxy".into())),
+            confdir: expand_home(
+                &o.get_str("confdir")
+                    .unwrap_or_else(|| "~/.mitmproxy".into()),
+            ),
             ssl_insecure: o.get_bool("ssl_insecure"),
-            ssl_verify_upstream_trusted_ca: o.get_str("ssl_verify_upstream_trusted_ca").map(|p| expand_home(&p)),
+            ssl_verify_upstream_trusted_ca: o
+                .get_str("ssl_verify_upstream_trusted_ca")
+                .map(|p| expand_home(&p)),
             upstream_cert: o.get_bool("upstream_cert"),
             stream_large_bodies: size_option(o, "stream_large_bodies")?,
             body_size_limit: size_option(o, "body_size_limit")?,
@@ -95,4 +127,3 @@ impl ProxyConfig {
         })
     }
 }
-

@@ -22,7 +22,10 @@ pub fn is_mostly_bin(b: &[u8]) -> bool {
     if head.is_empty() {
         return false;
     }
-    let bin = head.iter().filter(|&&c| c < 9 || (13 < c && c < 32) || c > 126).count();
+    let bin = head
+        .iter()
+        .filter(|&&c| c < 9 || (13 < c && c < 32) || c > 126)
+        .count();
     bin * 10 > head.len() * 3
 }
 
@@ -34,7 +37,11 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(())
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 2;
@@ -58,10 +65,22 @@ fn form_lines(body: &str) -> Vec<String> {
             None => (percent_decode(p), String::new()),
         })
         .collect();
-    let width = pairs.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0).min(30);
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(30);
     pairs
         .into_iter()
-        .map(|(k, v)| format!("{:<w$}{}", format!("{k}:"), escape_control(&v), w = width + 2))
+        .map(|(k, v)| {
+            format!(
+                "{:<w$}{}",
+                format!("{k}:"),
+                escape_control(&v),
+                w = width + 2
+            )
+        })
         .collect()
 }
 
@@ -70,7 +89,16 @@ fn hexdump_lines(b: &[u8]) -> Vec<String> {
         .enumerate()
         .map(|(i, part)| {
             let hex: Vec<String> = part.iter().map(|c| format!("{c:02x}")).collect();
-            let text: String = part.iter().map(|&c| if (32..127).contains(&c) { c as char } else { '.' }).collect();
+            let text: String = part
+                .iter()
+                .map(|&c| {
+                    if (32..127).contains(&c) {
+                        c as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
             format!("{:010x} {:<47}   {}", i * 16, hex.join(" "), text)
         })
         .collect()
@@ -78,7 +106,9 @@ fn hexdump_lines(b: &[u8]) -> Vec<String> {
 
 /// The lines of a body as mitmdump would show them (`None`: the content is missing).
 pub fn lines(content: Option<&[u8]>, content_type: Option<&str>) -> Vec<String> {
-    let Some(b) = content else { return vec!["content missing".into()] };
+    let Some(b) = content else {
+        return vec!["content missing".into()];
+    };
     if b.is_empty() {
         return Vec::new();
     }
@@ -91,7 +121,10 @@ pub fn lines(content: Option<&[u8]>, content_type: Option<&str>) -> Vec<String> 
     if is_mostly_bin(b) {
         return hexdump_lines(b);
     }
-    String::from_utf8_lossy(b).lines().map(|l| escape_control(l.strip_suffix('\r').unwrap_or(l))).collect()
+    String::from_utf8_lossy(b)
+        .lines()
+        .map(|l| escape_control(l.strip_suffix('\r').unwrap_or(l)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -100,13 +133,28 @@ mod tests {
 
     #[test]
     fn views() {
-        assert_eq!(lines(Some(b"line1\r\nline2\n"), Some("text/plain")), vec!["line1", "line2"]);
-        assert_eq!(lines(Some(b"a=1&long+key=x%20y"), Some("application/x-www-form-urlencoded")), vec!["a:        1", "long key: x y"]);
+        assert_eq!(
+            lines(Some(b"line1\r\nline2\n"), Some("text/plain")),
+            vec!["line1", "line2"]
+        );
+        assert_eq!(
+            lines(
+                Some(b"a=1&long+key=x%20y"),
+                Some("application/x-www-form-urlencoded")
+            ),
+            vec!["a:        1", "long key: x y"]
+        );
         assert_eq!(lines(None, None), vec!["content missing"]);
         assert_eq!(lines(Some(b""), None), Vec::<String>::new());
         let bin = lines(Some(&[0u8, 1, 2, 255, b'A']), None);
-        assert_eq!(bin, vec![format!("{:010x} {:<47}   {}", 0, "00 01 02 ff 41", "....A")]);
-        assert_eq!(lines(Some(b"hello\x1bworld"), None), vec!["hello\\x1bworld"]);
+        assert_eq!(
+            bin,
+            vec![format!("{:010x} {:<47}   {}", 0, "00 01 02 ff 41", "....A")]
+        );
+        assert_eq!(
+            lines(Some(b"hello\x1bworld"), None),
+            vec!["hello\\x1bworld"]
+        );
         // a truncated escape at the end never panics
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("%"), "%");

@@ -31,7 +31,10 @@ impl Runtime {
                 .unwrap_or_default(),
             expected: format!("a readable PEM file with CA certificates ({e})"),
         })?;
-        Ok(Runtime { cfg, upstream_tls: Arc::new(upstream_tls) })
+        Ok(Runtime {
+            cfg,
+            upstream_tls: Arc::new(upstream_tls),
+        })
     }
 }
 
@@ -44,7 +47,12 @@ pub struct ProxyCtx {
 
 impl ProxyCtx {
     pub fn new(chain: AddonChain, options: Options, ca: Arc<CertAuthority>, rt: Runtime) -> Self {
-        Self { chain, options, ca, runtime: RwLock::new(Arc::new(rt)) }
+        Self {
+            chain,
+            options,
+            ca,
+            runtime: RwLock::new(Arc::new(rt)),
+        }
     }
 
     /// The current snapshot; connections take one when they start.

@@ -93,17 +93,31 @@ impl Dumper {
 
     fn headers(&self, lines: &mut Vec<String>, h: &Headers) {
         for (k, v) in h.fields() {
-            lines.push(format!("    {}: {}", self.style(&escape_bytes(k), "34"), escape_bytes(v)));
+            lines.push(format!(
+                "    {}: {}",
+                self.style(&escape_bytes(k), "34"),
+                escape_bytes(v)
+            ));
         }
     }
 
     /// mitmdump's `_echo_message`: a blank line, the body's view (cut at
     /// `content_view_lines_cutoff` at level 3), and a blank line after it.
-    fn body(&self, lines: &mut Vec<String>, content: Option<bytes::Bytes>, headers: &Headers, detail: i64) {
+    fn body(
+        &self,
+        lines: &mut Vec<String>,
+        content: Option<bytes::Bytes>,
+        headers: &Headers,
+        detail: i64,
+    ) {
         let ct = headers.get("content-type");
         let all = crate::contentview::lines(content.as_deref(), ct.as_deref());
         let cutoff = self.cutoff.load(Ordering::Relaxed).max(0) as usize;
-        let shown = if detail == 3 { all.len().min(cutoff) } else { all.len() };
+        let shown = if detail == 3 {
+            all.len().min(cutoff)
+        } else {
+            all.len()
+        };
         if shown > 0 {
             lines.push(String::new());
             for l in &all[..shown] {
@@ -126,9 +140,19 @@ impl Dumper {
             "DELETE" => "1;31",
             _ => "1;35",
         };
-        let url = if self.showhost.load(Ordering::Relaxed) { f.request.pretty_url() } else { f.request.url() };
-        let resp_version = f.response.as_ref().map(|r| r.http_version.as_str()).unwrap_or("HTTP/1.1");
-        let req_version = if !(f.request.is_http10() || f.request.is_http11()) || f.request.http_version != resp_version {
+        let url = if self.showhost.load(Ordering::Relaxed) {
+            f.request.pretty_url()
+        } else {
+            f.request.url()
+        };
+        let resp_version = f
+            .response
+            .as_ref()
+            .map(|r| r.http_version.as_str())
+            .unwrap_or("HTTP/1.1");
+        let req_version = if !(f.request.is_http10() || f.request.is_http11())
+            || f.request.http_version != resp_version
+        {
             format!(" {}", f.request.http_version)
         } else {
             String::new()
@@ -137,12 +161,23 @@ impl Dumper {
             Some("request") => self.style("[replay]", "1;33"),
             _ => client.clone(),
         };
-        lines.push(format!("{}: {} {}{}", client_str, self.style(&escape(&f.request.method), method_code), self.style(&escape(&url), "1"), req_version));
+        lines.push(format!(
+            "{}: {} {}{}",
+            client_str,
+            self.style(&escape(&f.request.method), method_code),
+            self.style(&escape(&url), "1"),
+            req_version
+        ));
         if detail >= 2 {
             self.headers(&mut lines, &f.request.headers);
         }
         if detail >= 3 {
-            self.body(&mut lines, message_content(f.request.content(), &f.request.content), &f.request.headers, detail);
+            self.body(
+                &mut lines,
+                message_content(f.request.content(), &f.request.content),
+                &f.request.headers,
+                detail,
+            );
         }
         if detail >= 2 {
             if let Some(t) = f.request.trailers.as_ref().filter(|t| !t.is_empty()) {
@@ -161,11 +196,12 @@ impl Dumper {
                 None => "(content missing)".to_string(),
                 Some(c) => pretty_size(c.len()),
             };
-            let version = if !(r.is_http10() || r.is_http11()) || f.request.http_version != r.http_version {
-                format!("{} ", r.http_version)
-            } else {
-                String::new()
-            };
+            let version =
+                if !(r.is_http10() || r.is_http11()) || f.request.http_version != r.http_version {
+                    format!("{} ", r.http_version)
+                } else {
+                    String::new()
+                };
             let (replay, replay_len) = match f.is_replay.as_deref() {
                 Some("response") => (self.style("[replay]", "1;33"), 8),
                 _ => (String::new(), 0),
@@ -185,7 +221,12 @@ impl Dumper {
                 self.headers(&mut lines, &r.headers);
             }
             if detail >= 3 {
-                self.body(&mut lines, message_content(r.content(), &r.content), &r.headers, detail);
+                self.body(
+                    &mut lines,
+                    message_content(r.content(), &r.content),
+                    &r.headers,
+                    detail,
+                );
             }
             if detail >= 2 {
                 if let Some(t) = r.trailers.as_ref().filter(|t| !t.is_empty()) {
@@ -216,7 +257,10 @@ impl Dumper {
 
 /// The decoded body, or the raw one if it cannot be decoded (mitmproxy's
 /// `get_content(strict=False)`).
-fn message_content(decoded: Result<Option<bytes::Bytes>, mitmrs_core::encoding::EncodingError>, raw: &Option<bytes::Bytes>) -> Option<bytes::Bytes> {
+fn message_content(
+    decoded: Result<Option<bytes::Bytes>, mitmrs_core::encoding::EncodingError>,
+    raw: &Option<bytes::Bytes>,
+) -> Option<bytes::Bytes> {
     decoded.unwrap_or_else(|_| raw.clone())
 }
 
@@ -235,10 +279,21 @@ impl Addon for Dumper {
         }
     }
 
-    fn configure(&self, options: &Options, _updated: &BTreeSet<String>) -> Result<(), OptionsError> {
-        self.detail.store(options.get_int("flow_detail").unwrap_or(1), Ordering::Relaxed);
-        self.cutoff.store(options.get_int("content_view_lines_cutoff").unwrap_or(512), Ordering::Relaxed);
-        self.showhost.store(options.get_bool("showhost"), Ordering::Relaxed);
+    fn configure(
+        &self,
+        options: &Options,
+        _updated: &BTreeSet<String>,
+    ) -> Result<(), OptionsError> {
+        self.detail.store(
+            options.get_int("flow_detail").unwrap_or(1),
+            Ordering::Relaxed,
+        );
+        self.cutoff.store(
+            options.get_int("content_view_lines_cutoff").unwrap_or(512),
+            Ordering::Relaxed,
+        );
+        self.showhost
+            .store(options.get_bool("showhost"), Ordering::Relaxed);
         Ok(())
     }
 
@@ -259,15 +314,29 @@ mod tests {
 
     #[test]
     fn sizes_like_mitmproxy() {
-        for (n, s) in [(0, "0b"), (33, "33b"), (1023, "1023b"), (1024, "1.0k"), (1536, "1.5k"), (102_400, "100k"), (3 * 1024 * 1024, "3.0m")] {
+        for (n, s) in [
+            (0, "0b"),
+            (33, "33b"),
+            (1023, "1023b"),
+            (1024, "1.0k"),
+            (1536, "1.5k"),
+            (102_400, "100k"),
+            (3 * 1024 * 1024, "3.0m"),
+        ] {
             assert_eq!(pretty_size(n), s, "{n}");
         }
     }
 
     #[test]
     fn addresses_like_mitmproxy() {
-        assert_eq!(format_address(&"127.0.0.1:5".parse().unwrap()), "127.0.0.1:5");
+        assert_eq!(
+            format_address(&"127.0.0.1:5".parse().unwrap()),
+            "127.0.0.1:5"
+        );
         assert_eq!(format_address(&"[::1]:5".parse().unwrap()), "[::1]:5");
-        assert_eq!(format_address(&"[::ffff:1.2.3.4]:5".parse().unwrap()), "1.2.3.4:5");
+        assert_eq!(
+            format_address(&"[::ffff:1.2.3.4]:5".parse().unwrap()),
+            "1.2.3.4:5"
+        );
     }
 }

@@ -35,7 +35,11 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(io: BoxIo, read_timeout: Duration) -> Self {
-        Self { io, rbuf: BytesMut::new(), read_timeout }
+        Self {
+            io,
+            rbuf: BytesMut::new(),
+            read_timeout,
+        }
     }
 
     /// Frees the read buffer if it holds nothing, so an idle keep-alive connection
@@ -62,7 +66,10 @@ impl Conn {
         }
         match tokio::time::timeout(self.read_timeout, self.io.read_buf(&mut self.rbuf)).await {
             Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long (tcp_timeout)")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle for too long (tcp_timeout)",
+            )),
         }
     }
 
@@ -78,7 +85,8 @@ impl Conn {
                 idx += 1;
                 continue;
             }
-            let slices: Vec<io::IoSlice<'_>> = bufs[idx..].iter().map(|b| io::IoSlice::new(b)).collect();
+            let slices: Vec<io::IoSlice<'_>> =
+                bufs[idx..].iter().map(|b| io::IoSlice::new(b)).collect();
             let mut n = self.io.write_vectored(&slices).await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -122,7 +130,11 @@ impl Rewind {
 }
 
 impl AsyncRead for Rewind {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
@@ -134,10 +146,18 @@ impl AsyncRead for Rewind {
 }
 
 impl AsyncWrite for Rewind {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -13,6 +13,11 @@ pub fn apply_tls_info(facts: &mut TlsFacts, info: TlsInfo) {
     facts.alpn = info.alpn.map(Bytes::from);
     facts.tls_version = info.tls_version;
     facts.cipher = info.cipher;
-    facts.certificate_list = info.certificate_list.iter().map(|c| Bytes::copy_from_slice(c.as_ref())).collect::<Vec<_>>().into();
+    facts.certificate_list = info
+        .certificate_list
+        .iter()
+        .map(|c| Bytes::copy_from_slice(c.as_ref()))
+        .collect::<Vec<_>>()
+        .into();
     facts.timestamp_tls_setup = Some(now());
 }

@@ -55,11 +55,16 @@ pub struct ServerConnState {
 impl ServerConnState {
     /// The connection record for flows (cheap after the first call).
     pub fn shared(&mut self) -> Arc<Server> {
-        self.snapshot.get_or_insert_with(|| Arc::new(self.info.clone())).clone()
+        self.snapshot
+            .get_or_insert_with(|| Arc::new(self.info.clone()))
+            .clone()
     }
 
     pub fn target(&self) -> Option<(&str, u16, bool)> {
-        self.info.address.as_ref().map(|(h, p)| (h.as_str(), *p, self.info.tls.tls))
+        self.info
+            .address
+            .as_ref()
+            .map(|(h, p)| (h.as_str(), *p, self.info.tls.tls))
     }
 }
 
@@ -67,42 +72,64 @@ fn connect_error_message(host: &str, port: u16, e: &std::io::Error) -> String {
     let what = match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
         std::io::ErrorKind::TimedOut => "connection timed out".to_string(),
-        _ if e.to_string().contains("failed to lookup address") || e.to_string().contains("Name or service not known") => {
+        _ if e.to_string().contains("failed to lookup address")
+            || e.to_string().contains("Name or service not known") =>
+        {
             format!("name resolution failed ({e})")
         }
         _ => e.to_string(),
     };
-    format!("Error connecting to {}: {what}", format_host_port(host, port))
+    format!(
+        "Error connecting to {}: {what}",
+        format_host_port(host, port)
+    )
 }
 
 /// Connects to `host:port` over TCP, running `server_connect`, then
 /// `server_connected` or `server_connect_error`. Errors are the message for the client.
-pub async fn connect(ctx: &ProxyCtx, rt: &Runtime, client: &Arc<Client>, host: &str, port: u16) -> Result<ServerConn, String> {
-    let mut data = ServerConnectionHookData { server: Server::new(Some((host.to_string(), port))), client: client.clone() };
+pub async fn connect(
+    ctx: &ProxyCtx,
+    rt: &Runtime,
+    client: &Arc<Client>,
+    host: &str,
+    port: u16,
+) -> Result<ServerConn, String> {
+    let mut data = ServerConnectionHookData {
+        server: Server::new(Some((host.to_string(), port))),
+        client: client.clone(),
+    };
     ctx.chain.server_connect(&mut data).await;
     if let Some(err) = data.server.error.clone() {
         ctx.chain.server_connect_error(&data).await;
         return Err(err);
     }
-    let (h, p) = data.server.address.clone().unwrap_or((host.to_string(), port));
+    let (h, p) = data
+        .server
+        .address
+        .clone()
+        .unwrap_or((host.to_string(), port));
     data.server.timestamp_start = Some(now());
-    let stream = match tokio::time::timeout(rt.cfg.tcp_timeout, TcpStream::connect((h.as_str(), p))).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let msg = connect_error_message(&h, p, &e);
-            data.server.error = Some(msg.clone());
-            info!(client = %client.peername, "error establishing server connection: {msg}");
-            ctx.chain.server_connect_error(&data).await;
-            return Err(msg);
-        }
-        Err(_) => {
-            let msg = format!("Error connecting to {}: connection timed out", format_host_port(&h, p));
-            data.server.error = Some(msg.clone());
-            info!(client = %client.peername, "error establishing server connection: {msg}");
-            ctx.chain.server_connect_error(&data).await;
-            return Err(msg);
-        }
-    };
+    let stream =
+        match tokio::time::timeout(rt.cfg.tcp_timeout, TcpStream::connect((h.as_str(), p))).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let msg = connect_error_message(&h, p, &e);
+                data.server.error = Some(msg.clone());
+                info!(client = %client.peername, "error establishing server connection: {msg}");
+                ctx.chain.server_connect_error(&data).await;
+                return Err(msg);
+            }
+            Err(_) => {
+                let msg = format!(
+                    "Error connecting to {}: connection timed out",
+                    format_host_port(&h, p)
+                );
+                data.server.error = Some(msg.clone());
+                info!(client = %client.peername, "error establishing server connection: {msg}");
+                ctx.chain.server_connect_error(&data).await;
+                return Err(msg);
+            }
+        };
     let _ = stream.set_nodelay(true);
     data.server.peername = stream.peer_addr().ok();
     data.server.sockname = stream.local_addr().ok();
@@ -110,7 +137,9 @@ pub async fn connect(ctx: &ProxyCtx, rt: &Runtime, client: &Arc<Client>, host: &
     data.server.state = ConnectionState::Open;
     let addr = format_host_port(&h, p);
     let log_addr = match data.server.peername {
-        Some(peer) if peer.ip().to_string() != h.trim_matches(|c| c == '[' || c == ']') => format!("{addr} ({peer})"),
+        Some(peer) if peer.ip().to_string() != h.trim_matches(|c| c == '[' || c == ']') => {
+            format!("{addr} ({peer})")
+        }
         _ => addr,
     };
     info!(client = %client.peername, "server connect {log_addr}");
@@ -136,10 +165,16 @@ pub async fn start_tls(
     alpn: &[Vec<u8>],
 ) -> Result<(), String> {
     sc.snapshot = None;
-    let host = sc.info.address.as_ref().map(|(h, _)| h.clone()).unwrap_or_default();
+    let host = sc
+        .info
+        .address
+        .as_ref()
+        .map(|(h, _)| h.clone())
+        .unwrap_or_default();
     let name_str = sni.map(str::to_string).unwrap_or_else(|| host.clone());
-    let server_name = ServerName::try_from(name_str.clone())
-        .map_err(|_| format!("TLS handshake with {host} failed: invalid server name {name_str:?}"))?;
+    let server_name = ServerName::try_from(name_str.clone()).map_err(|_| {
+        format!("TLS handshake with {host} failed: invalid server name {name_str:?}")
+    })?;
     let connector = tokio_rustls::TlsConnector::from(rt.upstream_tls.config(alpn));
     let io = std::mem::replace(&mut sc.conn.io, Box::new(tokio::io::empty()));
     let io = crate::io::Rewind::new(std::mem::take(&mut sc.conn.rbuf).freeze(), io);
@@ -151,16 +186,29 @@ pub async fn start_tls(
             let info = mitmrs_tls::tls_info_server_side(session, sni.map(str::to_string));
             apply_tls_info(&mut sc.info.tls, info);
             sc.conn.io = Box::new(tls) as BoxIo;
-            let data = TlsData { side: TlsSide::Server, client: client.clone(), server: sc.shared(), error: None };
+            let data = TlsData {
+                side: TlsSide::Server,
+                client: client.clone(),
+                server: sc.shared(),
+                error: None,
+            };
             ctx.chain.tls_established_server(&data).await;
             Ok(())
         }
         Err(e) => {
-            let msg = format!("TLS handshake with {} failed: {e}", format_host_port(&host, sc.info.address.as_ref().map(|a| a.1).unwrap_or(443)));
+            let msg = format!(
+                "TLS handshake with {} failed: {e}",
+                format_host_port(&host, sc.info.address.as_ref().map(|a| a.1).unwrap_or(443))
+            );
             sc.info.error = Some(msg.clone());
             sc.reusable = false;
             info!(client = %client.peername, "{msg}");
-            let data = TlsData { side: TlsSide::Server, client: client.clone(), server: sc.shared(), error: Some(msg.clone()) };
+            let data = TlsData {
+                side: TlsSide::Server,
+                client: client.clone(),
+                server: sc.shared(),
+                error: Some(msg.clone()),
+            };
             ctx.chain.tls_failed_server(&data).await;
             Err(msg)
         }
@@ -169,7 +217,11 @@ pub async fn start_tls(
 
 /// Closes the connection and runs `server_disconnected`. Boxed: it runs once per
 /// server connection, and its state must not grow every request's future.
-pub fn disconnect<'a>(ctx: &'a ProxyCtx, client: &'a Arc<Client>, sc: ServerConn) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+pub fn disconnect<'a>(
+    ctx: &'a ProxyCtx,
+    client: &'a Arc<Client>,
+    sc: ServerConn,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
     Box::pin(disconnect_inner(ctx, client, sc))
 }
 
@@ -179,6 +231,9 @@ async fn disconnect_inner(ctx: &ProxyCtx, client: &Arc<Client>, mut sc: ServerCo
     sc.info.state = ConnectionState::Closed;
     info!(client = %client.peername, "server disconnect {}", sc.log_addr);
     let (_, server) = sc.into_parts();
-    let data = ServerConnectionHookData { server, client: client.clone() };
+    let data = ServerConnectionHookData {
+        server,
+        client: client.clone(),
+    };
     ctx.chain.server_disconnected(&data).await;
 }

@@ -33,7 +33,13 @@ pub enum BodyPlan {
     StreamUnknown,
 }
 
-fn framed_headers(headers: &Headers, plan: BodyPlan, peer_http11: bool, keep_upgrade: bool, force_chunked: bool) -> (Headers, OutFraming) {
+fn framed_headers(
+    headers: &Headers,
+    plan: BodyPlan,
+    peer_http11: bool,
+    keep_upgrade: bool,
+    force_chunked: bool,
+) -> (Headers, OutFraming) {
     let mut h = headers.clone();
     let chunked_before = h.has_token("transfer-encoding", "chunked");
     strip_hop_by_hop(&mut h, keep_upgrade);
@@ -73,7 +79,12 @@ fn framed_headers(headers: &Headers, plan: BodyPlan, peer_http11: bool, keep_upg
 }
 
 /// The head to send to the server for `req`, and the body framing to use.
-pub fn request_head(req: &Request, plan: BodyPlan, upgrade: bool, out: &mut BytesMut) -> OutFraming {
+pub fn request_head(
+    req: &Request,
+    plan: BodyPlan,
+    upgrade: bool,
+    out: &mut BytesMut,
+) -> OutFraming {
     let chunked_trailers = req.trailers.is_some();
     let (mut h, framing) = framed_headers(&req.headers, plan, true, upgrade, chunked_trailers);
     if upgrade {
@@ -93,14 +104,30 @@ pub fn request_head(req: &Request, plan: BodyPlan, upgrade: bool, out: &mut Byte
 
 /// True when a response to `method` with `status` never carries a body.
 pub fn bodyless_response(method: &str, status: u16) -> bool {
-    method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 || (100..200).contains(&status)
+    method.eq_ignore_ascii_case("HEAD")
+        || status == 204
+        || status == 304
+        || (100..200).contains(&status)
 }
 
 /// The head to send to the client for `resp`, and the body framing to use.
 /// `close` adds `Connection: close`.
-pub fn response_head(resp: &Response, plan: BodyPlan, client_http11: bool, upgrade: bool, close: bool, out: &mut BytesMut) -> OutFraming {
+pub fn response_head(
+    resp: &Response,
+    plan: BodyPlan,
+    client_http11: bool,
+    upgrade: bool,
+    close: bool,
+    out: &mut BytesMut,
+) -> OutFraming {
     let chunked_trailers = resp.trailers.is_some();
-    let (mut h, framing) = framed_headers(&resp.headers, plan, client_http11, upgrade, chunked_trailers);
+    let (mut h, framing) = framed_headers(
+        &resp.headers,
+        plan,
+        client_http11,
+        upgrade,
+        chunked_trailers,
+    );
     if plan == BodyPlan::HeadOnly && (resp.status_code == 204 || resp.status_code < 200) {
         h.remove("content-length");
     }
@@ -110,6 +137,12 @@ pub fn response_head(resp: &Response, plan: BodyPlan, client_http11: bool, upgra
     if upgrade && !h.contains("connection") {
         h.add("Connection", "Upgrade");
     }
-    encode_response_head(version_of(&resp.http_version), resp.status_code, &resp.reason, &h, out);
+    encode_response_head(
+        version_of(&resp.http_version),
+        resp.status_code,
+        &resp.reason,
+        &h,
+        out,
+    );
     framing
 }

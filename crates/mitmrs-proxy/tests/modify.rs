@@ -44,7 +44,11 @@ async fn addon_answers_to_head_and_204_carry_no_body() {
     c.send(&req("GET", port, "/204", "")).await;
     let r = c.read_response().await;
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("content-length"), None, "a 204 must not carry Content-Length");
+    assert_eq!(
+        r.header("content-length"),
+        None,
+        "a 204 must not carry Content-Length"
+    );
     // Had either answer carried its body, this response would not parse.
     c.send(&req("GET", port, "/small", "")).await;
     let r = c.read_response().await;

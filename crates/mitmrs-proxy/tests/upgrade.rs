@@ -72,7 +72,10 @@ async fn upgrade_inside_a_plain_connect_tunnel() {
     let proxy = TestProxy::builder().start().await;
     let mut c = RawClient::connect(proxy.addr).await;
     let port = origin.port();
-    c.send(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await;
+    c.send(
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    )
+    .await;
     let r = c.read_head().await;
     assert_eq!(r.status, 200, "{}", r.head);
     c.send(

@@ -21,7 +21,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use mitmrs_core::addon::{ClientHelloData, Hook, HookSet, LayerKind, Loader, NextLayer, ServerConnectionHookData, TlsData, TlsSide};
+use mitmrs_core::addon::{
+    ClientHelloData, Hook, HookSet, LayerKind, Loader, NextLayer, ServerConnectionHookData,
+    TlsData, TlsSide,
+};
 use mitmrs_core::connection::Client;
 use mitmrs_core::options::{Options, OptionsError};
 use mitmrs_core::{Addon, HookResult, HttpFlow};
@@ -31,51 +34,231 @@ use pyo3::types::PyList;
 /// The embedded `mitmproxy` package: (module name, source, is a package).
 /// Add WebSocket/TCP/flowfilter/io modules here as more files.
 pub(crate) const SOURCES: &[(&str, &str, bool)] = &[
-    ("mitmproxy.coretypes", include_str!("../python/mitmproxy/coretypes/__init__.py"), true),
-    ("mitmproxy.coretypes.multidict", include_str!("../python/mitmproxy/coretypes/multidict.py"), false),
-    ("mitmproxy.utils", include_str!("../python/mitmproxy/utils/__init__.py"), true),
-    ("mitmproxy.utils.strutils", include_str!("../python/mitmproxy/utils/strutils.py"), false),
-    ("mitmproxy.exceptions", include_str!("../python/mitmproxy/exceptions.py"), false),
-    ("mitmproxy.hooks", include_str!("../python/mitmproxy/hooks.py"), false),
-    ("mitmproxy.log", include_str!("../python/mitmproxy/log.py"), false),
-    ("mitmproxy.ctx", include_str!("../python/mitmproxy/ctx.py"), false),
-    ("mitmproxy.flow", include_str!("../python/mitmproxy/flow.py"), false),
-    ("mitmproxy.connection", include_str!("../python/mitmproxy/connection.py"), false),
-    ("mitmproxy.http", include_str!("../python/mitmproxy/http.py"), false),
-    ("mitmproxy.command", include_str!("../python/mitmproxy/command.py"), false),
-    ("mitmproxy.script", include_str!("../python/mitmproxy/script/__init__.py"), true),
-    ("mitmproxy.script.concurrent", include_str!("../python/mitmproxy/script/concurrent.py"), false),
-    ("mitmproxy.addonmanager", include_str!("../python/mitmproxy/addonmanager.py"), false),
-    ("mitmproxy.proxy", include_str!("../python/mitmproxy/proxy/__init__.py"), true),
-    ("mitmproxy.proxy.context", include_str!("../python/mitmproxy/proxy/context.py"), false),
-    ("mitmproxy.proxy.server_hooks", include_str!("../python/mitmproxy/proxy/server_hooks.py"), false),
-    ("mitmproxy.proxy.layer", include_str!("../python/mitmproxy/proxy/layer.py"), false),
-    ("mitmproxy.proxy.commands", include_str!("../python/mitmproxy/proxy/commands.py"), false),
-    ("mitmproxy.proxy.events", include_str!("../python/mitmproxy/proxy/events.py"), false),
-    ("mitmproxy.proxy.layers", include_str!("../python/mitmproxy/proxy/layers/__init__.py"), true),
-    ("mitmproxy.proxy.layers.dns", include_str!("../python/mitmproxy/proxy/layers/dns.py"), false),
-    ("mitmproxy.proxy.layers.http", include_str!("../python/mitmproxy/proxy/layers/http/__init__.py"), true),
-    ("mitmproxy.proxy.layers.http._http1", include_str!("../python/mitmproxy/proxy/layers/http/_http1.py"), false),
-    ("mitmproxy.proxy.layers.modes", include_str!("../python/mitmproxy/proxy/layers/modes.py"), false),
-    ("mitmproxy.proxy.layers.quic", include_str!("../python/mitmproxy/proxy/layers/quic.py"), false),
-    ("mitmproxy.proxy.layers.tcp", include_str!("../python/mitmproxy/proxy/layers/tcp.py"), false),
-    ("mitmproxy.proxy.layers.tls", include_str!("../python/mitmproxy/proxy/layers/tls.py"), false),
-    ("mitmproxy.proxy.layers.udp", include_str!("../python/mitmproxy/proxy/layers/udp.py"), false),
-    ("mitmproxy.proxy.layers.websocket", include_str!("../python/mitmproxy/proxy/layers/websocket.py"), false),
-    ("mitmproxy.tls", include_str!("../python/mitmproxy/tls.py"), false),
-    ("mitmproxy._later", include_str!("../python/mitmproxy/_later.py"), false),
-    ("mitmproxy.types", include_str!("../python/mitmproxy/types.py"), false),
-    ("mitmproxy.tcp", include_str!("../python/mitmproxy/tcp.py"), false),
-    ("mitmproxy.udp", include_str!("../python/mitmproxy/udp.py"), false),
-    ("mitmproxy.websocket", include_str!("../python/mitmproxy/websocket.py"), false),
-    ("mitmproxy.dns", include_str!("../python/mitmproxy/dns.py"), false),
-    ("mitmproxy.flowfilter", include_str!("../python/mitmproxy/flowfilter.py"), false),
-    ("mitmproxy.io", include_str!("../python/mitmproxy/io/__init__.py"), true),
-    ("mitmproxy.contentviews", include_str!("../python/mitmproxy/contentviews/__init__.py"), true),
-    ("mitmproxy.contentviews.grpc", include_str!("../python/mitmproxy/contentviews/grpc.py"), false),
-    ("mitmproxy.addons", include_str!("../python/mitmproxy/addons/__init__.py"), true),
-    ("mitmproxy.addons.asgiapp", include_str!("../python/mitmproxy/addons/asgiapp.py"), false),
-    ("mitmproxy._mitmrs", include_str!("../python/mitmproxy/_mitmrs.py"), false),
+    (
+        "mitmproxy.coretypes",
+        include_str!("../python/mitmproxy/coretypes/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.coretypes.multidict",
+        include_str!("../python/mitmproxy/coretypes/multidict.py"),
+        false,
+    ),
+    (
+        "mitmproxy.utils",
+        include_str!("../python/mitmproxy/utils/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.utils.strutils",
+        include_str!("../python/mitmproxy/utils/strutils.py"),
+        false,
+    ),
+    (
+        "mitmproxy.exceptions",
+        include_str!("../python/mitmproxy/exceptions.py"),
+        false,
+    ),
+    (
+        "mitmproxy.hooks",
+        include_str!("../python/mitmproxy/hooks.py"),
+        false,
+    ),
+    (
+        "mitmproxy.log",
+        include_str!("../python/mitmproxy/log.py"),
+        false,
+    ),
+    (
+        "mitmproxy.ctx",
+        include_str!("../python/mitmproxy/ctx.py"),
+        false,
+    ),
+    (
+        "mitmproxy.flow",
+        include_str!("../python/mitmproxy/flow.py"),
+        false,
+    ),
+    (
+        "mitmproxy.connection",
+        include_str!("../python/mitmproxy/connection.py"),
+        false,
+    ),
+    (
+        "mitmproxy.http",
+        include_str!("../python/mitmproxy/http.py"),
+        false,
+    ),
+    (
+        "mitmproxy.command",
+        include_str!("../python/mitmproxy/command.py"),
+        false,
+    ),
+    (
+        "mitmproxy.script",
+        include_str!("../python/mitmproxy/script/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.script.concurrent",
+        include_str!("../python/mitmproxy/script/concurrent.py"),
+        false,
+    ),
+    (
+        "mitmproxy.addonmanager",
+        include_str!("../python/mitmproxy/addonmanager.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy",
+        include_str!("../python/mitmproxy/proxy/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.proxy.context",
+        include_str!("../python/mitmproxy/proxy/context.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.server_hooks",
+        include_str!("../python/mitmproxy/proxy/server_hooks.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layer",
+        include_str!("../python/mitmproxy/proxy/layer.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.commands",
+        include_str!("../python/mitmproxy/proxy/commands.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.events",
+        include_str!("../python/mitmproxy/proxy/events.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layers",
+        include_str!("../python/mitmproxy/proxy/layers/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.proxy.layers.dns",
+        include_str!("../python/mitmproxy/proxy/layers/dns.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layers.http",
+        include_str!("../python/mitmproxy/proxy/layers/http/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.proxy.layers.http._http1",
+        include_str!("../python/mitmproxy/proxy/layers/http/_http1.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layers.modes",
+        include_str!("../python/mitmproxy/proxy/layers/modes.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layers.quic",
+        include_str!("../python/mitmproxy/proxy/layers/quic.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layers.tcp",
+        include_str!("../python/mitmproxy/proxy/layers/tcp.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layers.tls",
+        include_str!("../python/mitmproxy/proxy/layers/tls.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layers.udp",
+        include_str!("../python/mitmproxy/proxy/layers/udp.py"),
+        false,
+    ),
+    (
+        "mitmproxy.proxy.layers.websocket",
+        include_str!("../python/mitmproxy/proxy/layers/websocket.py"),
+        false,
+    ),
+    (
+        "mitmproxy.tls",
+        include_str!("../python/mitmproxy/tls.py"),
+        false,
+    ),
+    (
+        "mitmproxy._later",
+        include_str!("../python/mitmproxy/_later.py"),
+        false,
+    ),
+    (
+        "mitmproxy.types",
+        include_str!("../python/mitmproxy/types.py"),
+        false,
+    ),
+    (
+        "mitmproxy.tcp",
+        include_str!("../python/mitmproxy/tcp.py"),
+        false,
+    ),
+    (
+        "mitmproxy.udp",
+        include_str!("../python/mitmproxy/udp.py"),
+        false,
+    ),
+    (
+        "mitmproxy.websocket",
+        include_str!("../python/mitmproxy/websocket.py"),
+        false,
+    ),
+    (
+        "mitmproxy.dns",
+        include_str!("../python/mitmproxy/dns.py"),
+        false,
+    ),
+    (
+        "mitmproxy.flowfilter",
+        include_str!("../python/mitmproxy/flowfilter.py"),
+        false,
+    ),
+    (
+        "mitmproxy.io",
+        include_str!("../python/mitmproxy/io/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.contentviews",
+        include_str!("../python/mitmproxy/contentviews/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.contentviews.grpc",
+        include_str!("../python/mitmproxy/contentviews/grpc.py"),
+        false,
+    ),
+    (
+        "mitmproxy.addons",
+        include_str!("../python/mitmproxy/addons/__init__.py"),
+        true,
+    ),
+    (
+        "mitmproxy.addons.asgiapp",
+        include_str!("../python/mitmproxy/addons/asgiapp.py"),
+        false,
+    ),
+    (
+        "mitmproxy._mitmrs",
+        include_str!("../python/mitmproxy/_mitmrs.py"),
+        false,
+    ),
 ];
 pub(crate) const PACKAGE_INIT: &str = include_str!("../python/mitmproxy/__init__.py");
 
@@ -148,7 +331,9 @@ pub(crate) struct Reply(std::sync::Mutex<Option<ReplyTx>>);
 
 impl Reply {
     fn deliver(&self, py: Python<'_>, r: Result<&Bound<'_, PyAny>, String>) {
-        let Some(tx) = self.0.lock().unwrap().take() else { return };
+        let Some(tx) = self.0.lock().unwrap().take() else {
+            return;
+        };
         match tx {
             ReplyTx::Flow(tx) => {
                 let v = r.and_then(|out| {
@@ -232,7 +417,9 @@ fn run_worker(host: Py<PyAny>, rx: std::sync::mpsc::Receiver<Arc<Slot>>) {
                     }
                 }
             };
-            let Some(job) = slot.0.lock().unwrap().take() else { continue };
+            let Some(job) = slot.0.lock().unwrap().take() else {
+                continue;
+            };
             drop(slot);
             BUSY_SINCE.store(now_ms(), Ordering::Relaxed);
             // A nested with_gil also drops the Python objects released without the
@@ -247,10 +434,16 @@ impl PythonAddon {
     /// Runs a job on the Python worker thread and waits for its result. If the
     /// worker is stuck in one hook for longer than [`STALL`] while this job waits,
     /// the job runs on a blocking thread instead.
-    async fn run<T>(&self, job: Job, rx: tokio::sync::oneshot::Receiver<Result<T, String>>) -> Result<T, String> {
+    async fn run<T>(
+        &self,
+        job: Job,
+        rx: tokio::sync::oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, String> {
         let hook = job.hook;
         let slot = Arc::new(Slot(std::sync::Mutex::new(Some(job))));
-        self.worker.send(slot.clone()).map_err(|_| "the Python worker thread is gone".to_string())?;
+        self.worker
+            .send(slot.clone())
+            .map_err(|_| "the Python worker thread is gone".to_string())?;
         let mut rx = rx;
         loop {
             match tokio::time::timeout(STALL, &mut rx).await {
@@ -260,7 +453,9 @@ impl PythonAddon {
                         let job = slot.0.lock().unwrap().take();
                         if let Some(job) = job {
                             let host = self.shared_host.clone();
-                            tokio::task::spawn_blocking(move || Python::with_gil(|py| run_job(py, host.bind(py), job)));
+                            tokio::task::spawn_blocking(move || {
+                                Python::with_gil(|py| run_job(py, host.bind(py), job))
+                            });
                         }
                     }
                 }
@@ -270,7 +465,13 @@ impl PythonAddon {
 }
 
 fn run_job(py: Python<'_>, host: &Bound<'_, PyAny>, job: Job) {
-    let Job { method, hook, pyflow, state, reply } = job;
+    let Job {
+        method,
+        hook,
+        pyflow,
+        state,
+        reply,
+    } = job;
     let reply = match Bound::new(py, reply) {
         Ok(r) => r,
         Err(e) => {
@@ -282,7 +483,10 @@ fn run_job(py: Python<'_>, host: &Bound<'_, PyAny>, job: Job) {
         let st = state.into_py(py)?;
         if method == "flow_hook" {
             let m = pyo3::intern!(py, "flow_hook");
-            host.call_method1(m, (hook, pyflow.unwrap_or_else(|| py.None()), st, reply.clone()))
+            host.call_method1(
+                m,
+                (hook, pyflow.unwrap_or_else(|| py.None()), st, reply.clone()),
+            )
         } else {
             host.call_method1(method, (hook, st, reply.clone()))
         }
@@ -300,28 +504,48 @@ impl PythonAddon {
     /// that cannot be read or raises (a syntax error, say) is an `Err` with the file,
     /// line and traceback, for the CLI to print before exiting with status 2.
     pub fn new(options: &Options, scripts: &[String]) -> Result<Arc<PythonAddon>, String> {
-        let _ = GLOBAL.set(Global { options: options.clone(), script_options: Default::default() });
+        let _ = GLOBAL.set(Global {
+            options: options.clone(),
+            script_options: Default::default(),
+        });
         native::init_interpreter();
         let host = Python::with_gil(|py| -> Result<Py<PyAny>, String> {
             // sys.argv is the proxy's command line, as under mitmdump (scripts such as
             // mitmproxy's io-write-flow-file.py read sys.argv[1])
-            let argv = PyList::new(py, std::env::args_os().map(|a| a.to_string_lossy().into_owned())).map_err(|e| e.to_string())?;
-            py.import("sys").and_then(|s| s.setattr("argv", argv)).map_err(|e| format_err(py, &e))?;
-            let m = py.import("mitmproxy._mitmrs").map_err(|e| format_err(py, &e))?;
+            let argv = PyList::new(
+                py,
+                std::env::args_os().map(|a| a.to_string_lossy().into_owned()),
+            )
+            .map_err(|e| e.to_string())?;
+            py.import("sys")
+                .and_then(|s| s.setattr("argv", argv))
+                .map_err(|e| format_err(py, &e))?;
+            let m = py
+                .import("mitmproxy._mitmrs")
+                .map_err(|e| format_err(py, &e))?;
             let paths = PyList::new(py, scripts).map_err(|e| e.to_string())?;
-            let host = m.getattr("Host").and_then(|h| h.call1((paths,))).map_err(|e| {
-                let msg = format_err(py, &e);
-                format!("Error loading script:\n{msg}")
-            })?;
+            let host = m
+                .getattr("Host")
+                .and_then(|h| h.call1((paths,)))
+                .map_err(|e| {
+                    let msg = format_err(py, &e);
+                    format!("Error loading script:\n{msg}")
+                })?;
             Ok(host.unbind())
         })?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let (worker_host, shared_host) = Python::with_gil(|py| (host.clone_ref(py), Arc::new(host.clone_ref(py))));
+        let (worker_host, shared_host) =
+            Python::with_gil(|py| (host.clone_ref(py), Arc::new(host.clone_ref(py))));
         std::thread::Builder::new()
             .name("mitmrs-python".into())
             .spawn(move || run_worker(worker_host, rx))
             .map_err(|e| format!("cannot start the Python worker thread: {e}"))?;
-        let addon = Arc::new(PythonAddon { host, name: scripts.join(", "), worker: tx, shared_host });
+        let addon = Arc::new(PythonAddon {
+            host,
+            name: scripts.join(", "),
+            worker: tx,
+            shared_host,
+        });
         addon.start_poller(scripts);
         Ok(addon)
     }
@@ -372,7 +596,11 @@ impl PythonAddon {
     async fn call_blocking(&self, method: &'static str) -> HookResult {
         let host = self.host_ref();
         tokio::task::spawn_blocking(move || {
-            Python::with_gil(|py| host.call_method0(py, method).map(|_| ()).map_err(|e| format_err(py, &e)))
+            Python::with_gil(|py| {
+                host.call_method0(py, method)
+                    .map(|_| ())
+                    .map_err(|e| format_err(py, &e))
+            })
         })
         .await
         .map_err(|e| e.to_string())?
@@ -383,7 +611,13 @@ impl PythonAddon {
         let state = sync::snapshot(flow);
         let pyflow = flow.extensions.remove::<sync::PyFlow>().map(|p| p.0);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = Job { method: "flow_hook", hook: hook.name(), pyflow, state, reply: Reply(std::sync::Mutex::new(Some(ReplyTx::Flow(tx)))) };
+        let job = Job {
+            method: "flow_hook",
+            hook: hook.name(),
+            pyflow,
+            state,
+            reply: Reply(std::sync::Mutex::new(Some(ReplyTx::Flow(tx)))),
+        };
         let (pf, out) = self.run(job, rx).await?;
         flow.extensions.insert(pf);
         sync::apply(flow, out);
@@ -413,15 +647,25 @@ impl ConnOut {
             }
         };
         Ok(ConnOut {
-            client_error: get("client_error")?.map(|v| v.str().map(|s| s.to_string())).transpose()?,
+            client_error: get("client_error")?
+                .map(|v| v.str().map(|s| s.to_string()))
+                .transpose()?,
             server_address: get("server_address")?.map(|v| v.extract()).transpose()?,
-            server_error: get("server_error")?.map(|v| v.str().map(|s| s.to_string())).transpose()?,
+            server_error: get("server_error")?
+                .map(|v| v.str().map(|s| s.to_string()))
+                .transpose()?,
             layer: match d.get_item("layer") {
                 Ok(v) => Some(v.extract()?),
                 Err(_) => None,
             },
-            ignore_connection: get("ignore_connection")?.map(|v| v.is_truthy()).transpose()?.unwrap_or(false),
-            establish_server_tls_first: get("establish_server_tls_first")?.map(|v| v.is_truthy()).transpose()?.unwrap_or(false),
+            ignore_connection: get("ignore_connection")?
+                .map(|v| v.is_truthy())
+                .transpose()?
+                .unwrap_or(false),
+            establish_server_tls_first: get("establish_server_tls_first")?
+                .map(|v| v.is_truthy())
+                .transpose()?
+                .unwrap_or(false),
         })
     }
 }
@@ -438,7 +682,11 @@ fn layer_name(l: Option<LayerKind>) -> sync::V {
 impl PythonAddon {
     /// Runs a connection hook off the tokio runtime: `data` becomes mitmproxy's data
     /// object in `Host.conn_hook`, which returns what the scripts changed.
-    async fn conn_hook(&self, hook: Hook, data: Vec<(&'static str, sync::V)>) -> Result<ConnOut, String> {
+    async fn conn_hook(
+        &self,
+        hook: Hook,
+        data: Vec<(&'static str, sync::V)>,
+    ) -> Result<ConnOut, String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             method: "conn_hook",
@@ -450,8 +698,19 @@ impl PythonAddon {
         self.run(job, rx).await
     }
 
-    async fn server_hook(&self, hook: Hook, data: &ServerConnectionHookData) -> Result<ConnOut, String> {
-        self.conn_hook(hook, vec![("client", sync::client_v(&data.client)), ("server", sync::server_v(&data.server))]).await
+    async fn server_hook(
+        &self,
+        hook: Hook,
+        data: &ServerConnectionHookData,
+    ) -> Result<ConnOut, String> {
+        self.conn_hook(
+            hook,
+            vec![
+                ("client", sync::client_v(&data.client)),
+                ("server", sync::server_v(&data.server)),
+            ],
+        )
+        .await
     }
 
     async fn tls_hook(&self, hook: Hook, data: &TlsData) -> HookResult {
@@ -465,7 +724,10 @@ impl PythonAddon {
                 ("client", sync::client_v(&data.client)),
                 ("server", sync::server_v(&data.server)),
                 ("side", sync::V::S(side.into())),
-                ("error", data.error.clone().map(sync::V::S).unwrap_or(sync::V::None)),
+                (
+                    "error",
+                    data.error.clone().map(sync::V::S).unwrap_or(sync::V::None),
+                ),
             ],
         )
         .await?;
@@ -484,13 +746,25 @@ impl Addon for PythonAddon {
     }
 
     fn load(&self, _loader: &mut Loader<'_>) -> HookResult {
-        Python::with_gil(|py| self.host.call_method0(py, "load").map(|_| ()).map_err(|e| format_err(py, &e).into()))
+        Python::with_gil(|py| {
+            self.host
+                .call_method0(py, "load")
+                .map(|_| ())
+                .map_err(|e| format_err(py, &e).into())
+        })
     }
 
-    fn configure(&self, _options: &Options, updated: &BTreeSet<String>) -> Result<(), OptionsError> {
+    fn configure(
+        &self,
+        _options: &Options,
+        updated: &BTreeSet<String>,
+    ) -> Result<(), OptionsError> {
         let msg = Python::with_gil(|py| -> Result<Option<String>, String> {
             let names: Vec<&str> = updated.iter().map(String::as_str).collect();
-            let r = self.host.call_method1(py, "configure", (names,)).map_err(|e| format_err(py, &e))?;
+            let r = self
+                .host
+                .call_method1(py, "configure", (names,))
+                .map_err(|e| format_err(py, &e))?;
             r.extract::<Option<String>>(py).map_err(|e| e.to_string())
         });
         let message = match msg {
@@ -498,7 +772,10 @@ impl Addon for PythonAddon {
             Ok(Some(m)) => m,
             Err(e) => e,
         };
-        let script_opts = GLOBAL.get().map(|g| g.script_options.lock().unwrap().clone()).unwrap_or_default();
+        let script_opts = GLOBAL
+            .get()
+            .map(|g| g.script_options.lock().unwrap().clone())
+            .unwrap_or_default();
         let name = script_opts
             .iter()
             .find(|n| updated.contains(*n))
@@ -543,14 +820,23 @@ impl Addon for PythonAddon {
     }
 
     async fn client_connected(&self, client: &mut Client) -> HookResult {
-        let out = self.conn_hook(Hook::ClientConnected, vec![("client", sync::client_v(client))]).await?;
+        let out = self
+            .conn_hook(
+                Hook::ClientConnected,
+                vec![("client", sync::client_v(client))],
+            )
+            .await?;
         if let Some(e) = out.client_error {
             client.error = Some(e);
         }
         Ok(())
     }
     async fn client_disconnected(&self, client: &Client) -> HookResult {
-        self.conn_hook(Hook::ClientDisconnected, vec![("client", sync::client_v(client))]).await?;
+        self.conn_hook(
+            Hook::ClientDisconnected,
+            vec![("client", sync::client_v(client))],
+        )
+        .await?;
         Ok(())
     }
     async fn server_connect(&self, data: &mut ServerConnectionHookData) -> HookResult {
@@ -604,10 +890,24 @@ impl Addon for PythonAddon {
                 vec![
                     ("client", sync::client_v(&data.client)),
                     ("server", sync::server_v(&data.server)),
-                    ("sni", data.sni.clone().map(sync::V::S).unwrap_or(sync::V::None)),
-                    ("alpn_protocols", sync::V::L(data.alpn_protocols.iter().map(|b| sync::V::B(b.clone())).collect())),
+                    (
+                        "sni",
+                        data.sni.clone().map(sync::V::S).unwrap_or(sync::V::None),
+                    ),
+                    (
+                        "alpn_protocols",
+                        sync::V::L(
+                            data.alpn_protocols
+                                .iter()
+                                .map(|b| sync::V::B(b.clone()))
+                                .collect(),
+                        ),
+                    ),
                     ("ignore_connection", sync::V::Bool(data.ignore_connection)),
-                    ("establish_server_tls_first", sync::V::Bool(data.establish_server_tls_first)),
+                    (
+                        "establish_server_tls_first",
+                        sync::V::Bool(data.establish_server_tls_first),
+                    ),
                 ],
             )
             .await?;

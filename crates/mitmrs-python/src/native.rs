@@ -17,12 +17,17 @@ use crate::{GLOBAL, HOOKS, PACKAGE_INIT, SOURCES, TICK};
 const DISPATCHED: &[Hook] = Hook::ALL;
 
 fn options() -> PyResult<&'static Options> {
-    GLOBAL.get().map(|g| &g.options).ok_or_else(|| PyValueError::new_err("mitmrs options are not set up"))
+    GLOBAL
+        .get()
+        .map(|g| &g.options)
+        .ok_or_else(|| PyValueError::new_err("mitmrs options are not set up"))
 }
 
 #[pyfunction]
 fn encode<'py>(py: Python<'py>, encoding: &str, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let out = py.allow_threads(|| mitmrs_core::encoding::encode(encoding, data)).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let out = py
+        .allow_threads(|| mitmrs_core::encoding::encode(encoding, data))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(PyBytes::new(py, &out))
 }
 
@@ -30,7 +35,9 @@ fn encode<'py>(py: Python<'py>, encoding: &str, data: &[u8]) -> PyResult<Bound<'
 fn decode<'py>(py: Python<'py>, encoding: &str, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let b = Bytes::copy_from_slice(data);
     let out = py
-        .allow_threads(|| mitmrs_core::encoding::decode(encoding, &b, mitmrs_core::message::DEFAULT_DECODE_LIMIT))
+        .allow_threads(|| {
+            mitmrs_core::encoding::decode(encoding, &b, mitmrs_core::message::DEFAULT_DECODE_LIMIT)
+        })
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(PyBytes::new(py, &out))
 }
@@ -44,11 +51,17 @@ fn reason(code: u16) -> &'static str {
 #[pyo3(signature = (level, msg, client=None))]
 fn log(py: Python<'_>, level: i32, msg: &str, client: Option<String>) {
     py.allow_threads(|| match (level, client) {
-        (l, Some(c)) if l >= 40 => tracing::error!(target: "mitmrs_python", client = c.as_str(), "{msg}"),
+        (l, Some(c)) if l >= 40 => {
+            tracing::error!(target: "mitmrs_python", client = c.as_str(), "{msg}")
+        }
         (l, None) if l >= 40 => tracing::error!(target: "mitmrs_python", "{msg}"),
-        (l, Some(c)) if l >= 30 => tracing::warn!(target: "mitmrs_python", client = c.as_str(), "{msg}"),
+        (l, Some(c)) if l >= 30 => {
+            tracing::warn!(target: "mitmrs_python", client = c.as_str(), "{msg}")
+        }
         (l, None) if l >= 30 => tracing::warn!(target: "mitmrs_python", "{msg}"),
-        (l, Some(c)) if l >= 20 => tracing::info!(target: "mitmrs_python", client = c.as_str(), "{msg}"),
+        (l, Some(c)) if l >= 20 => {
+            tracing::info!(target: "mitmrs_python", client = c.as_str(), "{msg}")
+        }
         (l, None) if l >= 20 => tracing::info!(target: "mitmrs_python", "{msg}"),
         (_, Some(c)) => tracing::debug!(target: "mitmrs_python", client = c.as_str(), "{msg}"),
         (_, None) => tracing::debug!(target: "mitmrs_python", "{msg}"),
@@ -85,24 +98,31 @@ fn value_from_py(typ: &OptionType, v: &Bound<'_, PyAny>) -> PyResult<OptionValue
 
 #[pyfunction]
 fn option_get(py: Python<'_>, name: &str) -> PyResult<PyObject> {
-    let v = options()?.get(name).ok_or_else(|| PyKeyError::new_err(name.to_string()))?;
+    let v = options()?
+        .get(name)
+        .ok_or_else(|| PyKeyError::new_err(name.to_string()))?;
     value_to_py(py, &v)
 }
 
 #[pyfunction]
 fn option_set(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
     let opts = options()?;
-    let spec = opts.spec(name).ok_or_else(|| PyKeyError::new_err(name.to_string()))?;
-    let v = value_from_py(&spec.typ, value).map_err(|e| PyValueError::new_err(format!("option {name}: {e}")))?;
+    let spec = opts
+        .spec(name)
+        .ok_or_else(|| PyKeyError::new_err(name.to_string()))?;
+    let v = value_from_py(&spec.typ, value)
+        .map_err(|e| PyValueError::new_err(format!("option {name}: {e}")))?;
     // Setting may run configure hooks (which take the GIL again): release it.
-    py.allow_threads(|| opts.set(name, v)).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    py.allow_threads(|| opts.set(name, v))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(())
 }
 
 #[pyfunction]
 fn option_parse_set(py: Python<'_>, spec: &str) -> PyResult<()> {
     let opts = options()?;
-    py.allow_threads(|| opts.parse_set(spec, false)).map_err(|e| PyValueError::new_err(e.to_string()))
+    py.allow_threads(|| opts.parse_set(spec, false))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 #[pyfunction]
@@ -112,7 +132,14 @@ fn option_names() -> PyResult<Vec<String>> {
 
 #[pyfunction]
 #[pyo3(signature = (name, kind, default, help, choices=None))]
-fn option_add(py: Python<'_>, name: &str, kind: &str, default: &Bound<'_, PyAny>, help: &str, choices: Option<Vec<String>>) -> PyResult<()> {
+fn option_add(
+    py: Python<'_>,
+    name: &str,
+    kind: &str,
+    default: &Bound<'_, PyAny>,
+    help: &str,
+    choices: Option<Vec<String>>,
+) -> PyResult<()> {
     let typ = match kind {
         "bool" => OptionType::Bool,
         "str" => OptionType::Str,
@@ -121,15 +148,21 @@ fn option_add(py: Python<'_>, name: &str, kind: &str, default: &Bound<'_, PyAny>
         "optint" => OptionType::OptInt,
         "float" => OptionType::Float,
         "seq" => OptionType::StrSeq,
-        _ => return Err(PyValueError::new_err(format!("unsupported option type {kind}"))),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "unsupported option type {kind}"
+            )))
+        }
     };
-    let default = value_from_py(&typ, default).map_err(|e| PyValueError::new_err(format!("option {name}: bad default: {e}")))?;
+    let default = value_from_py(&typ, default)
+        .map_err(|e| PyValueError::new_err(format!("option {name}: bad default: {e}")))?;
     let mut spec = OptionSpec::new(name, typ, default, help);
     if let Some(c) = choices {
         spec = spec.with_choices(c);
     }
     let opts = options()?;
-    py.allow_threads(|| opts.add_option(spec)).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    py.allow_threads(|| opts.add_option(spec))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     if let Some(g) = GLOBAL.get() {
         let mut so = g.script_options.lock().unwrap();
         if !so.iter().any(|n| n == name) {
@@ -211,7 +244,9 @@ fn mitmproxy_package(m: &Bound<'_, PyModule>) -> PyResult<()> {
     rs.add_function(wrap_pyfunction!(shutdown, &rs)?)?;
     rs.add_class::<ResumeHandle>()?;
     m.setattr("_rs", &rs)?;
-    py.import("sys")?.getattr("modules")?.set_item("mitmproxy._rs", &rs)?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("mitmproxy._rs", &rs)?;
     let sources = PyDict::new(py);
     for (name, src, is_pkg) in SOURCES {
         sources.set_item(*name, (*src, *is_pkg))?;
@@ -219,8 +254,12 @@ fn mitmproxy_package(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let g = PyDict::new(py);
     g.set_item("_SOURCES", sources)?;
     g.set_item("__builtins__", py.import("builtins")?)?;
-    py.import("builtins")?.getattr("exec")?.call1((BOOTSTRAP, &g))?;
-    py.import("builtins")?.getattr("exec")?.call1((PACKAGE_INIT, m.dict()))?;
+    py.import("builtins")?
+        .getattr("exec")?
+        .call1((BOOTSTRAP, &g))?;
+    py.import("builtins")?
+        .getattr("exec")?
+        .call1((PACKAGE_INIT, m.dict()))?;
     Ok(())
 }
 

@@ -51,7 +51,9 @@ pub(crate) struct Lazy {
 #[pymethods]
 impl Lazy {
     fn __call__(&self, py: Python<'_>) -> PyResult<PyObject> {
-        self.cell.get_or_try_init(py, || self.v.to_py(py)).map(|o| o.clone_ref(py))
+        self.cell
+            .get_or_try_init(py, || self.v.to_py(py))
+            .map(|o| o.clone_ref(py))
     }
 }
 
@@ -64,7 +66,10 @@ fn meta_to_py(py: Python<'_>, m: &MetaValue) -> PyResult<PyObject> {
         MetaValue::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
         MetaValue::Bytes(b) => PyBytes::new(py, b).into_any().unbind(),
         MetaValue::List(l) => {
-            let items: Vec<PyObject> = l.iter().map(|x| meta_to_py(py, x)).collect::<PyResult<_>>()?;
+            let items: Vec<PyObject> = l
+                .iter()
+                .map(|x| meta_to_py(py, x))
+                .collect::<PyResult<_>>()?;
             PyList::new(py, items)?.into_any().unbind()
         }
         MetaValue::Map(m) => {
@@ -117,9 +122,19 @@ impl V {
     /// Like `to_py`, but moves lazy parts into [`Lazy`] objects.
     pub(crate) fn into_py(self, py: Python<'_>) -> PyResult<PyObject> {
         match self {
-            V::Lazy(v) => Ok(Py::new(py, Lazy { v: *v, cell: pyo3::sync::GILOnceCell::new() })?.into_any()),
+            V::Lazy(v) => Ok(Py::new(
+                py,
+                Lazy {
+                    v: *v,
+                    cell: pyo3::sync::GILOnceCell::new(),
+                },
+            )?
+            .into_any()),
             V::T(items) => {
-                let items: Vec<PyObject> = items.into_iter().map(|x| x.into_py(py)).collect::<PyResult<_>>()?;
+                let items: Vec<PyObject> = items
+                    .into_iter()
+                    .map(|x| x.into_py(py))
+                    .collect::<PyResult<_>>()?;
                 Ok(PyTuple::new(py, items)?.into_any().unbind())
             }
             v => v.to_py(py),
@@ -135,11 +150,13 @@ impl V {
             V::S(s) => s.into_pyobject(py)?.into_any().unbind(),
             V::B(b) => PyBytes::new(py, b).into_any().unbind(),
             V::L(l) => {
-                let items: Vec<PyObject> = l.iter().map(|x| x.to_py(py)).collect::<PyResult<_>>()?;
+                let items: Vec<PyObject> =
+                    l.iter().map(|x| x.to_py(py)).collect::<PyResult<_>>()?;
                 PyList::new(py, items)?.into_any().unbind()
             }
             V::T(l) => {
-                let items: Vec<PyObject> = l.iter().map(|x| x.to_py(py)).collect::<PyResult<_>>()?;
+                let items: Vec<PyObject> =
+                    l.iter().map(|x| x.to_py(py)).collect::<PyResult<_>>()?;
                 PyTuple::new(py, items)?.into_any().unbind()
             }
             V::D(kv) => {
@@ -168,7 +185,11 @@ impl V {
             V::Client(c) => client_v(c).to_py(py)?,
             V::Server(sv) => server_v(sv).to_py(py)?,
             // only `into_py` makes Lazy objects
-            V::Lazy(_) => return Err(pyo3::exceptions::PyTypeError::new_err("lazy value converted by reference")),
+            V::Lazy(_) => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "lazy value converted by reference",
+                ))
+            }
         })
     }
 }
@@ -227,7 +248,10 @@ pub(crate) fn client_v(c: &Client) -> V {
 pub(crate) fn server_v(sv: &Server) -> V {
     V::T(vec![
         s(&sv.id),
-        sv.address.as_ref().map(|(h, p)| V::T(vec![s(h), V::Int(*p as i64)])).unwrap_or(V::None),
+        sv.address
+            .as_ref()
+            .map(|(h, p)| V::T(vec![s(h), V::Int(*p as i64)]))
+            .unwrap_or(V::None),
         opt_addr(&sv.peername),
         opt_addr(&sv.sockname),
         opt_f(sv.timestamp_start),
@@ -342,7 +366,12 @@ pub(crate) struct FlowOut {
 
 fn ex_headers(v: &Bound<'_, PyAny>) -> PyResult<Headers> {
     let fields: Vec<(Vec<u8>, Vec<u8>)> = v.extract()?;
-    Ok(Headers::from_fields(fields.into_iter().map(|(n, v)| (Bytes::from(n), Bytes::from(v))).collect()))
+    Ok(Headers::from_fields(
+        fields
+            .into_iter()
+            .map(|(n, v)| (Bytes::from(n), Bytes::from(v)))
+            .collect(),
+    ))
 }
 
 fn ex_opt_headers(v: &Bound<'_, PyAny>) -> PyResult<Option<Headers>> {
@@ -360,7 +389,9 @@ fn ex_content(v: &Bound<'_, PyAny>) -> PyResult<Option<Bytes>> {
     if let Ok(b) = v.downcast::<PyBytes>() {
         return Ok(Some(Bytes::copy_from_slice(b.as_bytes())));
     }
-    let b: Vec<u8> = v.extract().map_err(|_| pyo3::exceptions::PyTypeError::new_err("message content must be bytes"))?;
+    let b: Vec<u8> = v
+        .extract()
+        .map_err(|_| pyo3::exceptions::PyTypeError::new_err("message content must be bytes"))?;
     Ok(Some(Bytes::from(b)))
 }
 
@@ -375,7 +406,10 @@ fn ex_stream(v: &Bound<'_, PyAny>) -> StreamOut {
 }
 
 /// `...` (Ellipsis) stands for "unchanged".
-fn changed<'py, T>(v: Bound<'py, PyAny>, f: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<T>) -> PyResult<Option<T>> {
+fn changed<'py, T>(
+    v: Bound<'py, PyAny>,
+    f: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<T>,
+) -> PyResult<Option<T>> {
     if v.is(&v.py().Ellipsis()) {
         Ok(None)
     } else {
@@ -454,13 +488,21 @@ impl ChunkTransform for PyTransform {
             };
             if self.adapter.is_none() {
                 let m = py.import("mitmproxy._mitmrs").map_err(|e| e.to_string())?;
-                let a = m.call_method1("StreamAdapter", (self.func.bind(py),)).map_err(report)?;
+                let a = m
+                    .call_method1("StreamAdapter", (self.func.bind(py),))
+                    .map_err(report)?;
                 self.adapter = Some(a.unbind());
             }
             let adapter = self.adapter.as_ref().unwrap().bind(py);
-            let out = adapter.call_method1("feed", (PyBytes::new(py, &chunk), end)).map_err(report)?;
+            let out = adapter
+                .call_method1("feed", (PyBytes::new(py, &chunk), end))
+                .map_err(report)?;
             let pieces: Vec<Vec<u8>> = out.extract().map_err(|e| e.to_string())?;
-            Ok(pieces.into_iter().filter(|p| !p.is_empty()).map(Bytes::from).collect())
+            Ok(pieces
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .map(Bytes::from)
+                .collect())
         })
     }
 }
@@ -475,7 +517,10 @@ fn apply_stream(cur: &mut StreamMode, s: StreamOut) {
         }
         StreamOut::Callable(func) => {
             if !matches!(cur, StreamMode::Transform(_)) {
-                *cur = StreamMode::Transform(Box::new(PyTransform { func, adapter: None }));
+                *cur = StreamMode::Transform(Box::new(PyTransform {
+                    func,
+                    adapter: None,
+                }));
             }
         }
     }
@@ -513,7 +558,9 @@ pub(crate) fn apply(flow: &mut HttpFlow, out: FlowOut) {
         None => {}
         Some(None) => flow.response = None,
         Some(Some(r)) => {
-            let resp = flow.response.get_or_insert_with(|| Response::make(r.status_code, Bytes::new(), Headers::new()));
+            let resp = flow
+                .response
+                .get_or_insert_with(|| Response::make(r.status_code, Bytes::new(), Headers::new()));
             set(&mut resp.http_version, r.http_version);
             resp.status_code = r.status_code;
             set(&mut resp.reason, r.reason);

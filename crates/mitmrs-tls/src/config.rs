@@ -37,8 +37,11 @@ pub fn client_facing_config(leaf: Arc<CertifiedKey>, alpn: &[Vec<u8>]) -> Arc<Se
 const SESSION_CACHE_SIZE: usize = 4096;
 
 fn session_cache() -> Arc<dyn rustls::server::StoresServerSessions> {
-    static CACHE: std::sync::OnceLock<Arc<rustls::server::ServerSessionMemoryCache>> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE)).clone()
+    static CACHE: std::sync::OnceLock<Arc<rustls::server::ServerSessionMemoryCache>> =
+        std::sync::OnceLock::new();
+    CACHE
+        .get_or_init(|| rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE))
+        .clone()
 }
 
 /// Connection facts recorded on flows, with mitmproxy's names.

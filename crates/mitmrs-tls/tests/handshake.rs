@@ -192,7 +192,10 @@ async fn returning_clients_resume_across_configs() {
         });
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(client.clone()).connect(name, tcp).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(client.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap();
         tls.write_all(b"x").await.unwrap();
         tls.flush().await.unwrap();
         // Reading lets the client take in the session ticket sent after the handshake.

@@ -49,7 +49,13 @@ pub static ERRORS_LOGGED: std::sync::atomic::AtomicUsize = std::sync::atomic::At
 
 fn clock() -> String {
     let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    format!("{:02}:{:02}:{:02}.{:03}", now.hour(), now.minute(), now.second(), now.millisecond())
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    )
 }
 
 impl<S, N> FormatEvent<S, N> for MitmFormat
@@ -57,7 +63,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut f = Fields::default();
         event.record(&mut f);
         let time = format!("[{}]", clock());

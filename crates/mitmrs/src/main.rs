@@ -51,9 +51,16 @@ fn main() -> ExitCode {
             mitmrs_core::options::OptionValue::None,
             "Limit which flows are displayed (filter expression; stored, not yet applied).",
         ));
-        let _ = options.set("view_filter", mitmrs_core::options::OptionValue::Str(args.filter.join(" ")));
+        let _ = options.set(
+            "view_filter",
+            mitmrs_core::options::OptionValue::Str(args.filter.join(" ")),
+        );
     }
-    logging::init(&options.get_str("termlog_verbosity").unwrap_or_else(|| "info".into()));
+    logging::init(
+        &options
+            .get_str("termlog_verbosity")
+            .unwrap_or_else(|| "info".into()),
+    );
     match run(options, chain) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -77,9 +84,15 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let ca = mitmrs_tls::CertAuthority::load_or_create(&rt.cfg.confdir)
-        .map_err(|e| anyhow::anyhow!("cannot load or create the CA in {}: {e}", rt.cfg.confdir.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let ca = mitmrs_tls::CertAuthority::load_or_create(&rt.cfg.confdir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot load or create the CA in {}: {e}",
+            rt.cfg.confdir.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let ctx = Arc::new(ProxyCtx::new(chain, options.clone(), Arc::new(ca), rt));
         {
@@ -97,10 +110,16 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
         }
         let proxy = Proxy::bind(ctx.clone()).await.map_err(|e| {
             let addr = ctx.runtime().cfg.listen;
-            anyhow::anyhow!("cannot listen on {addr}: {e} (choose another port with -p, or --listen-host)")
+            anyhow::anyhow!(
+                "cannot listen on {addr}: {e} (choose another port with -p, or --listen-host)"
+            )
         })?;
         let addr = proxy.local_addr()?;
-        let hint = if addr.ip().is_loopback() { " Only this machine can connect; use --listen-host 0.0.0.0 to accept other devices." } else { "" };
+        let hint = if addr.ip().is_loopback() {
+            " Only this machine can connect; use --listen-host 0.0.0.0 to accept other devices."
+        } else {
+            ""
+        };
         tracing::info!("HTTP(S) proxy listening at {addr}.{hint}");
         let (tx, rx) = tokio::sync::watch::channel(false);
         ctx.chain.running().await;
@@ -134,7 +153,11 @@ fn load_scripts(options: &Options, chain: &mut AddonChain) -> Result<(), ExitCod
     #[cfg(feature = "python")]
     {
         // Scripts log while loading: set up the console log first.
-        logging::init(&options.get_str("termlog_verbosity").unwrap_or_else(|| "info".into()));
+        logging::init(
+            &options
+                .get_str("termlog_verbosity")
+                .unwrap_or_else(|| "info".into()),
+        );
         match mitmrs_python::PythonAddon::new(options, &scripts) {
             Ok(addon) => {
                 let _ = chain.add(addon, options);

@@ -23,19 +23,39 @@ fn first_run_creates_ca_files_and_second_run_reuses_them() {
         assert!(f.is_file(), "{} missing after the first run", f.display());
     }
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "mitmproxy-ca.pem holds the private key and must be 0600, is {mode:o}");
+    assert_eq!(
+        mode, 0o600,
+        "mitmproxy-ca.pem holds the private key and must be 0600, is {mode:o}"
+    );
 
     let key_text = std::fs::read_to_string(&key).unwrap();
-    assert!(key_text.contains("PRIVATE KEY-----"), "mitmproxy-ca.pem should hold the key");
-    assert!(key_text.contains("-----BEGIN CERTIFICATE-----"), "mitmproxy-ca.pem should hold the certificate");
+    assert!(
+        key_text.contains("PRIVATE KEY-----"),
+        "mitmproxy-ca.pem should hold the key"
+    );
+    assert!(
+        key_text.contains("-----BEGIN CERTIFICATE-----"),
+        "mitmproxy-ca.pem should hold the certificate"
+    );
     let cert_bytes = std::fs::read(&cert).unwrap();
     assert!(String::from_utf8_lossy(&cert_bytes).starts_with("-----BEGIN CERTIFICATE-----"));
-    assert!(!String::from_utf8_lossy(&cert_bytes).contains("PRIVATE KEY"), "the public cert must not hold the key");
+    assert!(
+        !String::from_utf8_lossy(&cert_bytes).contains("PRIVATE KEY"),
+        "the public cert must not hold the key"
+    );
 
     let proxy = Proxy::start_in(dir.path(), &[]);
     drop(proxy);
-    assert_eq!(std::fs::read(&cert).unwrap(), cert_bytes, "the second run must reuse the CA, not make a new one");
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), key_text, "the second run must not rewrite the key");
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        cert_bytes,
+        "the second run must reuse the CA, not make a new one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        key_text,
+        "the second run must not rewrite the key"
+    );
 }
 
 /// `$MITMDUMP`, `/tmp/m/bin/mitmdump` or `<workspace>/.venv/bin/mitmdump`.
@@ -78,13 +98,25 @@ fn make_mitmproxy_confdir(mitmdump: &Path, confdir: &Path) {
     let mut guard = KillOnDrop(child);
     // mitmproxy writes mitmproxy-ca.pem, then -ca-cert.pem, then -ca-cert.cer: once
     // the last exists the first two are complete. An external process, so poll.
-    let files = ["mitmproxy-ca.pem", "mitmproxy-ca-cert.pem", "mitmproxy-ca-cert.cer"].map(|f| confdir.join(f));
+    let files = [
+        "mitmproxy-ca.pem",
+        "mitmproxy-ca-cert.pem",
+        "mitmproxy-ca-cert.cer",
+    ]
+    .map(|f| confdir.join(f));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !files.iter().all(|f| f.is_file()) {
         if let Ok(Some(status)) = guard.0.try_wait() {
-            panic!("mitmdump exited ({status}) before writing its CA to {}", confdir.display());
+            panic!(
+                "mitmdump exited ({status}) before writing its CA to {}",
+                confdir.display()
+            );
         }
-        assert!(Instant::now() < deadline, "mitmdump did not write its CA to {} within 30 s", confdir.display());
+        assert!(
+            Instant::now() < deadline,
+            "mitmdump did not write its CA to {} within 30 s",
+            confdir.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(guard);
@@ -106,8 +138,17 @@ fn confdir_created_by_mitmdump_is_used() {
     let ca_opt = format!("ssl_verify_upstream_trusted_ca={}", pki.ca_path.display());
     let proxy = Proxy::start_in(dir.path(), &["--set", &ca_opt]);
 
-    let r = curl_trusting(&proxy, &trust, &[&format!("https://localhost:{}/mitmdump-ca", origin.port)]);
-    assert!(r.ok, "curl trusting mitmdump's CA failed: {}\n{}", r.stderr, proxy.output());
+    let r = curl_trusting(
+        &proxy,
+        &trust,
+        &[&format!("https://localhost:{}/mitmdump-ca", origin.port)],
+    );
+    assert!(
+        r.ok,
+        "curl trusting mitmdump's CA failed: {}\n{}",
+        r.stderr,
+        proxy.output()
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "served over TLS\n");
     assert_eq!(origin.requests()[0].target, "/mitmdump-ca");

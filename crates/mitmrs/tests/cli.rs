@@ -16,14 +16,25 @@ fn stdout_of(out: &std::process::Output) -> String {
 #[test]
 fn version_prints_name_and_version() {
     let out = run_bin(&["--version"]);
-    assert!(out.status.success(), "--version failed: {}", stderr_of(&out));
-    assert_eq!(stdout_of(&out).trim(), format!("mitmrs {}", env!("CARGO_PKG_VERSION")));
+    assert!(
+        out.status.success(),
+        "--version failed: {}",
+        stderr_of(&out)
+    );
+    assert_eq!(
+        stdout_of(&out).trim(),
+        format!("mitmrs {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn options_lists_core_options_with_type_and_default() {
     let out = run_bin(&["--options"]);
-    assert!(out.status.success(), "--options failed: {}", stderr_of(&out));
+    assert!(
+        out.status.success(),
+        "--options failed: {}",
+        stderr_of(&out)
+    );
     let text = stdout_of(&out);
     let lines: Vec<&str> = text.lines().collect();
     // Each option is `name: default`, preceded by its help comment ending in its type.
@@ -51,9 +62,22 @@ fn options_lists_core_options_with_type_and_default() {
         let value = lines[idx][prefix.len()..].trim();
         assert_eq!(value, default, "default of {name} in --options");
         // The comment block just above names the type.
-        let comment: Vec<&str> = lines[..idx].iter().rev().take_while(|l| l.starts_with('#')).copied().collect();
-        let comment = comment.into_iter().rev().map(|l| l.trim_start_matches('#').trim()).collect::<Vec<_>>().join(" ");
-        assert!(comment.contains(&format!("Type {ty}.")), "--options: the help of {name} should say \"Type {ty}.\", got: {comment:?}");
+        let comment: Vec<&str> = lines[..idx]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .copied()
+            .collect();
+        let comment = comment
+            .into_iter()
+            .rev()
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            comment.contains(&format!("Type {ty}.")),
+            "--options: the help of {name} should say \"Type {ty}.\", got: {comment:?}"
+        );
     }
 }
 
@@ -62,8 +86,14 @@ fn unknown_option_suggests_the_near_name() {
     let out = run_bin(&["-p", "0", "--set", "strem_large_bodies=3m"]);
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr_of(&out));
     let err = stderr_of(&out);
-    assert!(err.contains("strem_large_bodies"), "message should name the unknown option: {err}");
-    assert!(err.contains("stream_large_bodies"), "message should suggest stream_large_bodies: {err}");
+    assert!(
+        err.contains("strem_large_bodies"),
+        "message should name the unknown option: {err}"
+    );
+    assert!(
+        err.contains("stream_large_bodies"),
+        "message should suggest stream_large_bodies: {err}"
+    );
 }
 
 #[test]
@@ -71,11 +101,23 @@ fn bad_size_value_names_option_value_and_accepted_forms() {
     let out = run_bin(&["-p", "0", "--set", "stream_large_bodies=3x"]);
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr_of(&out));
     let err = stderr_of(&out);
-    assert!(err.contains("stream_large_bodies"), "message should name the option: {err}");
-    assert!(err.contains("\"3x\""), "message should quote the value: {err}");
+    assert!(
+        err.contains("stream_large_bodies"),
+        "message should name the option: {err}"
+    );
+    assert!(
+        err.contains("\"3x\""),
+        "message should quote the value: {err}"
+    );
     // What is accepted: a number with a k/m/g suffix.
-    assert!(err.contains("expected"), "message should say what is expected: {err}");
-    assert!(err.contains('k') && err.contains('m') && err.contains('g'), "message should list the suffixes: {err}");
+    assert!(
+        err.contains("expected"),
+        "message should say what is expected: {err}"
+    );
+    assert!(
+        err.contains('k') && err.contains('m') && err.contains('g'),
+        "message should list the suffixes: {err}"
+    );
 }
 
 #[test]
@@ -83,7 +125,10 @@ fn port_out_of_range_exits_2() {
     let out = run_bin(&["-p", "99999"]);
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr_of(&out));
     let err = stderr_of(&out);
-    assert!(err.contains("listen_port") && err.contains("99999"), "{err}");
+    assert!(
+        err.contains("listen_port") && err.contains("99999"),
+        "{err}"
+    );
 }
 
 #[test]

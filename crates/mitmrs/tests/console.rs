@@ -6,12 +6,21 @@ mod support;
 use support::{closed_port, curl, Origin, Proxy, Response};
 
 fn hello_origin() -> Origin {
-    Origin::http(|req| if req.target == "/big" { Response::ok(vec![b'x'; 100 * 1024]) } else { Response::ok("hello world\n") })
+    Origin::http(|req| {
+        if req.target == "/big" {
+            Response::ok(vec![b'x'; 100 * 1024])
+        } else {
+            Response::ok("hello world\n")
+        }
+    })
 }
 
 /// The client address in a log line `[12:00:00.000][127.0.0.1:5555] client connect`.
 fn client_of(line: &str) -> String {
-    let start = line.find("][").map(|i| i + 2).unwrap_or_else(|| panic!("no client in log line {line:?}"));
+    let start = line
+        .find("][")
+        .map(|i| i + 2)
+        .unwrap_or_else(|| panic!("no client in log line {line:?}"));
     let end = start + line[start..].find(']').unwrap();
     line[start..end].to_string()
 }
@@ -20,12 +29,18 @@ fn client_of(line: &str) -> String {
 fn default_detail_shows_request_and_response_lines_and_connection_log() {
     let origin = hello_origin();
     let proxy = Proxy::start(&[]);
-    let r = curl(&proxy, &[&format!("http://127.0.0.1:{}/path?a=b", origin.port)]);
+    let r = curl(
+        &proxy,
+        &[&format!("http://127.0.0.1:{}/path?a=b", origin.port)],
+    );
     assert!(r.ok && r.status == 200, "curl: {r:?}\n{}", proxy.output());
 
     let connect = proxy.expect_stdout("client connect");
     let client = client_of(&connect);
-    assert!(client.starts_with("127.0.0.1:"), "client address {client:?}");
+    assert!(
+        client.starts_with("127.0.0.1:"),
+        "client address {client:?}"
+    );
     proxy.expect_stdout(&format!("server connect 127.0.0.1:{}", origin.port));
 
     let request_line = format!("{client}: GET http://127.0.0.1:{}/path?a=b", origin.port);
@@ -35,10 +50,20 @@ fn default_detail_shows_request_and_response_lines_and_connection_log() {
     proxy.expect_stdout(" << 200 OK 12b");
 
     let lines = proxy.stop();
-    let i = lines.iter().position(|l| *l == request_line).unwrap_or_else(|| panic!("no exact line {request_line:?} in {lines:#?}"));
-    assert_eq!(lines.get(i + 1), Some(&response_line), "the response line follows the request line: {lines:#?}");
+    let i = lines
+        .iter()
+        .position(|l| *l == request_line)
+        .unwrap_or_else(|| panic!("no exact line {request_line:?} in {lines:#?}"));
+    assert_eq!(
+        lines.get(i + 1),
+        Some(&response_line),
+        "the response line follows the request line: {lines:#?}"
+    );
     // At level 1 no headers are shown.
-    assert!(!lines.iter().any(|l| l.trim_start().starts_with("Host:")), "headers at flow_detail 1: {lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.trim_start().starts_with("Host:")),
+        "headers at flow_detail 1: {lines:#?}"
+    );
 }
 
 #[test]
@@ -47,33 +72,62 @@ fn quiet_prints_no_flow_lines() {
     // -q silences the info log too, the listening line included; MITMRS_LOG (which
     // replaces the log filter) brings the log back, not the flow lines.
     let proxy = Proxy::start_env(&["-q"], &[("MITMRS_LOG", "mitmrs=info")]);
-    let r = curl(&proxy, &[&format!("http://127.0.0.1:{}/quiet", origin.port)]);
+    let r = curl(
+        &proxy,
+        &[&format!("http://127.0.0.1:{}/quiet", origin.port)],
+    );
     assert!(r.ok && r.status == 200, "curl: {r:?}\n{}", proxy.output());
     assert_eq!(origin.requests().len(), 1);
     // The flow is over (a flow line would have been printed by now).
     proxy.expect_stdout("client disconnect");
     let lines = proxy.stop();
-    assert!(!lines.iter().any(|l| l.contains("/quiet") || l.contains("<<")), "-q should print no flow lines: {lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("/quiet") || l.contains("<<")),
+        "-q should print no flow lines: {lines:#?}"
+    );
 }
 
 #[test]
 fn detail_2_shows_headers() {
     let origin = hello_origin();
     let proxy = Proxy::start(&["--flow-detail", "2"]);
-    let r = curl(&proxy, &["-H", "X-E2e-Test: yes please", &format!("http://127.0.0.1:{}/headers", origin.port)]);
+    let r = curl(
+        &proxy,
+        &[
+            "-H",
+            "X-E2e-Test: yes please",
+            &format!("http://127.0.0.1:{}/headers", origin.port),
+        ],
+    );
     assert!(r.ok && r.status == 200, "curl: {r:?}\n{}", proxy.output());
     proxy.expect_stdout("<< 200 OK 12b");
     let lines = proxy.stop();
-    let req = lines.iter().position(|l| l.ends_with(&format!(": GET http://127.0.0.1:{}/headers", origin.port)));
+    let req = lines
+        .iter()
+        .position(|l| l.ends_with(&format!(": GET http://127.0.0.1:{}/headers", origin.port)));
     let req = req.unwrap_or_else(|| panic!("no request line: {lines:#?}"));
-    let resp = lines.iter().position(|l| l.contains("<< 200 OK 12b")).unwrap();
+    let resp = lines
+        .iter()
+        .position(|l| l.contains("<< 200 OK 12b"))
+        .unwrap();
     let request_headers = &lines[req + 1..resp];
-    for want in ["    X-E2e-Test: yes please".to_string(), format!("    Host: 127.0.0.1:{}", origin.port)] {
-        assert!(request_headers.contains(&want), "request headers at flow_detail 2 should include {want:?}: {lines:#?}");
+    for want in [
+        "    X-E2e-Test: yes please".to_string(),
+        format!("    Host: 127.0.0.1:{}", origin.port),
+    ] {
+        assert!(
+            request_headers.contains(&want),
+            "request headers at flow_detail 2 should include {want:?}: {lines:#?}"
+        );
     }
     let response_headers = &lines[resp + 1..];
     for want in ["    Content-Type: text/plain", "    Content-Length: 12"] {
-        assert!(response_headers.iter().any(|l| l == want), "response headers should include {want:?}: {lines:#?}");
+        assert!(
+            response_headers.iter().any(|l| l == want),
+            "response headers should include {want:?}: {lines:#?}"
+        );
     }
 }
 
@@ -82,7 +136,14 @@ fn verbose_shows_headers_like_mitmdump() {
     // mitmdump's -v sets termlog_verbosity=debug and flow_detail=2.
     let origin = hello_origin();
     let proxy = Proxy::start(&["-v"]);
-    let r = curl(&proxy, &["-H", "X-E2e-Test: verbose", &format!("http://127.0.0.1:{}/v", origin.port)]);
+    let r = curl(
+        &proxy,
+        &[
+            "-H",
+            "X-E2e-Test: verbose",
+            &format!("http://127.0.0.1:{}/v", origin.port),
+        ],
+    );
     assert!(r.ok && r.status == 200, "curl: {r:?}\n{}", proxy.output());
     proxy.expect_stdout(&format!("GET http://127.0.0.1:{}/v", origin.port));
     proxy.expect_stdout("    X-E2e-Test: verbose");
@@ -95,12 +156,24 @@ fn streamed_response_shows_content_missing() {
     let origin = hello_origin();
     let proxy = Proxy::start(&["--set", "stream_large_bodies=1k"]);
     let r = curl(&proxy, &[&format!("http://127.0.0.1:{}/big", origin.port)]);
-    assert!(r.ok && r.status == 200, "curl: {:?}\n{}", r.stderr, proxy.output());
-    assert_eq!(r.body.len(), 100 * 1024, "the streamed body must arrive whole");
+    assert!(
+        r.ok && r.status == 200,
+        "curl: {:?}\n{}",
+        r.stderr,
+        proxy.output()
+    );
+    assert_eq!(
+        r.body.len(),
+        100 * 1024,
+        "the streamed body must arrive whole"
+    );
     assert!(r.body.iter().all(|&b| b == b'x'));
     proxy.expect_stdout(&format!("GET http://127.0.0.1:{}/big", origin.port));
     let line = proxy.expect_stdout("<< 200 OK");
-    assert!(line.ends_with("<< 200 OK (content missing)"), "a streamed body is not kept: {line:?}");
+    assert!(
+        line.ends_with("<< 200 OK (content missing)"),
+        "a streamed body is not kept: {line:?}"
+    );
 }
 
 #[test]
@@ -108,7 +181,12 @@ fn unstreamed_large_response_shows_its_size() {
     let origin = hello_origin();
     let proxy = Proxy::start(&[]);
     let r = curl(&proxy, &[&format!("http://127.0.0.1:{}/big", origin.port)]);
-    assert!(r.ok && r.status == 200, "curl: {:?}\n{}", r.stderr, proxy.output());
+    assert!(
+        r.ok && r.status == 200,
+        "curl: {:?}\n{}",
+        r.stderr,
+        proxy.output()
+    );
     assert_eq!(r.body.len(), 100 * 1024);
     let line = proxy.expect_stdout("<< 200 OK");
     assert!(line.ends_with("<< 200 OK 100k"), "{line:?}");
@@ -123,7 +201,10 @@ fn server_down_prints_error_naming_the_address() {
     proxy.expect_stdout(&format!("GET http://127.0.0.1:{port}/down"));
     let line = proxy.expect_stdout(" << ");
     assert!(line.starts_with(" << "), "error line {line:?}");
-    assert!(line.contains(&format!("127.0.0.1:{port}")), "the error should name the server address: {line:?}");
+    assert!(
+        line.contains(&format!("127.0.0.1:{port}")),
+        "the error should name the server address: {line:?}"
+    );
     assert!(!line.contains("<< 200"), "{line:?}");
 }
 
@@ -131,18 +212,36 @@ fn server_down_prints_error_naming_the_address() {
 fn detail_3_shows_bodies_like_mitmdump() {
     let origin = Origin::http(|_| Response::ok("line1\r\nline2\n"));
     let proxy = Proxy::start(&["--flow-detail", "3"]);
-    let r = curl(&proxy, &["--data-binary", "a=1&long+key=x%20y", "-H", "Content-Type: application/x-www-form-urlencoded", &format!("http://127.0.0.1:{}/form", origin.port)]);
+    let r = curl(
+        &proxy,
+        &[
+            "--data-binary",
+            "a=1&long+key=x%20y",
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+            &format!("http://127.0.0.1:{}/form", origin.port),
+        ],
+    );
     assert!(r.ok && r.status == 200, "curl: {r:?}\n{}", proxy.output());
     proxy.expect_stdout("<< 200 OK");
     proxy.expect_stdout("    line2");
     let lines = proxy.stop();
     // The form as aligned pairs, after a blank line, and a blank line after it.
-    let a = lines.iter().position(|l| l == "    a:        1").unwrap_or_else(|| panic!("no form line: {lines:#?}"));
+    let a = lines
+        .iter()
+        .position(|l| l == "    a:        1")
+        .unwrap_or_else(|| panic!("no form line: {lines:#?}"));
     assert_eq!(lines[a - 1], "");
     assert_eq!(lines[a + 1], "    long key: x y");
     assert_eq!(lines[a + 2], "");
     // The text body line by line, without escaped newlines.
-    let l1 = lines.iter().position(|l| l == "    line1").unwrap_or_else(|| panic!("no body line: {lines:#?}"));
+    let l1 = lines
+        .iter()
+        .position(|l| l == "    line1")
+        .unwrap_or_else(|| panic!("no body line: {lines:#?}"));
     assert_eq!(lines[l1 + 1], "    line2");
-    assert!(!lines.iter().any(|l| l.contains("\\x0a")), "newlines escaped: {lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("\\x0a")),
+        "newlines escaped: {lines:#?}"
+    );
 }

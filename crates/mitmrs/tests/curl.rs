@@ -11,7 +11,11 @@ use support::{closed_port, curl, curl_cmd, test_bytes, Origin, Proxy, Response, 
 /// An origin that echoes the request body and describes the request in headers.
 fn echo_origin() -> Origin {
     Origin::http(|req| {
-        let body = if req.method == "GET" { format!("hello from {}\n", req.target).into_bytes() } else { req.body.clone() };
+        let body = if req.method == "GET" {
+            format!("hello from {}\n", req.target).into_bytes()
+        } else {
+            req.body.clone()
+        };
         let mut r = Response::ok(body);
         r.headers.push(("X-Method".into(), req.method.clone()));
         r
@@ -22,7 +26,10 @@ fn echo_origin() -> Origin {
 fn http_get() {
     let origin = echo_origin();
     let proxy = Proxy::start(&[]);
-    let r = curl(&proxy, &[&format!("http://127.0.0.1:{}/get?x=1", origin.port)]);
+    let r = curl(
+        &proxy,
+        &[&format!("http://127.0.0.1:{}/get?x=1", origin.port)],
+    );
     assert!(r.ok, "curl failed: {}\n{}", r.stderr, proxy.output());
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "hello from /get?x=1\n");
@@ -31,8 +38,14 @@ fn http_get() {
     assert_eq!(reqs[0].method, "GET");
     // The origin gets origin-form, not the absolute-form the proxy received.
     assert_eq!(reqs[0].target, "/get?x=1");
-    assert_eq!(reqs[0].header("host"), Some(format!("127.0.0.1:{}", origin.port).as_str()));
-    assert!(reqs[0].header("proxy-connection").is_none(), "hop-by-hop Proxy-Connection must not reach the origin");
+    assert_eq!(
+        reqs[0].header("host"),
+        Some(format!("127.0.0.1:{}", origin.port).as_str())
+    );
+    assert!(
+        reqs[0].header("proxy-connection").is_none(),
+        "hop-by-hop Proxy-Connection must not reach the origin"
+    );
 }
 
 #[test]
@@ -55,10 +68,18 @@ fn post_with_content_length() {
     );
     assert!(r.ok, "curl failed: {}\n{}", r.stderr, proxy.output());
     assert_eq!(r.status, 200);
-    assert!(r.body == data, "echoed body differs ({} bytes, sent {})", r.body.len(), data.len());
+    assert!(
+        r.body == data,
+        "echoed body differs ({} bytes, sent {})",
+        r.body.len(),
+        data.len()
+    );
     let reqs = origin.requests();
     assert_eq!(reqs[0].method, "POST");
-    assert_eq!(reqs[0].header("content-length"), Some(data.len().to_string().as_str()));
+    assert_eq!(
+        reqs[0].header("content-length"),
+        Some(data.len().to_string().as_str())
+    );
     assert!(reqs[0].body == data, "the origin got a different body");
 }
 
@@ -82,10 +103,19 @@ fn post_chunked() {
     );
     assert!(r.ok, "curl failed: {}\n{}", r.stderr, proxy.output());
     assert_eq!(r.status, 200);
-    assert!(r.body == data, "echoed body differs ({} bytes, sent {})", r.body.len(), data.len());
+    assert!(
+        r.body == data,
+        "echoed body differs ({} bytes, sent {})",
+        r.body.len(),
+        data.len()
+    );
     let reqs = origin.requests();
     assert_eq!(reqs[0].method, "POST");
-    assert!(reqs[0].body == data, "the origin got a different body ({} bytes)", reqs[0].body.len());
+    assert!(
+        reqs[0].body == data,
+        "the origin got a different body ({} bytes)",
+        reqs[0].body.len()
+    );
 }
 
 #[test]
@@ -97,23 +127,50 @@ fn keep_alive_reuses_client_and_server_connections() {
         .arg(format!("http://127.0.0.1:{}/two", origin.port))
         .output()
         .unwrap();
-    assert!(out.status.success(), "curl failed: {}\n{}", String::from_utf8_lossy(&out.stderr), proxy.output());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from /one\nhello from /two\n");
+    assert!(
+        out.status.success(),
+        "curl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.output()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from /one\nhello from /two\n"
+    );
     assert_eq!(origin.requests().len(), 2);
-    assert_eq!(origin.connections(), 1, "the proxy should reuse its server connection");
+    assert_eq!(
+        origin.connections(),
+        1,
+        "the proxy should reuse its server connection"
+    );
     // The flow line of the second request shows both went through.
     proxy.expect_stdout(&format!("GET http://127.0.0.1:{}/two", origin.port));
-    let connects = proxy.stdout.snapshot().iter().filter(|l| l.contains("client connect")).count();
-    assert_eq!(connects, 1, "curl should reuse its proxy connection:\n{}", proxy.output());
+    let connects = proxy
+        .stdout
+        .snapshot()
+        .iter()
+        .filter(|l| l.contains("client connect"))
+        .count();
+    assert_eq!(
+        connects,
+        1,
+        "curl should reuse its proxy connection:\n{}",
+        proxy.output()
+    );
 }
 
 #[test]
 fn https_through_connect() {
     let pki = TestPki::new();
-    let origin = Origin::https(&pki, |req| Response::ok(format!("secure {} {}\n", req.method, req.target)));
+    let origin = Origin::https(&pki, |req| {
+        Response::ok(format!("secure {} {}\n", req.method, req.target))
+    });
     let ca_opt = format!("ssl_verify_upstream_trusted_ca={}", pki.ca_path.display());
     let proxy = Proxy::start(&["--set", &ca_opt]);
-    let r = curl(&proxy, &[&format!("https://localhost:{}/secret?q=1", origin.port)]);
+    let r = curl(
+        &proxy,
+        &[&format!("https://localhost:{}/secret?q=1", origin.port)],
+    );
     assert!(r.ok, "curl failed: {}\n{}", r.stderr, proxy.output());
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "secure GET /secret?q=1\n");
@@ -127,7 +184,11 @@ fn unreachable_server_gives_502_naming_it() {
     let proxy = Proxy::start(&[]);
     let r = curl(&proxy, &[&format!("http://127.0.0.1:{port}/nothing")]);
     assert_eq!(r.status, 502, "stderr: {}\nbody: {}", r.stderr, r.text());
-    assert!(r.text().contains(&format!("127.0.0.1:{port}")), "the 502 body should name the server: {}", r.text());
+    assert!(
+        r.text().contains(&format!("127.0.0.1:{port}")),
+        "the 502 body should name the server: {}",
+        r.text()
+    );
 }
 
 #[test]
@@ -139,17 +200,38 @@ fn upstream_tls_verify_failure_gives_502_and_k_allows_it() {
     // The proxy does not trust the origin's CA.
     let proxy = Proxy::start(&[]);
     let r = curl(&proxy, &[&url]);
-    assert_eq!(r.status, 502, "stderr: {}\nbody: {}\n{}", r.stderr, r.text(), proxy.output());
+    assert_eq!(
+        r.status,
+        502,
+        "stderr: {}\nbody: {}\n{}",
+        r.stderr,
+        r.text(),
+        proxy.output()
+    );
     let body = r.text();
-    assert!(body.contains(&format!("localhost:{}", origin.port)), "the 502 body should name the host: {body}");
-    assert!(body.to_lowercase().contains("certificate"), "the 502 body should give the reason (certificate not trusted): {body}");
-    assert!(origin.requests().is_empty(), "no request may reach an unverified server");
+    assert!(
+        body.contains(&format!("localhost:{}", origin.port)),
+        "the 502 body should name the host: {body}"
+    );
+    assert!(
+        body.to_lowercase().contains("certificate"),
+        "the 502 body should give the reason (certificate not trusted): {body}"
+    );
+    assert!(
+        origin.requests().is_empty(),
+        "no request may reach an unverified server"
+    );
     drop(proxy);
 
     // -k: the same request succeeds.
     let proxy = Proxy::start(&["-k"]);
     let r = curl(&proxy, &[&url]);
-    assert!(r.ok, "curl with proxy -k failed: {}\n{}", r.stderr, proxy.output());
+    assert!(
+        r.ok,
+        "curl with proxy -k failed: {}\n{}",
+        r.stderr,
+        proxy.output()
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "should only be seen with -k\n");
 }
@@ -168,7 +250,12 @@ with opener.open(url, timeout=30) as r:
     sys.stdout.write(r.read().decode())
 "#;
     let out = Command::new("python3")
-        .args(["-c", script, &proxy.url(), &format!("http://127.0.0.1:{}/py?lang=python", origin.port)])
+        .args([
+            "-c",
+            script,
+            &proxy.url(),
+            &format!("http://127.0.0.1:{}/py?lang=python", origin.port),
+        ])
         .env_remove("no_proxy")
         .env_remove("NO_PROXY")
         .env_remove("http_proxy")
@@ -176,9 +263,23 @@ with opener.open(url, timeout=30) as r:
         .stdin(Stdio::null())
         .output()
         .expect("cannot run python3");
-    assert!(out.status.success(), "python3 failed: {}\n{}", String::from_utf8_lossy(&out.stderr), proxy.output());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200\nGET\nhello from /py?lang=python\n");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.output()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200\nGET\nhello from /py?lang=python\n"
+    );
     // It went through the proxy, not directly.
-    proxy.expect_stdout(&format!("GET http://127.0.0.1:{}/py?lang=python", origin.port));
-    assert_eq!(origin.requests()[0].header("host"), Some(format!("127.0.0.1:{}", origin.port).as_str()));
+    proxy.expect_stdout(&format!(
+        "GET http://127.0.0.1:{}/py?lang=python",
+        origin.port
+    ));
+    assert_eq!(
+        origin.requests()[0].header("host"),
+        Some(format!("127.0.0.1:{}", origin.port).as_str())
+    );
 }

@@ -29,7 +29,12 @@ fn mitmdump() -> PathBuf {
 }
 
 fn script(name: &str) -> String {
-    workspace_root().join("crates/mitmrs-python/tests/scripts/diff").join(name).to_str().unwrap().to_string()
+    workspace_root()
+        .join("crates/mitmrs-python/tests/scripts/diff")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// A running proxy (either implementation) and its output.
@@ -44,7 +49,14 @@ impl Running {
     fn start(bin: &std::path::Path, extra: &[String]) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(bin)
-            .args(["--listen-host", "127.0.0.1", "-p", "0", "--set", &format!("confdir={}", dir.path().display())])
+            .args([
+                "--listen-host",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "--set",
+                &format!("confdir={}", dir.path().display()),
+            ])
             .args(extra)
             .env_remove("MITMRS_LOG")
             .env("HOME", dir.path())
@@ -54,7 +66,10 @@ impl Running {
             .spawn()
             .unwrap();
         let out = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
             let o = out.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
@@ -65,11 +80,21 @@ impl Running {
                 }
             });
         }
-        let mut r = Running { child, port: 0, out, _dir: dir };
+        let mut r = Running {
+            child,
+            port: 0,
+            out,
+            _dir: dir,
+        };
         const MARK: &str = "proxy listening at 127.0.0.1:";
         let text = r.wait_for(MARK);
         let i = text.find(MARK).unwrap() + MARK.len();
-        r.port = text[i..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap();
+        r.port = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap();
         r
     }
 
@@ -79,7 +104,10 @@ impl Running {
         let mut s = m.lock().unwrap();
         while !s.contains(needle) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {needle:?}; output:\n{s}");
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {needle:?}; output:\n{s}"
+            );
             s = c.wait_timeout(s, left).unwrap().0;
         }
         s.clone()
@@ -110,7 +138,15 @@ fn curl(port: u16, args: &[String]) -> ClientSaw {
     let dir = tempfile::tempdir().unwrap();
     let hfile = dir.path().join("h");
     let out = Command::new("/usr/bin/curl")
-        .args(["-sS", "--noproxy", "", "--max-time", "20", "-x", &format!("http://127.0.0.1:{port}")])
+        .args([
+            "-sS",
+            "--noproxy",
+            "",
+            "--max-time",
+            "20",
+            "-x",
+            &format!("http://127.0.0.1:{port}"),
+        ])
         .arg("-D")
         .arg(&hfile)
         .args(args)
@@ -119,14 +155,28 @@ fn curl(port: u16, args: &[String]) -> ClientSaw {
         .unwrap();
     let head = std::fs::read_to_string(&hfile).unwrap_or_default();
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
         .collect();
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     headers.retain(|(k, _)| k != "date" && k != "server" && !(chunked && k == "content-length"));
     headers.sort();
-    ClientSaw { ok: out.status.success(), status, headers, body: String::from_utf8_lossy(&out.stdout).into_owned() }
+    ClientSaw {
+        ok: out.status.success(),
+        status,
+        headers,
+        body: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
 }
 
 /// What the origin received, reduced to what the scripts may change.
@@ -143,7 +193,13 @@ fn origin_saw(reqs: &[support::Request]) -> Vec<String> {
                 .map(|(k, v)| format!("{}: {v}", k.to_ascii_lowercase()))
                 .collect();
             hs.sort();
-            format!("{} {}\n{}\n{}", r.method, r.target, hs.join("\n"), String::from_utf8_lossy(&r.body))
+            format!(
+                "{} {}\n{}\n{}",
+                r.method,
+                r.target,
+                hs.join("\n"),
+                String::from_utf8_lossy(&r.body)
+            )
         })
         .collect()
 }
@@ -187,49 +243,89 @@ struct Case {
 
 fn cases(o: u16) -> Vec<Case> {
     vec![
-        Case { script: "add_header.py", sets: vec![], requests: vec![vec!["http://127.0.0.1:{o}/a"], vec!["http://127.0.0.1:{o}/b"]], expect_log: None },
+        Case {
+            script: "add_header.py",
+            sets: vec![],
+            requests: vec![
+                vec!["http://127.0.0.1:{o}/a"],
+                vec!["http://127.0.0.1:{o}/b"],
+            ],
+            expect_log: None,
+        },
         Case {
             script: "modify_form.py",
             sets: vec![],
-            requests: vec![vec!["-d", "a=1&b=two", "http://127.0.0.1:{o}/form"], vec!["http://127.0.0.1:{o}/noform"]],
+            requests: vec![
+                vec!["-d", "a=1&b=two", "http://127.0.0.1:{o}/form"],
+                vec!["http://127.0.0.1:{o}/noform"],
+            ],
             expect_log: None,
         },
         Case {
             script: "modify_query.py",
             sets: vec![],
-            requests: vec![vec!["http://127.0.0.1:{o}/q?a=1&drop=x&a=2"], vec!["http://127.0.0.1:{o}/noquery"]],
+            requests: vec![
+                vec!["http://127.0.0.1:{o}/q?a=1&drop=x&a=2"],
+                vec!["http://127.0.0.1:{o}/noquery"],
+            ],
             expect_log: None,
         },
         Case {
             script: "redirect_requests.py",
             sets: vec![format!("origin_port={o}")],
-            requests: vec![vec!["http://example.invalid/redirected?x=1"], vec!["-H", "Host: 127.0.0.1:{o}", "http://127.0.0.1:{o}/direct"]],
+            requests: vec![
+                vec!["http://example.invalid/redirected?x=1"],
+                vec!["-H", "Host: 127.0.0.1:{o}", "http://127.0.0.1:{o}/direct"],
+            ],
             expect_log: None,
         },
         Case {
             script: "reply_from_proxy.py",
             sets: vec![],
-            requests: vec![vec!["http://127.0.0.1:{o}/reply"], vec!["http://127.0.0.1:{o}/passthrough"]],
+            requests: vec![
+                vec!["http://127.0.0.1:{o}/reply"],
+                vec!["http://127.0.0.1:{o}/passthrough"],
+            ],
             expect_log: None,
         },
-        Case { script: "stream_modify.py", sets: vec![], requests: vec![vec!["http://127.0.0.1:{o}/stream"]], expect_log: None },
-        Case { script: "trailers.py", sets: vec![], requests: vec![vec!["http://127.0.0.1:{o}/trailers"]], expect_log: Some("HTTP trailers:") },
+        Case {
+            script: "stream_modify.py",
+            sets: vec![],
+            requests: vec![vec!["http://127.0.0.1:{o}/stream"]],
+            expect_log: None,
+        },
+        Case {
+            script: "trailers.py",
+            sets: vec![],
+            requests: vec![vec!["http://127.0.0.1:{o}/trailers"]],
+            expect_log: Some("HTTP trailers:"),
+        },
         Case {
             script: "options_configure.py",
-            sets: vec!["addheader=42".into(), "tagname=label".into(), "shout=true".into()],
+            sets: vec![
+                "addheader=42".into(),
+                "tagname=label".into(),
+                "shout=true".into(),
+            ],
             requests: vec![vec!["http://127.0.0.1:{o}/opts"]],
             expect_log: Some("configured: ['addheader', 'shout', 'tagname']"),
         },
         Case {
             script: "anatomy.py",
             sets: vec![],
-            requests: vec![vec!["http://127.0.0.1:{o}/1"], vec!["http://127.0.0.1:{o}/2"]],
+            requests: vec![
+                vec!["http://127.0.0.1:{o}/1"],
+                vec!["http://127.0.0.1:{o}/2"],
+            ],
             expect_log: Some("We've seen 2 flows"),
         },
         Case {
             script: "filter_kill.py",
             sets: vec![],
-            requests: vec![vec!["http://127.0.0.1:{o}/kill/me"], vec!["http://127.0.0.1:{o}/keep"]],
+            requests: vec![
+                vec!["http://127.0.0.1:{o}/kill/me"],
+                vec!["http://127.0.0.1:{o}/keep"],
+            ],
             expect_log: None,
         },
     ]
@@ -239,10 +335,15 @@ fn cases(o: u16) -> Vec<Case> {
 /// `.stream` callable's output chunked. If either side is chunked, framing headers
 /// are not compared.
 fn unframe(a: &mut ClientSaw, b: &mut ClientSaw) {
-    let chunked = |c: &ClientSaw| c.headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let chunked = |c: &ClientSaw| {
+        c.headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    };
     if chunked(a) || chunked(b) {
         for c in [a, b] {
-            c.headers.retain(|(k, _)| k != "transfer-encoding" && k != "content-length");
+            c.headers
+                .retain(|(k, _)| k != "transfer-encoding" && k != "content-length");
         }
     }
 }
@@ -263,14 +364,26 @@ fn run_case(bin: &std::path::Path, c: &Case, origin: &Origin, t: u16) -> (Run, S
     let before = origin.requests().len();
     let mut client = Vec::new();
     for r in &c.requests {
-        let a: Vec<String> = r.iter().map(|x| x.replace("{o}", &origin.port.to_string()).replace("{t}", &t.to_string())).collect();
+        let a: Vec<String> = r
+            .iter()
+            .map(|x| {
+                x.replace("{o}", &origin.port.to_string())
+                    .replace("{t}", &t.to_string())
+            })
+            .collect();
         client.push(curl(p.port, &a));
     }
     if let Some(l) = c.expect_log {
         p.wait_for(l);
     }
     let origin_run = origin_saw(&origin.requests()[before..]);
-    (Run { origin: origin_run, client }, p.output())
+    (
+        Run {
+            origin: origin_run,
+            client,
+        },
+        p.output(),
+    )
 }
 
 #[test]
@@ -299,5 +412,10 @@ fn python_differential_against_mitmdump() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} script(s) differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} script(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../mitmrs-python/tests/scripts").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mitmrs-python/tests/scripts")
+        .join(name)
 }
 
 /// A local origin: answers every request with 200 and a body echoing the request
@@ -20,7 +22,10 @@ fn script(name: &str) -> PathBuf {
 fn origin() -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap().port()).unwrap();
@@ -61,7 +66,12 @@ impl Proxy {
     fn start(args: &[&str]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mitmrs"))
-            .args(["-p", "0", "--set", &format!("confdir={}", dir.path().display())])
+            .args([
+                "-p",
+                "0",
+                "--set",
+                &format!("confdir={}", dir.path().display()),
+            ])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -80,10 +90,21 @@ impl Proxy {
                 c.notify_all();
             }
         });
-        let mut p = Proxy { child, port: 0, out, _dir: dir };
+        let mut p = Proxy {
+            child,
+            port: 0,
+            out,
+            _dir: dir,
+        };
         let text = p.wait_for("proxy listening at 127.0.0.1:");
-        let i = text.find("proxy listening at 127.0.0.1:").unwrap() + "proxy listening at 127.0.0.1:".len();
-        p.port = text[i..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap();
+        let i = text.find("proxy listening at 127.0.0.1:").unwrap()
+            + "proxy listening at 127.0.0.1:".len();
+        p.port = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap();
         p
     }
 
@@ -94,7 +115,10 @@ impl Proxy {
         let mut s = m.lock().unwrap();
         while !s.contains(needle) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {needle:?}; stdout:\n{s}");
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {needle:?}; stdout:\n{s}"
+            );
             s = c.wait_timeout(s, left).unwrap().0;
         }
         s.clone()
@@ -102,10 +126,21 @@ impl Proxy {
 
     fn curl(&self, url: &str) -> (bool, String) {
         let out = Command::new("/usr/bin/curl")
-            .args(["-s", "-i", "--max-time", "20", "-x", &format!("http://127.0.0.1:{}", self.port), url])
+            .args([
+                "-s",
+                "-i",
+                "--max-time",
+                "20",
+                "-x",
+                &format!("http://127.0.0.1:{}", self.port),
+                url,
+            ])
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
     }
 }
 
@@ -119,11 +154,20 @@ impl Drop for Proxy {
 fn run_to_exit(args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mitmrs"))
-        .args(["-p", "0", "--set", &format!("confdir={}", dir.path().display())])
+        .args([
+            "-p",
+            "0",
+            "--set",
+            &format!("confdir={}", dir.path().display()),
+        ])
         .args(args)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -133,7 +177,10 @@ fn python_hooks_modify_headers_content_status() {
     let p = Proxy::start(&["-s", s.to_str().unwrap()]);
     let (ok, r) = p.curl(&format!("http://127.0.0.1:{o}/plain"));
     assert!(ok, "{r}");
-    assert!(r.contains("x-added-by-script: yes"), "request header reaches the origin: {r}");
+    assert!(
+        r.contains("x-added-by-script: yes"),
+        "request header reaches the origin: {r}"
+    );
     assert!(r.contains("x-response-script: yes"), "{r}");
     let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/modify"));
     assert!(r.starts_with("HTTP/1.1 201"), "{r}");
@@ -151,7 +198,10 @@ fn python_syntax_error_exits_2_with_traceback() {
     let s = script("syntax_error.py");
     let (code, _out, err) = run_to_exit(&["-s", s.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("syntax_error.py") && err.contains("line 3") && err.contains("SyntaxError"), "{err}");
+    assert!(
+        err.contains("syntax_error.py") && err.contains("line 3") && err.contains("SyntaxError"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -160,7 +210,10 @@ fn python_error_logged_during_startup_exits_1_like_mitmdump() {
     let (code, out, err) = run_to_exit(&["-s", s.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("database unreachable"), "{out}");
-    assert!(err.contains("Error logged during startup, exiting..."), "{err}");
+    assert!(
+        err.contains("Error logged during startup, exiting..."),
+        "{err}"
+    );
 }
 
 #[test]
@@ -171,7 +224,10 @@ fn python_hook_exception_is_reported_and_flow_goes_on() {
     let (ok, r) = p.curl(&format!("http://127.0.0.1:{o}/x"));
     assert!(ok && r.starts_with("HTTP/1.1 200"), "{r}");
     let out = p.wait_for("ZeroDivisionError");
-    assert!(out.contains("Addon error") && out.contains("raises.py\", line 5"), "{out}");
+    assert!(
+        out.contains("Addon error") && out.contains("raises.py\", line 5"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -179,17 +235,30 @@ fn python_options_load_configure_running() {
     let o = origin();
     let s = script("options.py");
     // --set before and after -s: scripts define these options.
-    let p = Proxy::start(&["--set", "greeting=hi", "-s", s.to_str().unwrap(), "--set", "greet_count=2"]);
+    let p = Proxy::start(&[
+        "--set",
+        "greeting=hi",
+        "-s",
+        s.to_str().unwrap(),
+        "--set",
+        "greet_count=2",
+    ]);
     p.wait_for("greeter running with greeting=hi");
     let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/a"));
     assert!(r.contains("x-greeting: hihi"), "{r}");
     let (_, _) = p.curl(&format!("http://127.0.0.1:{o}/setopt"));
     let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/b"));
-    assert!(r.contains("x-greeting: changedchanged"), "ctx.options write goes to the registry: {r}");
+    assert!(
+        r.contains("x-greeting: changedchanged"),
+        "ctx.options write goes to the registry: {r}"
+    );
     // A rejected value at start-up: exit 2 naming the option.
     let (code, _, err) = run_to_exit(&["-s", s.to_str().unwrap(), "--set", "greet_count=-1"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("greet_count") && err.contains("must not be negative"), "{err}");
+    assert!(
+        err.contains("greet_count") && err.contains("must not be negative"),
+        "{err}"
+    );
     // An option nobody defines is still an error.
     let (code, _, err) = run_to_exit(&["-s", s.to_str().unwrap(), "--set", "nosuch=1"]);
     assert_eq!(code, 2, "{err}");
@@ -228,7 +297,10 @@ fn python_concurrent_and_async_hooks_do_not_block_other_flows() {
     let (slow_t, (_, sr)) = slow.join().unwrap();
     assert!(sr.contains("x-async: done"), "{sr}");
     assert!(slow_t >= Duration::from_millis(1900), "{slow_t:?}");
-    assert!(fast < Duration::from_millis(1500), "fast flow took {fast:?} while a hook slept");
+    assert!(
+        fast < Duration::from_millis(1500),
+        "fast flow took {fast:?} while a hook slept"
+    );
 }
 
 #[test]
@@ -236,28 +308,50 @@ fn python_hot_reload_tick_and_old_names() {
     let o = origin();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("reloaded.py");
-    std::fs::write(&path, "def response(flow):\n    flow.response.headers['x-version'] = 'v1'\n").unwrap();
+    std::fs::write(
+        &path,
+        "def response(flow):\n    flow.response.headers['x-version'] = 'v1'\n",
+    )
+    .unwrap();
     let old = script("oldnames.py");
     let p = Proxy::start(&["-s", path.to_str().unwrap(), "-s", old.to_str().unwrap()]);
     p.wait_for("old start hook ran");
     p.wait_for("'start' hook is deprecated, use 'running'");
     let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/1"));
     assert!(r.contains("x-version: v1"), "{r}");
-    std::fs::write(&path, "def response(flow):\n    flow.response.headers['x-version'] = 'v2'\n").unwrap();
+    std::fs::write(
+        &path,
+        "def response(flow):\n    flow.response.headers['x-version'] = 'v2'\n",
+    )
+    .unwrap();
     let f = std::fs::File::options().write(true).open(&path).unwrap();
-    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
     drop(f);
     p.wait_for("Reloading script");
     let (_, r) = p.curl(&format!("http://127.0.0.1:{o}/2"));
     assert!(r.contains("x-version: v2"), "{r}");
-    let ticks: u32 = r.split("x-ticks: ").nth(1).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    let ticks: u32 = r
+        .split("x-ticks: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(ticks > 0, "{r}");
     // A broken reload keeps the proxy running without that script.
     std::fs::write(&path, "def response(flow:\n").unwrap();
     let f = std::fs::File::options().write(true).open(&path).unwrap();
-    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10)).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
     drop(f);
     p.wait_for("continuing without it");
     let (ok, r) = p.curl(&format!("http://127.0.0.1:{o}/3"));
-    assert!(ok && !r.contains("x-version") && r.contains("x-ticks"), "{r}");
+    assert!(
+        ok && !r.contains("x-version") && r.contains("x-ticks"),
+        "{r}"
+    );
 }

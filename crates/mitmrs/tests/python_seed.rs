@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use support::*;
 
 fn script(name: &str) -> String {
-    let p: PathBuf = workspace_root().join("crates/mitmrs-python/tests/scripts").join(name);
+    let p: PathBuf = workspace_root()
+        .join("crates/mitmrs-python/tests/scripts")
+        .join(name);
     p.to_str().unwrap().to_string()
 }
 
@@ -46,11 +48,30 @@ fn python_seed_old_names_and_context_hooks() {
         ("log", "add_log"),
         ("tick", "running"),
     ] {
-        p.expect_stdout(&format!("the '{old}' hook is deprecated, use '{new}'").replace("use 'running'", if old == "tick" { "use running" } else { "use 'running'" }));
+        p.expect_stdout(
+            &format!("the '{old}' hook is deprecated, use '{new}'").replace(
+                "use 'running'",
+                if old == "tick" {
+                    "use running"
+                } else {
+                    "use 'running'"
+                },
+            ),
+        );
     }
     for i in 0..2 {
         let g = std::process::Command::new("/usr/bin/curl")
-            .args(["-s", "-i", "--noproxy", "", "--max-time", "20", "-x", &p.url(), &format!("http://127.0.0.1:{}/s{i}", o.port)])
+            .args([
+                "-s",
+                "-i",
+                "--noproxy",
+                "",
+                "--max-time",
+                "20",
+                "-x",
+                &p.url(),
+                &format!("http://127.0.0.1:{}/s{i}", o.port),
+            ])
             .output()
             .unwrap();
         let t = String::from_utf8_lossy(&g.stdout).to_string();
@@ -64,7 +85,12 @@ fn python_seed_old_names_and_context_hooks() {
     p.expect_stdout("seed clientdisconnect ran");
     let out = p.stop().join("\n");
     for old in ["start", "clientconnect", "serverconnect", "tick", "log"] {
-        assert_eq!(out.matches(&format!("the '{old}' hook is deprecated")).count(), 1, "{old}: {out}");
+        assert_eq!(
+            out.matches(&format!("the '{old}' hook is deprecated"))
+                .count(),
+            1,
+            "{old}: {out}"
+        );
     }
     assert!(!out.contains("Addon error"), "{out}");
 }

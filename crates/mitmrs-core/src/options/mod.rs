@@ -27,9 +27,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-
 mod core;
-pub use self::core::{core_option_specs, parse_size, register_core_options, size_option, validate_core};
+pub use self::core::{
+    core_option_specs, parse_size, register_core_options, size_option, validate_core,
+};
 
 /// The type of an option, as mitmproxy's typespecs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -41,16 +41,26 @@ impl Session {
 
     pub async fn handle_connect(&mut self, req: Request) -> After {
         let (host, port) = (req.host.clone(), req.port);
-        let mut flow = Box::new(HttpFlow::new(self.client.clone(), Arc::new(Server::new(Some((host.clone(), port)))), req));
+        let mut flow = Box::new(HttpFlow::new(
+            self.client.clone(),
+            Arc::new(Server::new(Some((host.clone(), port)))),
+            req,
+        ));
         self.ctx.chain.http_connect(&mut flow).await;
         if flow.killed() {
-            return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+            return self
+                .fail(flow, None, FlowError::KILLED_MESSAGE.into())
+                .await;
         }
         if let Some(resp) = flow.response.as_ref() {
             let ok = (200..300).contains(&resp.status_code);
             let content = resp.content.clone().unwrap_or_default();
             let mut out = BytesMut::new();
-            let plan = if ok { BodyPlan::None } else { BodyPlan::Full(content.len() as u64) };
+            let plan = if ok {
+                BodyPlan::None
+            } else {
+                BodyPlan::Full(content.len() as u64)
+            };
             wire::response_head(resp, plan, true, false, false, &mut out);
             if !ok {
                 out.extend_from_slice(&content);
@@ -79,7 +89,12 @@ impl Session {
                     }
                 }
             }
-            if self.conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+            if self
+                .conn
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+                .is_err()
+            {
                 return After::Close;
             }
             let mut r = Response::make(200, Bytes::new(), Default::default());
@@ -89,7 +104,13 @@ impl Session {
         }
         self.ctx.chain.http_connected(&mut flow).await;
         flow.live = false;
-        self.tunnel = Some(Tunnel { host, port, tls: false, sni: None, server_error: None });
+        self.tunnel = Some(Tunnel {
+            host,
+            port,
+            tls: false,
+            sni: None,
+            server_error: None,
+        });
         self.enter_tunnel().await
     }
 
@@ -108,7 +129,11 @@ impl Session {
             client: self.client.clone(),
             server,
             data_client: Bytes::copy_from_slice(&b[..b.len().min(4096)]),
-            layer: Some(if looks_tls { LayerKind::Tls } else { LayerKind::Http }),
+            layer: Some(if looks_tls {
+                LayerKind::Tls
+            } else {
+                LayerKind::Http
+            }),
         };
         self.ctx.chain.next_layer(&mut nl).await;
         match nl.layer {
@@ -120,7 +145,9 @@ impl Session {
 
     /// Relays the tunnel's bytes unchanged.
     async fn passthrough(&mut self) -> After {
-        let Some(t) = self.tunnel.as_ref() else { return After::Close };
+        let Some(t) = self.tunnel.as_ref() else {
+            return After::Close;
+        };
         let (host, port) = (t.host.clone(), t.port);
         let sc = match self.server.take() {
             Some(sc) => sc,
@@ -129,11 +156,17 @@ impl Session {
                 Err(_) => return After::Close,
             },
         };
-        let client = std::mem::replace(&mut self.conn, Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout));
+        let client = std::mem::replace(
+            &mut self.conn,
+            Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout),
+        );
         let (server_conn, mut info) = sc.into_parts();
         let _ = crate::io::relay(client, server_conn).await;
         info.timestamp_end = Some(now());
-        let data = mitmrs_core::addon::ServerConnectionHookData { server: info, client: self.client.clone() };
+        let data = mitmrs_core::addon::ServerConnectionHookData {
+            server: info,
+            client: self.client.clone(),
+        };
         self.ctx.chain.server_disconnected(&data).await;
         After::Close
     }
@@ -165,13 +198,23 @@ impl Session {
                 match acceptor.read_tls(&mut rest) {
                     Ok(0) => break,
                     Ok(n) => fed += n,
-                    Err(e) => return self.tls_failed_client(format!("Client TLS handshake failed: {e}")).await,
+                    Err(e) => {
+                        return self
+                            .tls_failed_client(format!("Client TLS handshake failed: {e}"))
+                            .await
+                    }
                 }
             }
             match acceptor.accept() {
                 Ok(Some(a)) => break a,
                 Ok(None) => {}
-                Err((e, _alert)) => return self.tls_failed_client(format!("Client TLS handshake failed: invalid ClientHello: {e}")).await,
+                Err((e, _alert)) => {
+                    return self
+                        .tls_failed_client(format!(
+                            "Client TLS handshake failed: invalid ClientHello: {e}"
+                        ))
+                        .await
+                }
             }
             if self.conn.rbuf.len() > MAX_CLIENT_HELLO {
                 return self.tls_failed_client(format!("Client TLS handshake failed: ClientHello larger than {MAX_CLIENT_HELLO} bytes")).await;
@@ -183,7 +226,12 @@ impl Session {
         };
         let (sni, client_alpn): (Option<String>, Vec<Bytes>) = {
             let ch = accepted.client_hello();
-            (ch.server_name().map(str::to_string), ch.alpn().map(|it| it.map(Bytes::copy_from_slice).collect()).unwrap_or_default())
+            (
+                ch.server_name().map(str::to_string),
+                ch.alpn()
+                    .map(|it| it.map(Bytes::copy_from_slice).collect())
+                    .unwrap_or_default(),
+            )
         };
         let server_info = self.server_record();
         let mut chd = ClientHelloData {
@@ -198,13 +246,19 @@ impl Session {
         if chd.ignore_connection {
             return self.passthrough().await;
         }
-        let Some(t) = self.tunnel.as_mut() else { return After::Close };
+        let Some(t) = self.tunnel.as_mut() else {
+            return After::Close;
+        };
         t.sni = sni.clone();
         let host = t.host.clone();
         let port = t.port;
         let offers_h1 = client_alpn.iter().any(|p| &p[..] == b"http/1.1");
         // Until HTTP/2 lands, only http/1.1 is offered and accepted.
-        let alpn_offer: Vec<Vec<u8>> = if offers_h1 { vec![b"http/1.1".to_vec()] } else { Vec::new() };
+        let alpn_offer: Vec<Vec<u8>> = if offers_h1 {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            Vec::new()
+        };
 
         let mut server_error = None;
         let need_server_first = self.rt.cfg.upstream_cert || chd.establish_server_tls_first;
@@ -218,7 +272,16 @@ impl Session {
         let mut server_alpn: Option<Bytes> = None;
         if let Some(mut sc) = self.server.take() {
             let sni_out = sni.clone().or_else(|| sni_for_host(&host));
-            match upstream::start_tls(&self.ctx, &self.rt, &self.client, &mut sc, sni_out.as_deref(), &alpn_offer).await {
+            match upstream::start_tls(
+                &self.ctx,
+                &self.rt,
+                &self.client,
+                &mut sc,
+                sni_out.as_deref(),
+                &alpn_offer,
+            )
+            .await
+            {
                 Ok(()) => {
                     upstream_der = sc.info.tls.certificate_list.first().cloned();
                     server_alpn = sc.info.tls.alpn.clone();
@@ -232,20 +295,32 @@ impl Session {
         }
         let name = sni.clone().unwrap_or_else(|| host.clone());
         let spec = match (&upstream_der, self.rt.cfg.upstream_cert) {
-            (Some(der), true) => LeafSpec::from_upstream_cert(&name, der).unwrap_or_else(|_| LeafSpec::for_host(&name)),
+            (Some(der), true) => LeafSpec::from_upstream_cert(&name, der)
+                .unwrap_or_else(|_| LeafSpec::for_host(&name)),
             _ => LeafSpec::for_host(&name),
         };
-        let leaf = match self.ctx.ca.leaf(&spec) {
-            Ok(l) => l,
-            Err(e) => return self.tls_failed_client(format!("Client TLS handshake failed: cannot make a certificate for {name:?}: {e}")).await,
-        };
-        let mitmcert = leaf.cert.first().map(|c| Bytes::copy_from_slice(c.as_ref()));
+        let leaf =
+            match self.ctx.ca.leaf(&spec) {
+                Ok(l) => l,
+                Err(e) => return self
+                    .tls_failed_client(format!(
+                        "Client TLS handshake failed: cannot make a certificate for {name:?}: {e}"
+                    ))
+                    .await,
+            };
+        let mitmcert = leaf
+            .cert
+            .first()
+            .map(|c| Bytes::copy_from_slice(c.as_ref()));
         let answer_alpn: Vec<Vec<u8>> = match server_alpn {
             Some(a) => vec![a.to_vec()],
             None => alpn_offer.clone(),
         };
         let config = mitmrs_tls::client_facing_config(leaf, &answer_alpn);
-        let old = std::mem::replace(&mut self.conn, Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout));
+        let old = std::mem::replace(
+            &mut self.conn,
+            Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout),
+        );
         let (io, mut rbuf) = old.into_parts();
         let rest = rbuf.split_off(fed.min(rbuf.len())).freeze();
         let transport = Rewind::new(rest, io);
@@ -274,7 +349,12 @@ impl Session {
                 self.ctx.chain.tls_established_client(&data).await;
                 // As mitmproxy: the layer inside TLS is chosen again (HTTP by default;
                 // an addon may pick raw TCP relaying of the decrypted bytes).
-                let mut nl = NextLayer { client: self.client.clone(), server: data.server, data_client: Bytes::new(), layer: Some(LayerKind::Http) };
+                let mut nl = NextLayer {
+                    client: self.client.clone(),
+                    server: data.server,
+                    data_client: Bytes::new(),
+                    layer: Some(LayerKind::Http),
+                };
                 self.ctx.chain.next_layer(&mut nl).await;
                 if nl.layer == Some(LayerKind::Tcp) {
                     return self.passthrough().await;
@@ -282,7 +362,10 @@ impl Session {
                 After::KeepAlive
             }
             Err(e) => {
-                let msg = if e.to_string().contains("CertificateUnknown") || e.to_string().contains("UnknownCA") || e.to_string().contains("BadCertificate") {
+                let msg = if e.to_string().contains("CertificateUnknown")
+                    || e.to_string().contains("UnknownCA")
+                    || e.to_string().contains("BadCertificate")
+                {
                     format!("Client TLS handshake failed. The client does not trust the proxy's certificate for {name} ({e})")
                 } else {
                     format!("Client TLS handshake failed. The client may not trust the proxy's certificate for {name} ({e})")

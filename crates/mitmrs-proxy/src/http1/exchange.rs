@@ -18,7 +18,11 @@ use crate::wire::{self, BodyPlan};
 
 fn wants_close(flow: &HttpFlow) -> bool {
     let h = &flow.request.headers;
-    h.has_token("connection", "close") || h.has_token("proxy-connection", "close") || (flow.request.is_http10() && !h.has_token("connection", "keep-alive") && !h.has_token("proxy-connection", "keep-alive"))
+    h.has_token("connection", "close")
+        || h.has_token("proxy-connection", "close")
+        || (flow.request.is_http10()
+            && !h.has_token("connection", "keep-alive")
+            && !h.has_token("proxy-connection", "keep-alive"))
 }
 
 fn stream_at_headers(limit: Option<u64>, framing: Framing) -> bool {
@@ -26,7 +30,11 @@ fn stream_at_headers(limit: Option<u64>, framing: Framing) -> bool {
 }
 
 fn is_100_continue(flow: &HttpFlow) -> bool {
-    flow.request.headers.get("expect").map(|v| v.trim().eq_ignore_ascii_case("100-continue")).unwrap_or(false)
+    flow.request
+        .headers
+        .get("expect")
+        .map(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+        .unwrap_or(false)
 }
 
 /// How a received response head turned out.
@@ -46,7 +54,9 @@ impl Session {
         }
         self.ctx.chain.requestheaders(&mut flow).await;
         if flow.killed() {
-            return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+            return self
+                .fail(flow, None, FlowError::KILLED_MESSAGE.into())
+                .await;
         }
         let body_follows = !matches!(req_framing, Framing::None | Framing::Length(0));
         if flow.response.is_some() {
@@ -57,7 +67,12 @@ impl Session {
         }
         if is_100_continue(&flow) {
             flow.request.headers.remove("expect");
-            if self.conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            if self
+                .conn
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
                 return self.fail(flow, None, "client disconnected".into()).await;
             }
         }
@@ -68,7 +83,14 @@ impl Session {
             flow.request.content = Some(Bytes::new());
             flow.request.timestamp_end = Some(now());
         } else if !flow.request.stream.is_streaming() {
-            match body::buffer(&mut self.conn, &mut dec, cfg.body_size_limit, cfg.stream_large_bodies).await {
+            match body::buffer(
+                &mut self.conn,
+                &mut dec,
+                cfg.body_size_limit,
+                cfg.stream_large_bodies,
+            )
+            .await
+            {
                 Ok(Buffered::Complete(b, trailers)) => {
                     flow.request.content = Some(b);
                     flow.request.trailers = trailers;
@@ -85,7 +107,9 @@ impl Session {
         if !streaming {
             self.ctx.chain.request(&mut flow).await;
             if flow.killed() {
-                return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+                return self
+                    .fail(flow, None, FlowError::KILLED_MESSAGE.into())
+                    .await;
             }
             if flow.response.is_some() {
                 let keep = !wants_close(&flow);
@@ -98,7 +122,11 @@ impl Session {
             Err(msg) => return self.fail(flow, Some(502), msg).await,
         };
         flow.server_conn = sc.shared();
-        let reused = sc.info.timestamp_tcp_setup.map(|t| t < flow.request.timestamp_start).unwrap_or(false);
+        let reused = sc
+            .info
+            .timestamp_tcp_setup
+            .map(|t| t < flow.request.timestamp_start)
+            .unwrap_or(false);
 
         // Send the request.
         let upgrade = flow.request.headers.contains("upgrade");
@@ -109,7 +137,13 @@ impl Session {
             }
         } else {
             match &flow.request.content {
-                Some(c) if !c.is_empty() || body_follows || flow.request.headers.contains("content-length") => BodyPlan::Full(c.len() as u64),
+                Some(c)
+                    if !c.is_empty()
+                        || body_follows
+                        || flow.request.headers.contains("content-length") =>
+                {
+                    BodyPlan::Full(c.len() as u64)
+                }
                 _ => BodyPlan::None,
             }
         };
@@ -117,13 +151,22 @@ impl Session {
         let framing = wire::request_head(&flow.request, plan, upgrade, &mut out);
         if streaming {
             if let Err(e) = sc.conn.write_all(&out).await {
-                return self.server_failed(flow, sc, format!("error sending request to server: {e}")).await;
+                return self
+                    .server_failed(flow, sc, format!("error sending request to server: {e}"))
+                    .await;
             }
             let store = cfg.store_streamed_bodies;
             let mut stream_mode = std::mem::take(&mut flow.request.stream);
             let res = {
                 let mut w = BodyWriter::new(&mut sc.conn, framing, &mut stream_mode, store);
-                let r = Box::pin(body::stream(&mut self.conn, &mut dec, prefix, &mut w, cfg.body_size_limit)).await;
+                let r = Box::pin(body::stream(
+                    &mut self.conn,
+                    &mut dec,
+                    prefix,
+                    &mut w,
+                    cfg.body_size_limit,
+                ))
+                .await;
                 (r, w.store.take())
             };
             flow.request.stream = stream_mode;
@@ -142,15 +185,31 @@ impl Session {
             self.ctx.chain.request(&mut flow).await;
             if flow.killed() {
                 upstream::disconnect(&self.ctx, &self.client, sc).await;
-                return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+                return self
+                    .fail(flow, None, FlowError::KILLED_MESSAGE.into())
+                    .await;
             }
         } else {
             let content = match plan {
                 BodyPlan::Full(_) => flow.request.content.as_ref(),
                 _ => None,
             };
-            if let Err(e) = body::write_message(&mut sc.conn, out, framing, content, flow.request.trailers.as_ref()).await {
-                return self.server_failed(flow, sc, format!("error sending request to server: {}", body_error_text(&e))).await;
+            if let Err(e) = body::write_message(
+                &mut sc.conn,
+                out,
+                framing,
+                content,
+                flow.request.trailers.as_ref(),
+            )
+            .await
+            {
+                return self
+                    .server_failed(
+                        flow,
+                        sc,
+                        format!("error sending request to server: {}", body_error_text(&e)),
+                    )
+                    .await;
             }
         }
 
@@ -164,7 +223,13 @@ impl Session {
                 return Box::pin(self.retry_exchange(flow)).await;
             }
             Ok(Head::ClosedEarly) => {
-                return self.server_failed(flow, sc, "server closed the connection without sending a response".into()).await
+                return self
+                    .server_failed(
+                        flow,
+                        sc,
+                        "server closed the connection without sending a response".into(),
+                    )
+                    .await
             }
             Err(msg) => return self.server_failed(flow, sc, msg).await,
         };
@@ -180,19 +245,48 @@ impl Session {
         };
         flow.server_conn = sc.shared();
         let content = flow.request.content.clone().unwrap_or_default();
-        let plan = if content.is_empty() && !flow.request.headers.contains("content-length") { BodyPlan::None } else { BodyPlan::Full(content.len() as u64) };
+        let plan = if content.is_empty() && !flow.request.headers.contains("content-length") {
+            BodyPlan::None
+        } else {
+            BodyPlan::Full(content.len() as u64)
+        };
         let mut out = BytesMut::new();
         let framing = wire::request_head(&flow.request, plan, false, &mut out);
-        let body = if plan == BodyPlan::None { None } else { Some(&content) };
-        if let Err(e) = body::write_message(&mut sc.conn, out, framing, body, flow.request.trailers.as_ref()).await {
-            return self.server_failed(flow, sc, format!("error sending request to server: {}", body_error_text(&e))).await;
+        let body = if plan == BodyPlan::None {
+            None
+        } else {
+            Some(&content)
+        };
+        if let Err(e) = body::write_message(
+            &mut sc.conn,
+            out,
+            framing,
+            body,
+            flow.request.trailers.as_ref(),
+        )
+        .await
+        {
+            return self
+                .server_failed(
+                    flow,
+                    sc,
+                    format!("error sending request to server: {}", body_error_text(&e)),
+                )
+                .await;
         }
         match self.read_response_head(&mut sc).await {
             Ok(Head::Final(h)) => {
                 let close = wants_close_now(&flow);
                 self.handle_response(flow, sc, h, close).await
             }
-            Ok(Head::ClosedEarly) => self.server_failed(flow, sc, "server closed the connection without sending a response".into()).await,
+            Ok(Head::ClosedEarly) => {
+                self.server_failed(
+                    flow,
+                    sc,
+                    "server closed the connection without sending a response".into(),
+                )
+                .await
+            }
             Err(msg) => self.server_failed(flow, sc, msg).await,
         }
     }
@@ -209,8 +303,13 @@ impl Session {
                     if (100..200).contains(&h.status) && h.status != 101 {
                         if h.status != 100 {
                             let mut out = BytesMut::new();
-                            mitmrs_http1::encode_response_head(h.version, h.status, &h.reason, &h.headers, &mut out);
-                            self.conn.write_all(&out).await.map_err(|e| format!("client disconnected: {e}"))?;
+                            mitmrs_http1::encode_response_head(
+                                h.version, h.status, &h.reason, &h.headers, &mut out,
+                            );
+                            self.conn
+                                .write_all(&out)
+                                .await
+                                .map_err(|e| format!("client disconnected: {e}"))?;
                         }
                         continue;
                     }
@@ -221,20 +320,36 @@ impl Session {
             }
             match sc.conn.fill().await {
                 Ok(0) if !got_any && sc.conn.rbuf.is_empty() => return Ok(Head::ClosedEarly),
-                Ok(0) => return Err("server closed the connection in the middle of the response head".into()),
+                Ok(0) => {
+                    return Err(
+                        "server closed the connection in the middle of the response head".into(),
+                    )
+                }
                 Ok(_) => {}
                 Err(e) => return Err(format!("error reading response from server: {e}")),
             }
         }
     }
 
-    async fn handle_response(&mut self, mut flow: Box<HttpFlow>, mut sc: ServerConn, head: mitmrs_http1::ResponseHead, client_close: bool) -> After {
+    async fn handle_response(
+        &mut self,
+        mut flow: Box<HttpFlow>,
+        mut sc: ServerConn,
+        head: mitmrs_http1::ResponseHead,
+        client_close: bool,
+    ) -> After {
         let cfg = self.rt.cfg.clone();
         let framing = match response_framing(&flow.request.method, head.status, &head.headers) {
             Ok(f) => f,
-            Err(e) => return self.server_failed(flow, sc, format!("malformed response from server: {e}")).await,
+            Err(e) => {
+                return self
+                    .server_failed(flow, sc, format!("malformed response from server: {e}"))
+                    .await
+            }
         };
-        let server_keep = head.version == mitmrs_http1::Version::Http11 && !head.headers.has_token("connection", "close") && framing != Framing::UntilClose;
+        let server_keep = head.version == mitmrs_http1::Version::Http11
+            && !head.headers.has_token("connection", "close")
+            && framing != Framing::UntilClose;
         let mut resp = Response {
             http_version: head.version.as_str().into(),
             status_code: head.status,
@@ -253,9 +368,15 @@ impl Session {
         self.ctx.chain.responseheaders(&mut flow).await;
         if flow.killed() {
             upstream::disconnect(&self.ctx, &self.client, sc).await;
-            return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+            return self
+                .fail(flow, None, FlowError::KILLED_MESSAGE.into())
+                .await;
         }
-        let upgrade = flow.response.as_ref().map(|r| r.status_code == 101).unwrap_or(false);
+        let upgrade = flow
+            .response
+            .as_ref()
+            .map(|r| r.status_code == 101)
+            .unwrap_or(false);
         if upgrade {
             return Box::pin(self.relay_upgrade(flow, sc)).await;
         }
@@ -263,14 +384,23 @@ impl Session {
         let mut dec = BodyDecoder::new(framing, READ_CHUNK);
         let mut prefix = Vec::new();
         let Some(resp) = flow.response.as_mut() else {
-            return self.fail(flow, Some(502), "response removed by an addon".into()).await;
+            return self
+                .fail(flow, Some(502), "response removed by an addon".into())
+                .await;
         };
         let body_follows = framing != Framing::None;
         if !body_follows {
             resp.content = Some(Bytes::new());
             resp.timestamp_end = Some(now());
         } else if !resp.stream.is_streaming() {
-            match body::buffer(&mut sc.conn, &mut dec, cfg.body_size_limit, cfg.stream_large_bodies).await {
+            match body::buffer(
+                &mut sc.conn,
+                &mut dec,
+                cfg.body_size_limit,
+                cfg.stream_large_bodies,
+            )
+            .await
+            {
                 Ok(Buffered::Complete(b, trailers)) => {
                     resp.content = Some(b);
                     resp.trailers = trailers;
@@ -290,7 +420,13 @@ impl Session {
                 Err(e) => {
                     flow.response = None;
                     sc.reusable = false;
-                    return self.server_failed(flow, sc, format!("error reading response body: {}", body_error_text(&e))).await;
+                    return self
+                        .server_failed(
+                            flow,
+                            sc,
+                            format!("error reading response body: {}", body_error_text(&e)),
+                        )
+                        .await;
                 }
             }
         }
@@ -302,21 +438,38 @@ impl Session {
                 upstream::disconnect(&self.ctx, &self.client, sc).await;
                 return After::Close;
             }
-            let Some(resp) = flow.response.as_ref() else { return After::Close };
+            let Some(resp) = flow.response.as_ref() else {
+                return After::Close;
+            };
             let plan = match &resp.content {
-                _ if wire::bodyless_response(&flow.request.method, resp.status_code) => BodyPlan::HeadOnly,
+                _ if wire::bodyless_response(&flow.request.method, resp.status_code) => {
+                    BodyPlan::HeadOnly
+                }
                 Some(c) if body_follows || !c.is_empty() => BodyPlan::Full(c.len() as u64),
                 _ => BodyPlan::None,
             };
             let mut out = BytesMut::with_capacity(512);
-            let out_framing = wire::response_head(resp, plan, client_http11, false, client_close, &mut out);
+            let out_framing =
+                wire::response_head(resp, plan, client_http11, false, client_close, &mut out);
             let body = match plan {
                 BodyPlan::Full(_) => resp.content.as_ref(),
                 _ => None,
             };
-            let ok = body::write_message(&mut self.conn, out, out_framing, body, resp.trailers.as_ref()).await.is_ok();
+            let ok = body::write_message(
+                &mut self.conn,
+                out,
+                out_framing,
+                body,
+                resp.trailers.as_ref(),
+            )
+            .await
+            .is_ok();
             self.finish_server(sc, server_keep).await;
-            return if ok && !client_close && out_framing != OutFraming::Close { After::KeepAlive } else { After::Close };
+            return if ok && !client_close && out_framing != OutFraming::Close {
+                After::KeepAlive
+            } else {
+                After::Close
+            };
         }
 
         // Streamed response: head now, body as it arrives, then the `response` hook.
@@ -325,15 +478,30 @@ impl Session {
             (_, Some(n)) => BodyPlan::StreamLength(n),
         };
         let mut out = BytesMut::with_capacity(512);
-        let out_framing = wire::response_head(resp, plan, client_http11, false, client_close, &mut out);
+        let out_framing =
+            wire::response_head(resp, plan, client_http11, false, client_close, &mut out);
         if let Err(e) = self.conn.write_all(&out).await {
             upstream::disconnect(&self.ctx, &self.client, sc).await;
-            return self.fail(flow, None, format!("client disconnected: {e}")).await;
+            return self
+                .fail(flow, None, format!("client disconnected: {e}"))
+                .await;
         }
         let mut stream_mode = std::mem::take(&mut resp.stream);
         let (res, stored) = {
-            let mut w = BodyWriter::new(&mut self.conn, out_framing, &mut stream_mode, cfg.store_streamed_bodies);
-            let r = Box::pin(body::stream(&mut sc.conn, &mut dec, prefix, &mut w, cfg.body_size_limit)).await;
+            let mut w = BodyWriter::new(
+                &mut self.conn,
+                out_framing,
+                &mut stream_mode,
+                cfg.store_streamed_bodies,
+            );
+            let r = Box::pin(body::stream(
+                &mut sc.conn,
+                &mut dec,
+                prefix,
+                &mut w,
+                cfg.body_size_limit,
+            ))
+            .await;
             (r, w.store.take())
         };
         if let Some(resp) = flow.response.as_mut() {
@@ -354,7 +522,9 @@ impl Session {
                 let msg = match &e {
                     BodyError::Read(m) => format!("server connection failed mid-response: {m}"),
                     BodyError::Write(m) => format!("client disconnected mid-response: {m}"),
-                    BodyError::TooLarge(l) => format!("response body larger than body_size_limit ({l} bytes)"),
+                    BodyError::TooLarge(l) => {
+                        format!("response body larger than body_size_limit ({l} bytes)")
+                    }
                     BodyError::Transform(m) => format!("stream transformer failed: {m}"),
                 };
                 return self.fail(flow, None, msg).await;
@@ -390,21 +560,29 @@ impl Session {
             r.timestamp_end = Some(now());
         }
         self.ctx.chain.response(&mut flow).await;
-        let Some(resp) = flow.response.as_ref() else { return After::Close };
+        let Some(resp) = flow.response.as_ref() else {
+            return After::Close;
+        };
         let mut out = BytesMut::new();
         wire::response_head(resp, BodyPlan::None, true, true, false, &mut out);
         if self.conn.write_all(&out).await.is_err() {
             upstream::disconnect(&self.ctx, &self.client, sc).await;
             return After::Close;
         }
-        let client = std::mem::replace(&mut self.conn, crate::io::Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout));
+        let client = std::mem::replace(
+            &mut self.conn,
+            crate::io::Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout),
+        );
         let peer = self.client.peername;
         let (server_conn, mut rest) = sc.into_parts();
         if let Err(e) = crate::io::relay(client, server_conn).await {
             debug!(client = %peer, "upgraded connection ended: {e}");
         }
         rest.timestamp_end = Some(now());
-        let data = mitmrs_core::addon::ServerConnectionHookData { server: rest, client: self.client.clone() };
+        let data = mitmrs_core::addon::ServerConnectionHookData {
+            server: rest,
+            client: self.client.clone(),
+        };
         self.ctx.chain.server_disconnected(&data).await;
         After::Close
     }
@@ -418,49 +596,100 @@ impl Session {
     async fn reply_from_hook_inner(&mut self, mut flow: Box<HttpFlow>, keep: bool) -> After {
         self.ctx.chain.responseheaders(&mut flow).await;
         if flow.killed() {
-            return self.fail(flow, None, FlowError::KILLED_MESSAGE.into()).await;
+            return self
+                .fail(flow, None, FlowError::KILLED_MESSAGE.into())
+                .await;
         }
         self.ctx.chain.response(&mut flow).await;
         flow.live = false;
         if flow.killed() {
             return After::Close;
         }
-        let Some(resp) = flow.response.as_ref() else { return After::Close };
+        let Some(resp) = flow.response.as_ref() else {
+            return After::Close;
+        };
         let content = resp.content.clone().unwrap_or_default();
         let close = !keep;
         // No body goes with a response to HEAD, or with a 204 or 304, even if the
         // addon gave it one (its Content-Length stays, as for HEAD it should).
         let head_only = wire::bodyless_response(&flow.request.method, resp.status_code);
-        let plan = if head_only { BodyPlan::HeadOnly } else { BodyPlan::Full(content.len() as u64) };
+        let plan = if head_only {
+            BodyPlan::HeadOnly
+        } else {
+            BodyPlan::Full(content.len() as u64)
+        };
         let mut out = BytesMut::new();
-        let framing = wire::response_head(resp, plan, flow.request.is_http11(), false, close, &mut out);
+        let framing =
+            wire::response_head(resp, plan, flow.request.is_http11(), false, close, &mut out);
         let body = if head_only { None } else { Some(&content) };
-        if body::write_message(&mut self.conn, out, framing, body, resp.trailers.as_ref()).await.is_err() || close {
+        if body::write_message(&mut self.conn, out, framing, body, resp.trailers.as_ref())
+            .await
+            .is_err()
+            || close
+        {
             return After::Close;
         }
         After::KeepAlive
     }
 
     /// Boxed: an error path; its state must not grow the common path's future.
-    fn request_body_failed<'a>(&'a mut self, flow: Box<HttpFlow>, e: BodyError) -> BoxFut<'a, After> {
+    fn request_body_failed<'a>(
+        &'a mut self,
+        flow: Box<HttpFlow>,
+        e: BodyError,
+    ) -> BoxFut<'a, After> {
         Box::pin(self.request_body_failed_inner(flow, e))
     }
 
     async fn request_body_failed_inner(&mut self, flow: Box<HttpFlow>, e: BodyError) -> After {
         match e {
-            BodyError::TooLarge(l) => self.fail(flow, Some(413), format!("request body larger than body_size_limit ({l} bytes)")).await,
-            BodyError::Read(m) => self.fail(flow, Some(400), format!("error reading request body from client: {m}")).await,
-            BodyError::Write(m) => self.fail(flow, Some(502), format!("error sending request body to server: {m}")).await,
-            BodyError::Transform(m) => self.fail(flow, Some(502), format!("stream transformer failed: {m}")).await,
+            BodyError::TooLarge(l) => {
+                self.fail(
+                    flow,
+                    Some(413),
+                    format!("request body larger than body_size_limit ({l} bytes)"),
+                )
+                .await
+            }
+            BodyError::Read(m) => {
+                self.fail(
+                    flow,
+                    Some(400),
+                    format!("error reading request body from client: {m}"),
+                )
+                .await
+            }
+            BodyError::Write(m) => {
+                self.fail(
+                    flow,
+                    Some(502),
+                    format!("error sending request body to server: {m}"),
+                )
+                .await
+            }
+            BodyError::Transform(m) => {
+                self.fail(flow, Some(502), format!("stream transformer failed: {m}"))
+                    .await
+            }
         }
     }
 
     /// Boxed: an error path; its state must not grow the common path's future.
-    fn server_failed<'a>(&'a mut self, flow: Box<HttpFlow>, sc: ServerConn, msg: String) -> BoxFut<'a, After> {
+    fn server_failed<'a>(
+        &'a mut self,
+        flow: Box<HttpFlow>,
+        sc: ServerConn,
+        msg: String,
+    ) -> BoxFut<'a, After> {
         Box::pin(self.server_failed_inner(flow, sc, msg))
     }
 
-    async fn server_failed_inner(&mut self, flow: Box<HttpFlow>, mut sc: ServerConn, msg: String) -> After {
+    async fn server_failed_inner(
+        &mut self,
+        flow: Box<HttpFlow>,
+        mut sc: ServerConn,
+        msg: String,
+    ) -> After {
         sc.reusable = false;
         upstream::disconnect(&self.ctx, &self.client, sc).await;
         self.fail(flow, Some(502), msg).await
@@ -482,14 +711,30 @@ impl Session {
             upstream::disconnect(&self.ctx, &self.client, sc).await;
         }
         // Boxed: connecting (and TLS) happens once per server connection, not per request.
-        let mut sc = Box::pin(upstream::connect(&self.ctx, &self.rt, &self.client, &req.host, req.port)).await?;
+        let mut sc = Box::pin(upstream::connect(
+            &self.ctx,
+            &self.rt,
+            &self.client,
+            &req.host,
+            req.port,
+        ))
+        .await?;
         if tls {
             let sni = match &self.tunnel {
                 Some(t) => t.sni.clone().or_else(|| sni_for_host(&t.host)),
                 None => sni_for_host(&req.host),
             };
             let alpn = vec![b"http/1.1".to_vec()];
-            if let Err(msg) = Box::pin(upstream::start_tls(&self.ctx, &self.rt, &self.client, &mut sc, sni.as_deref(), &alpn)).await {
+            if let Err(msg) = Box::pin(upstream::start_tls(
+                &self.ctx,
+                &self.rt,
+                &self.client,
+                &mut sc,
+                sni.as_deref(),
+                &alpn,
+            ))
+            .await
+            {
                 upstream::disconnect(&self.ctx, &self.client, sc).await;
                 return Err(msg);
             }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use mitmrs_core::addon::{LayerKind, NextLayer};
 use mitmrs_core::{now, Client, FlowError, HttpFlow, Request, Response, Server, StreamMode};
-use mitmrs_http1::{parse_request_head, request_framing, Error as ParseError, RequestHead, RequestTarget};
+use mitmrs_http1::{
+    parse_request_head, request_framing, Error as ParseError, RequestHead, RequestTarget,
+};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
@@ -57,10 +59,22 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
         return;
     }
     let client = Arc::new(client);
-    let mut nl = NextLayer { client: client.clone(), server: Arc::new(Server::new(None)), data_client: Default::default(), layer: Some(LayerKind::Http) };
+    let mut nl = NextLayer {
+        client: client.clone(),
+        server: Arc::new(Server::new(None)),
+        data_client: Default::default(),
+        layer: Some(LayerKind::Http),
+    };
     ctx.chain.next_layer(&mut nl).await;
     let conn = Conn::new(Box::new(stream), rt.cfg.tcp_timeout);
-    let mut s = Session { ctx: ctx.clone(), rt, client, conn, server: None, tunnel: None };
+    let mut s = Session {
+        ctx: ctx.clone(),
+        rt,
+        client,
+        conn,
+        server: None,
+        tunnel: None,
+    };
     s.run().await;
     s.conn.shutdown().await;
     info!(client = %peer, "client disconnect");
@@ -106,7 +120,10 @@ impl Session {
                 Ok(Some(h)) => return Ok(Some(h)),
                 Ok(None) => {}
                 Err(ParseError::HeadTooLarge { limit }) => {
-                    return Err((431, format!("request head larger than {limit} bytes (option max_header_size)")))
+                    return Err((
+                        431,
+                        format!("request head larger than {limit} bytes (option max_header_size)"),
+                    ))
                 }
                 Err(e) => return Err((400, format!("malformed request: {e}"))),
             }
@@ -131,14 +148,30 @@ impl Session {
         let resp = Response::error_page(status, msg);
         let mut out = BytesMut::new();
         let len = resp.content.as_ref().map(|c| c.len() as u64).unwrap_or(0);
-        let framing = wire::response_head(&resp, wire::BodyPlan::Full(len), true, false, true, &mut out);
-        let _ = crate::body::write_message(&mut self.conn, out, framing, resp.content.as_ref(), None).await;
+        let framing = wire::response_head(
+            &resp,
+            wire::BodyPlan::Full(len),
+            true,
+            false,
+            true,
+            &mut out,
+        );
+        let _ =
+            crate::body::write_message(&mut self.conn, out, framing, resp.content.as_ref(), None)
+                .await;
     }
 
     async fn handle(&mut self, head: RequestHead) -> After {
         let version = head.version;
         let (scheme, authority, host, port, path) = match (&head.target, &self.tunnel) {
-            (RequestTarget::Authority { authority, host, port }, _) => {
+            (
+                RequestTarget::Authority {
+                    authority,
+                    host,
+                    port,
+                },
+                _,
+            ) => {
                 let req = Request {
                     method: head.method.clone(),
                     scheme: "http".into(),
@@ -158,12 +191,29 @@ impl Session {
                 // grow every request's future.
                 return Box::pin(self.handle_connect(req)).await;
             }
-            (RequestTarget::Absolute { scheme, authority, host, port, path }, _) => {
-                (scheme.clone(), authority.clone(), host.clone(), *port, path.clone())
-            }
-            (RequestTarget::Origin { path }, Some(t)) => {
-                (if t.tls { "https" } else { "http" }.to_string(), String::new(), t.host.clone(), t.port, path.clone())
-            }
+            (
+                RequestTarget::Absolute {
+                    scheme,
+                    authority,
+                    host,
+                    port,
+                    path,
+                },
+                _,
+            ) => (
+                scheme.clone(),
+                authority.clone(),
+                host.clone(),
+                *port,
+                path.clone(),
+            ),
+            (RequestTarget::Origin { path }, Some(t)) => (
+                if t.tls { "https" } else { "http" }.to_string(),
+                String::new(),
+                t.host.clone(),
+                t.port,
+                path.clone(),
+            ),
             (RequestTarget::Origin { path }, None) => {
                 let msg = format!(
                     "mitmrs is an HTTP proxy: requests must use an absolute URL (\"{} http://host{} ...\"), not \"{}\". Configure the client to use this address as its HTTP proxy.",
@@ -175,7 +225,8 @@ impl Session {
             }
             #[allow(unreachable_patterns)]
             _ => {
-                self.send_error_page(400, "unsupported request target").await;
+                self.send_error_page(400, "unsupported request target")
+                    .await;
                 return After::Close;
             }
         };
@@ -214,11 +265,21 @@ impl Session {
     /// Ends a flow with an error: sets `flow.error`, runs `error`, and sends
     /// `status` with `msg` to the client if `status` is given.
     /// Boxed: an error path; its state must not grow the common path's future.
-    pub fn fail<'a>(&'a mut self, flow: Box<HttpFlow>, status: Option<u16>, msg: String) -> BoxFut<'a, After> {
+    pub fn fail<'a>(
+        &'a mut self,
+        flow: Box<HttpFlow>,
+        status: Option<u16>,
+        msg: String,
+    ) -> BoxFut<'a, After> {
         Box::pin(self.fail_inner(flow, status, msg))
     }
 
-    async fn fail_inner(&mut self, mut flow: Box<HttpFlow>, status: Option<u16>, msg: String) -> After {
+    async fn fail_inner(
+        &mut self,
+        mut flow: Box<HttpFlow>,
+        status: Option<u16>,
+        msg: String,
+    ) -> After {
         if flow.error.is_none() {
             flow.error = Some(FlowError::new(msg.clone()));
         }

@@ -51,7 +51,9 @@ impl Lines {
                 match r.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let s = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                        let s = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string();
                         let (m, cv) = &*l.inner;
                         m.lock().unwrap().lines.push(s);
                         cv.notify_all();
@@ -133,7 +135,12 @@ impl Proxy {
 
     pub fn start_in_env(confdir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proxy {
         let mut child = Command::new(BIN)
-            .args(["-p", "0", "--set", &format!("confdir={}", confdir.display())])
+            .args([
+                "-p",
+                "0",
+                "--set",
+                &format!("confdir={}", confdir.display()),
+            ])
             .args(extra)
             .env_remove("MITMRS_LOG")
             .envs(env.iter().copied())
@@ -144,7 +151,15 @@ impl Proxy {
             .expect("cannot start the mitmrs binary");
         let (stdout, h1) = Lines::spawn(child.stdout.take().unwrap());
         let (stderr, h2) = Lines::spawn(child.stderr.take().unwrap());
-        let mut proxy = Proxy { child, port: 0, confdir: confdir.to_path_buf(), _tmp: None, stdout, stderr, readers: vec![h1, h2] };
+        let mut proxy = Proxy {
+            child,
+            port: 0,
+            confdir: confdir.to_path_buf(),
+            _tmp: None,
+            stdout,
+            stderr,
+            readers: vec![h1, h2],
+        };
         const MARK: &str = "proxy listening at 127.0.0.1:";
         let Some(line) = proxy.stdout.wait_for(|l| l.contains(MARK), WAIT) else {
             let _ = proxy.child.kill();
@@ -160,8 +175,13 @@ impl Proxy {
         };
         let rest = &line[line.find(MARK).unwrap() + MARK.len()..];
         let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-        assert!(rest[digits.len()..].starts_with('.'), "unexpected listening line: {line}");
-        proxy.port = digits.parse().unwrap_or_else(|_| panic!("no port in listening line: {line}"));
+        assert!(
+            rest[digits.len()..].starts_with('.'),
+            "unexpected listening line: {line}"
+        );
+        proxy.port = digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no port in listening line: {line}"));
         assert_ne!(proxy.port, 0, "listening line shows port 0: {line}");
         proxy
     }
@@ -179,12 +199,21 @@ impl Proxy {
     pub fn expect_stdout(&self, needle: &str) -> String {
         self.stdout
             .wait_for(|l| l.contains(needle), WAIT)
-            .unwrap_or_else(|| panic!("no stdout line containing {needle:?} within {WAIT:?}; output:\n{}", self.output()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no stdout line containing {needle:?} within {WAIT:?}; output:\n{}",
+                    self.output()
+                )
+            })
     }
 
     /// Everything printed so far, for failure messages.
     pub fn output(&self) -> String {
-        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout.snapshot().join("\n"), self.stderr.snapshot().join("\n"))
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            self.stdout.snapshot().join("\n"),
+            self.stderr.snapshot().join("\n")
+        )
     }
 
     /// Kills the proxy and returns its whole stdout.
@@ -240,7 +269,10 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -253,7 +285,12 @@ pub struct Response {
 
 impl Response {
     pub fn ok(body: impl Into<Vec<u8>>) -> Response {
-        Response { status: 200, reason: "OK", headers: vec![("Content-Type".into(), "text/plain".into())], body: body.into() }
+        Response {
+            status: 200,
+            reason: "OK",
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: body.into(),
+        }
     }
 }
 
@@ -275,7 +312,10 @@ impl Origin {
         Origin::start(None, Arc::new(handler))
     }
 
-    pub fn https(pki: &TestPki, handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Origin {
+    pub fn https(
+        pki: &TestPki,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Origin {
         Origin::start(Some(pki.server_config.clone()), Arc::new(handler))
     }
 
@@ -300,14 +340,22 @@ impl Origin {
                     match tls {
                         None => serve(stream, &handler, &r),
                         Some(cfg) => {
-                            let Ok(conn) = rustls::ServerConnection::new(cfg) else { return };
+                            let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                                return;
+                            };
                             serve(rustls::StreamOwned::new(conn, stream), &handler, &r)
                         }
                     }
                 });
             }
         });
-        Origin { port, connections, requests, stop, accept: Some(accept) }
+        Origin {
+            port,
+            connections,
+            requests,
+            stop,
+            accept: Some(accept),
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -334,8 +382,12 @@ fn serve<S: Read + Write>(stream: S, handler: &Handler, log: &Mutex<Vec<Request>
     let mut r = BufReader::new(stream);
     // Bounded: at most 1000 requests per connection.
     for _ in 0..1000 {
-        let Some(req) = read_request(&mut r) else { return };
-        let close = req.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let Some(req) = read_request(&mut r) else {
+            return;
+        };
+        let close = req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let resp = handler(&req);
         log.lock().unwrap().push(req);
         let mut out = format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
@@ -356,7 +408,11 @@ fn read_line(r: &mut impl BufRead) -> Option<String> {
     let mut buf = Vec::new();
     match r.read_until(b'\n', &mut buf) {
         Ok(0) | Err(_) => None,
-        Ok(_) => Some(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string()),
+        Ok(_) => Some(
+            String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
     }
 }
 
@@ -377,8 +433,16 @@ fn read_request(r: &mut impl BufRead) -> Option<Request> {
             return None;
         }
     }
-    let mut req = Request { method, target, headers, body: Vec::new() };
-    if req.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    let mut req = Request {
+        method,
+        target,
+        headers,
+        body: Vec::new(),
+    };
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         loop {
             let size_line = read_line(r)?;
             let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
@@ -418,21 +482,32 @@ impl TestPki {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.distinguished_name.push(DnType::CommonName, "mitmrs e2e test origin CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "mitmrs e2e test origin CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca = ca_params.self_signed(&ca_key).unwrap();
 
         let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
+        let mut leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         let ca_path = dir.path().join("origin-ca.pem");
         std::fs::write(&ca_path, ca.pem()).unwrap();
 
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
+        );
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -441,7 +516,11 @@ impl TestPki {
             .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
             .unwrap();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TestPki { ca_path, server_config: Arc::new(cfg), _dir: dir }
+        TestPki {
+            ca_path,
+            server_config: Arc::new(cfg),
+            _dir: dir,
+        }
     }
 }
 
@@ -467,13 +546,21 @@ impl CurlResult {
 /// environment and a time limit.
 pub fn curl_cmd(proxy: &Proxy, cacert: &Path) -> Command {
     let mut c = Command::new("curl");
-    c.args(["-sS", "--noproxy", "", "--max-time", "30", "-x", &proxy.url()])
-        .arg("--cacert")
-        .arg(cacert)
-        .env_remove("CURL_CA_BUNDLE")
-        .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR")
-        .stdin(Stdio::null());
+    c.args([
+        "-sS",
+        "--noproxy",
+        "",
+        "--max-time",
+        "30",
+        "-x",
+        &proxy.url(),
+    ])
+    .arg("--cacert")
+    .arg(cacert)
+    .env_remove("CURL_CA_BUNDLE")
+    .env_remove("SSL_CERT_FILE")
+    .env_remove("SSL_CERT_DIR")
+    .stdin(Stdio::null());
     c
 }
 
@@ -483,15 +570,32 @@ pub fn curl(proxy: &Proxy, args: &[&str]) -> CurlResult {
 }
 
 pub fn curl_trusting(proxy: &Proxy, cacert: &Path, args: &[&str]) -> CurlResult {
-    let out = curl_cmd(proxy, cacert).args(["-w", "\n%{http_code}"]).args(args).output().expect("cannot run curl");
+    let out = curl_cmd(proxy, cacert)
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("cannot run curl");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let pos = out
         .stdout
         .iter()
         .rposition(|&b| b == b'\n')
-        .unwrap_or_else(|| panic!("curl {args:?}: no status in output {:?}; stderr: {stderr}", String::from_utf8_lossy(&out.stdout)));
-    let status = String::from_utf8_lossy(&out.stdout[pos + 1..]).trim().parse().unwrap_or(0);
-    CurlResult { ok: out.status.success(), status, body: out.stdout[..pos].to_vec(), stderr }
+        .unwrap_or_else(|| {
+            panic!(
+                "curl {args:?}: no status in output {:?}; stderr: {stderr}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+    let status = String::from_utf8_lossy(&out.stdout[pos + 1..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    CurlResult {
+        ok: out.status.success(),
+        status,
+        body: out.stdout[..pos].to_vec(),
+        stderr,
+    }
 }
 
 /// Deterministic, non-repeating-looking test bytes.
