@@ -299,15 +299,16 @@ impl Session {
                 .unwrap_or_else(|_| LeafSpec::for_host(&name)),
             _ => LeafSpec::for_host(&name),
         };
-        let leaf =
-            match self.ctx.ca.leaf(&spec) {
-                Ok(l) => l,
-                Err(e) => return self
+        let leaf = match self.ctx.ca.leaf(&spec) {
+            Ok(l) => l,
+            Err(e) => {
+                return self
                     .tls_failed_client(format!(
                         "Client TLS handshake failed: cannot make a certificate for {name:?}: {e}"
                     ))
-                    .await,
-            };
+                    .await
+            }
+        };
         let mitmcert = leaf
             .cert
             .first()
