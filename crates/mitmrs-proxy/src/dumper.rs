@@ -130,6 +130,30 @@ impl Dumper {
         lines.push(String::new());
     }
 
+    /// What follows a request or response line (mitmdump's `echo_flow`): headers
+    /// from level 2, the body from level 3, then the trailers.
+    fn details(
+        &self,
+        lines: &mut Vec<String>,
+        headers: &Headers,
+        content: impl FnOnce() -> Option<bytes::Bytes>,
+        trailers: Option<&Headers>,
+        detail: i64,
+    ) {
+        if detail >= 2 {
+            self.headers(lines, headers);
+        }
+        if detail >= 3 {
+            self.body(lines, content(), headers, detail);
+        }
+        if detail >= 2 {
+            if let Some(t) = trailers.filter(|t| !t.is_empty()) {
+                lines.push(self.style("    --- HTTP Trailers", "35"));
+                self.headers(lines, t);
+            }
+        }
+    }
+
     /// Renders a flow as mitmdump would at the current detail level.
     pub fn render(&self, f: &HttpFlow) -> Vec<String> {
         let detail = self.detail.load(Ordering::Relaxed);
@@ -168,23 +192,15 @@ impl Dumper {
             self.style(&escape(&url), "1"),
             req_version
         ));
-        if detail >= 2 {
-            self.headers(&mut lines, &f.request.headers);
-        }
-        if detail >= 3 {
-            self.body(
-                &mut lines,
-                message_content(f.request.content(), &f.request.content),
-                &f.request.headers,
-                detail,
-            );
-        }
-        if detail >= 2 {
-            if let Some(t) = f.request.trailers.as_ref().filter(|t| !t.is_empty()) {
-                lines.push(self.style("    --- HTTP Trailers", "35"));
-                self.headers(&mut lines, t);
-            }
-        }
+        let req = &f.request;
+        let content = || message_content(req.content(), &req.content);
+        self.details(
+            &mut lines,
+            &req.headers,
+            content,
+            req.trailers.as_ref(),
+            detail,
+        );
         if let Some(r) = &f.response {
             let code_color = match r.status_code {
                 200..=299 => "1;32",
@@ -217,23 +233,8 @@ impl Dumper {
                 self.style(&escape(&r.reason), code_color),
                 self.style(&size, "1")
             ));
-            if detail >= 2 {
-                self.headers(&mut lines, &r.headers);
-            }
-            if detail >= 3 {
-                self.body(
-                    &mut lines,
-                    message_content(r.content(), &r.content),
-                    &r.headers,
-                    detail,
-                );
-            }
-            if detail >= 2 {
-                if let Some(t) = r.trailers.as_ref().filter(|t| !t.is_empty()) {
-                    lines.push(self.style("    --- HTTP Trailers", "35"));
-                    self.headers(&mut lines, t);
-                }
-            }
+            let content = || message_content(r.content(), &r.content);
+            self.details(&mut lines, &r.headers, content, r.trailers.as_ref(), detail);
         }
         if let Some(e) = &f.error {
             lines.push(self.style(&format!(" << {}", escape(&e.msg)), "1;31"));
