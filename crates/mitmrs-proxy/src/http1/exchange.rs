@@ -6,7 +6,7 @@
 //! follows it (`request`/`response`), which then sees the content as missing.
 
 use bytes::{Bytes, BytesMut};
-use mitmrs_core::{now, FlowError, HttpFlow, Response, StreamMode};
+use mitmrs_core::{now, FlowError, HttpFlow, Request, Response, StreamMode};
 use mitmrs_http1::{parse_response_head, response_framing, BodyDecoder, Framing};
 use tracing::debug;
 
@@ -129,27 +129,14 @@ impl Session {
             .unwrap_or(false);
 
         // Send the request.
-        let upgrade = flow.request.headers.contains("upgrade");
-        let plan = if streaming {
-            match (&flow.request.stream, body::known_length(req_framing)) {
+        if streaming {
+            let plan = match (&flow.request.stream, body::known_length(req_framing)) {
                 (StreamMode::Transform(_), _) | (_, None) => BodyPlan::StreamUnknown,
                 (_, Some(n)) => BodyPlan::StreamLength(n),
-            }
-        } else {
-            match &flow.request.content {
-                Some(c)
-                    if !c.is_empty()
-                        || body_follows
-                        || flow.request.headers.contains("content-length") =>
-                {
-                    BodyPlan::Full(c.len() as u64)
-                }
-                _ => BodyPlan::None,
-            }
-        };
-        let mut out = BytesMut::with_capacity(1024);
-        let framing = wire::request_head(&flow.request, plan, upgrade, &mut out);
-        if streaming {
+            };
+            let upgrade = flow.request.headers.contains("upgrade");
+            let mut out = BytesMut::with_capacity(1024);
+            let framing = wire::request_head(&flow.request, plan, upgrade, &mut out);
             if let Err(e) = sc.conn.write_all(&out).await {
                 return self
                     .server_failed(flow, sc, format!("error sending request to server: {e}"))
@@ -190,26 +177,8 @@ impl Session {
                     .await;
             }
         } else {
-            let content = match plan {
-                BodyPlan::Full(_) => flow.request.content.as_ref(),
-                _ => None,
-            };
-            if let Err(e) = body::write_message(
-                &mut sc.conn,
-                out,
-                framing,
-                content,
-                flow.request.trailers.as_ref(),
-            )
-            .await
-            {
-                return self
-                    .server_failed(
-                        flow,
-                        sc,
-                        format!("error sending request to server: {}", body_error_text(&e)),
-                    )
-                    .await;
+            if let Err(msg) = send_buffered_request(&mut sc, &flow.request, body_follows).await {
+                return self.server_failed(flow, sc, msg).await;
             }
         }
 
@@ -233,7 +202,7 @@ impl Session {
             }
             Err(msg) => return self.server_failed(flow, sc, msg).await,
         };
-        let close = wants_close_now(&flow);
+        let close = wants_close(&flow);
         self.handle_response(flow, sc, head, close).await
     }
 
@@ -244,39 +213,12 @@ impl Session {
             Err(msg) => return self.fail(flow, Some(502), msg).await,
         };
         flow.server_conn = sc.shared();
-        let content = flow.request.content.clone().unwrap_or_default();
-        let plan = if content.is_empty() && !flow.request.headers.contains("content-length") {
-            BodyPlan::None
-        } else {
-            BodyPlan::Full(content.len() as u64)
-        };
-        let mut out = BytesMut::new();
-        let framing = wire::request_head(&flow.request, plan, false, &mut out);
-        let body = if plan == BodyPlan::None {
-            None
-        } else {
-            Some(&content)
-        };
-        if let Err(e) = body::write_message(
-            &mut sc.conn,
-            out,
-            framing,
-            body,
-            flow.request.trailers.as_ref(),
-        )
-        .await
-        {
-            return self
-                .server_failed(
-                    flow,
-                    sc,
-                    format!("error sending request to server: {}", body_error_text(&e)),
-                )
-                .await;
+        if let Err(msg) = send_buffered_request(&mut sc, &flow.request, false).await {
+            return self.server_failed(flow, sc, msg).await;
         }
         match self.read_response_head(&mut sc).await {
             Ok(Head::Final(h)) => {
-                let close = wants_close_now(&flow);
+                let close = wants_close(&flow);
                 self.handle_response(flow, sc, h, close).await
             }
             Ok(Head::ClosedEarly) => {
@@ -743,8 +685,30 @@ impl Session {
     }
 }
 
-fn wants_close_now(flow: &HttpFlow) -> bool {
-    wants_close(flow)
+/// Sends a request whose body (if any) is buffered: head and body in one go.
+/// `body_follows`: the client framed a body, so one is sent even if an addon
+/// emptied it.
+async fn send_buffered_request(
+    sc: &mut ServerConn,
+    req: &Request,
+    body_follows: bool,
+) -> Result<(), String> {
+    let plan = match &req.content {
+        Some(c) if !c.is_empty() || body_follows || req.headers.contains("content-length") => {
+            BodyPlan::Full(c.len() as u64)
+        }
+        _ => BodyPlan::None,
+    };
+    let upgrade = req.headers.contains("upgrade");
+    let mut out = BytesMut::with_capacity(1024);
+    let framing = wire::request_head(req, plan, upgrade, &mut out);
+    let body = match plan {
+        BodyPlan::Full(_) => req.content.as_ref(),
+        _ => None,
+    };
+    body::write_message(&mut sc.conn, out, framing, body, req.trailers.as_ref())
+        .await
+        .map_err(|e| format!("error sending request to server: {}", body_error_text(&e)))
 }
 
 fn body_error_text(e: &BodyError) -> String {
