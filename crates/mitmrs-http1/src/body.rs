@@ -89,6 +89,41 @@ impl BodyDecoder {
         self.consumed
     }
 
+    /// How many body bytes may next be taken straight from the connection,
+    /// unframed, instead of through [`decode`](Self::decode): the rest of a
+    /// Content-Length body, or `u64::MAX` for a body ended by closing. `None` for
+    /// chunked bodies and after the end. Only meaningful once the read buffer is
+    /// drained; report what was taken with [`passed_through`](Self::passed_through).
+    pub fn passthrough(&self) -> Option<u64> {
+        match self.state {
+            State::Length { remaining } => Some(remaining),
+            State::UntilClose => Some(u64::MAX),
+            _ => None,
+        }
+    }
+
+    /// Records `n` body bytes moved past the decoder (at most what
+    /// [`passthrough`](Self::passthrough) allowed).
+    pub fn passed_through(&mut self, n: u64) {
+        match self.state {
+            State::Length { remaining } => {
+                debug_assert!(n <= remaining, "passed through more than the body holds");
+                let left = remaining.saturating_sub(n);
+                self.state = if left == 0 {
+                    State::Done
+                } else {
+                    State::Length { remaining: left }
+                };
+            }
+            State::UntilClose => {}
+            _ => {
+                debug_assert!(n == 0, "passthrough outside a Length/UntilClose body");
+                return;
+            }
+        }
+        self.consumed += n;
+    }
+
     /// Consumes body bytes from the front of `buf` and returns the next event;
     /// `Ok(None)` means more bytes are needed (everything useful was consumed).
     ///

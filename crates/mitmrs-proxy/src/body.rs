@@ -237,6 +237,14 @@ impl<'a> BodyWriter<'a> {
             .map_err(|e| BodyError::Write(e.to_string()))
     }
 
+    /// Whether body bytes may go to the receiver exactly as read, unseen: no
+    /// transformer, no stored copy, no re-framing.
+    fn passthrough_ok(&self) -> bool {
+        self.store.is_none()
+            && !matches!(self.stream, StreamMode::Transform(_))
+            && matches!(self.framing, OutFraming::Length | OutFraming::Close)
+    }
+
     /// Ends the body: the transformer's final call, then the last chunk and trailers.
     pub async fn finish(&mut self, trailers: Option<&Headers>) -> Result<(), BodyError> {
         if let StreamMode::Transform(t) = self.stream {
@@ -318,6 +326,23 @@ pub async fn stream(
         if more || dec.is_done() {
             continue;
         }
+        #[cfg(target_os = "linux")]
+        if let Some(moved) = try_splice(src, dec, w, limit, total).await {
+            let moved = moved?;
+            total += moved.bytes;
+            dec.passed_through(moved.bytes);
+            check(total)?;
+            if moved.eof {
+                match dec.eof() {
+                    Ok(_) => {
+                        w.finish(None).await?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(BodyError::Read(e.to_string())),
+                }
+            }
+            continue;
+        }
         match src.fill_body().await {
             Ok(0) => match dec.eof() {
                 Ok(BodyEvent::End { trailers }) => {
@@ -337,6 +362,33 @@ pub async fn stream(
             Err(e) => return Err(BodyError::Read(e.to_string())),
         }
     }
+}
+
+/// Moves the rest of the body kernel-side with `splice(2)` when both sides are
+/// plain TCP, nothing is buffered, and the bytes go out unchanged
+/// ([`BodyWriter::passthrough_ok`]). `None`: not applicable, copy as usual.
+/// At most one byte past `limit` is moved, so the caller's check still fires.
+#[cfg(target_os = "linux")]
+async fn try_splice(
+    src: &mut Conn,
+    dec: &BodyDecoder,
+    w: &mut BodyWriter<'_>,
+    limit: Option<u64>,
+    total: u64,
+) -> Option<Result<crate::splice::Moved, BodyError>> {
+    let left = dec.passthrough()?;
+    if !src.rbuf.is_empty() || !w.passthrough_ok() {
+        return None;
+    }
+    let max = limit.map_or(left, |l| {
+        left.min(l.saturating_sub(total).saturating_add(1))
+    });
+    let (from, to) = (src.io.tcp()?, w.dst.io.tcp()?);
+    let res = crate::splice::forward(from, to, max, src.read_timeout).await?;
+    Some(res.map_err(|e| match e {
+        crate::splice::SpliceError::Read(e) => BodyError::Read(e.to_string()),
+        crate::splice::SpliceError::Write(e) => BodyError::Write(e.to_string()),
+    }))
 }
 
 /// Bodies up to this size are copied behind the head and sent in one write.

@@ -1,6 +1,8 @@
-//! Buffered connection I/O shared by both sides: a boxed byte stream (TCP, or TLS
-//! over TCP) with a read buffer, plus [`Rewind`] to replay bytes already read when
-//! a stream changes hands (for example the first TLS bytes read while sniffing).
+//! Buffered connection I/O shared by both sides: a byte stream ([`Stream`]: plain
+//! TCP, or anything boxed such as TLS over TCP) with a read buffer, plus [`Rewind`]
+//! to replay bytes already read when a stream changes hands (for example the first
+//! TLS bytes read while sniffing). Plain TCP stays unboxed so that bodies between
+//! two plain sockets can move with `splice(2)` (see [`crate::splice`]).
 
 use std::io;
 use std::pin::Pin;
@@ -9,12 +11,101 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Any byte stream the proxy can read and write.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 pub type BoxIo = Box<dyn Io>;
+
+/// The stream under a [`Conn`]: a plain TCP socket, or any other stream (TLS,
+/// [`Rewind`], ...) boxed.
+pub enum Stream {
+    Tcp(TcpStream),
+    Other(BoxIo),
+}
+
+impl Stream {
+    /// Boxes any stream.
+    pub fn other<T: Io>(io: T) -> Self {
+        Stream::Other(Box::new(io))
+    }
+
+    /// A stream with nothing to read that swallows writes: the placeholder left
+    /// behind when a connection's stream is taken out.
+    pub fn empty() -> Self {
+        Stream::other(tokio::io::empty())
+    }
+
+    /// The TCP socket, if this stream is one (no TLS or replay layer on top).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(t) => Some(t),
+            Stream::Other(_) => None,
+        }
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(t: TcpStream) -> Self {
+        Stream::Tcp(t)
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Other($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(t) => t.is_write_vectored(),
+            Stream::Other(o) => o.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
 
 /// The largest body piece handed to a stream transformer or forwarded as one unit.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -27,16 +118,16 @@ const HEAD_READ: usize = 2 * 1024;
 
 /// A stream with a read buffer.
 pub struct Conn {
-    pub io: BoxIo,
+    pub io: Stream,
     pub rbuf: BytesMut,
     /// Idle timeout for a single read (mitmproxy's `tcp_timeout`).
     pub read_timeout: Duration,
 }
 
 impl Conn {
-    pub fn new(io: BoxIo, read_timeout: Duration) -> Self {
+    pub fn new(io: impl Into<Stream>, read_timeout: Duration) -> Self {
         Self {
-            io,
+            io: io.into(),
             rbuf: BytesMut::new(),
             read_timeout,
         }
@@ -112,7 +203,7 @@ impl Conn {
     }
 
     /// Takes the stream and whatever was read but not consumed.
-    pub fn into_parts(self) -> (BoxIo, BytesMut) {
+    pub fn into_parts(self) -> (Stream, BytesMut) {
         (self.io, self.rbuf)
     }
 }
@@ -120,11 +211,11 @@ impl Conn {
 /// A stream that first yields `prefix`, then reads from `inner`.
 pub struct Rewind {
     prefix: Bytes,
-    inner: BoxIo,
+    inner: Stream,
 }
 
 impl Rewind {
-    pub fn new(prefix: Bytes, inner: BoxIo) -> Self {
+    pub fn new(prefix: Bytes, inner: Stream) -> Self {
         Self { prefix, inner }
     }
 }

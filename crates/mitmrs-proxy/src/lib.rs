@@ -18,6 +18,8 @@ pub mod dumper;
 pub mod http1;
 pub mod io;
 pub mod server;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod tlsinfo;
 pub mod upstream;
 pub mod wire;

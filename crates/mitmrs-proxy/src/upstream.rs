@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tracing::info;
 
 use crate::ctx::{ProxyCtx, Runtime};
-use crate::io::{BoxIo, Conn};
+use crate::io::{Conn, Stream};
 use crate::tlsinfo::apply_tls_info;
 
 /// An open connection to a server. Boxed, so that moving it between the steps of
@@ -145,7 +145,7 @@ pub async fn connect(
     info!(client = %client.peername, "server connect {log_addr}");
     ctx.chain.server_connected(&data).await;
     Ok(ServerConn(Box::new(ServerConnState {
-        conn: Conn::new(Box::new(stream), rt.cfg.tcp_timeout),
+        conn: Conn::new(stream, rt.cfg.tcp_timeout),
         info: data.server,
         reusable: true,
         log_addr,
@@ -176,7 +176,7 @@ pub async fn start_tls(
         format!("TLS handshake with {host} failed: invalid server name {name_str:?}")
     })?;
     let connector = tokio_rustls::TlsConnector::from(rt.upstream_tls.config(alpn));
-    let io = std::mem::replace(&mut sc.conn.io, Box::new(tokio::io::empty()));
+    let io = std::mem::replace(&mut sc.conn.io, Stream::empty());
     let io = crate::io::Rewind::new(std::mem::take(&mut sc.conn.rbuf).freeze(), io);
     sc.info.tls.alpn_offers = alpn.iter().map(|a| Bytes::copy_from_slice(a)).collect();
     sc.info.tls.sni = sni.map(str::to_string);
@@ -185,7 +185,7 @@ pub async fn start_tls(
             let (_, session) = tls.get_ref();
             let info = mitmrs_tls::tls_info_server_side(session, sni.map(str::to_string));
             apply_tls_info(&mut sc.info.tls, info);
-            sc.conn.io = Box::new(tls) as BoxIo;
+            sc.conn.io = Stream::other(tls);
             let data = TlsData {
                 side: TlsSide::Server,
                 client: client.clone(),

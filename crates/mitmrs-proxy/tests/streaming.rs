@@ -373,3 +373,89 @@ async fn response_over_body_size_limit_gets_502_and_the_error_hook() {
         r.head
     );
 }
+
+/// An origin that answers with `total` pattern bytes and no length: the body ends
+/// when it closes the connection.
+async fn close_delimited_origin(total: u64) -> RawOrigin {
+    RawOrigin::start(move |mut s: TcpStream| async move {
+        let mut buf = Vec::new();
+        if read_head(&mut s, &mut buf).await.is_some() {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n").await;
+            let mut off = 0;
+            while off < total {
+                let n = (total - off).min(FRAME as u64) as usize;
+                if s.write_all(&pattern(off, n)).await.is_err() {
+                    return;
+                }
+                off += n as u64;
+            }
+        }
+    })
+    .await
+}
+
+/// Read-until-close in, read-until-close out (an HTTP/1.0 client): the bytes pass
+/// unchanged (on Linux via splice) and the end of the body is the origin closing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_delimited_response_streams_intact_to_an_http10_client() {
+    const SIZE: u64 = 16 * 1024 * 1024;
+    let origin = close_delimited_origin(SIZE).await;
+    let rec = Recorder::new();
+    let proxy = TestProxy::builder()
+        .set("stream_large_bodies=1k")
+        .addon(rec.clone())
+        .start()
+        .await;
+    let port = origin.port();
+    let mut c = RawClient::connect(proxy.addr).await;
+    c.send(
+        format!("GET http://127.0.0.1:{port}/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let r = c.read_head().await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), None, "{}", r.head);
+    assert_eq!(r.header("transfer-encoding"), None, "{}", r.head);
+    let body = c.read_to_end().await;
+    assert_eq!(body.len() as u64, SIZE);
+    assert_eq!(sha256_hex(&body), pattern_sha(SIZE));
+    rec.wait_count("response", 1).await;
+    assert_eq!(rec.count("error"), 0);
+    assert!(rec.flows("response")[0].resp_content.is_none());
+}
+
+/// A streamed body without a length still stops at body_size_limit: the client
+/// gets at most the limit (plus what was in flight) and the error hook fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_close_delimited_response_stops_at_body_size_limit() {
+    const SIZE: u64 = 8 * 1024 * 1024;
+    let origin = close_delimited_origin(SIZE).await;
+    let rec = Recorder::new();
+    let proxy = TestProxy::builder()
+        .set("stream_large_bodies=1k")
+        .set("body_size_limit=1m")
+        .addon(rec.clone())
+        .start()
+        .await;
+    let port = origin.port();
+    let mut c = RawClient::connect(proxy.addr).await;
+    c.send(
+        format!("GET http://127.0.0.1:{port}/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let r = c.read_head().await;
+    assert_eq!(r.status, 200);
+    let body = c.read_to_end().await;
+    assert!(
+        body.len() as u64 <= 1024 * 1024 + 1,
+        "got {} body bytes past a 1 MiB limit",
+        body.len()
+    );
+    assert_eq!(sha256_hex(&body), pattern_sha(body.len() as u64));
+    rec.wait_count("error", 1).await;
+    let err = rec.flows("error")[0].error.clone().unwrap();
+    assert!(err.contains("body_size_limit"), "{err}");
+    assert_eq!(rec.count("response"), 0);
+}

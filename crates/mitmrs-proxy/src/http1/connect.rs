@@ -22,7 +22,7 @@ use tracing::info;
 use super::exchange::sni_for_host;
 use super::session::{After, BoxFut, Session, Tunnel};
 use crate::config::ConnectionStrategy;
-use crate::io::{Conn, Rewind};
+use crate::io::{Conn, Rewind, Stream};
 use crate::tlsinfo::apply_tls_info;
 use crate::upstream;
 use crate::wire::{self, BodyPlan};
@@ -158,7 +158,7 @@ impl Session {
         };
         let client = std::mem::replace(
             &mut self.conn,
-            Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout),
+            Conn::new(Stream::empty(), self.rt.cfg.tcp_timeout),
         );
         let (server_conn, mut info) = sc.into_parts();
         let _ = crate::io::relay(client, server_conn).await;
@@ -320,7 +320,7 @@ impl Session {
         let config = mitmrs_tls::client_facing_config(leaf, &answer_alpn);
         let old = std::mem::replace(
             &mut self.conn,
-            Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout),
+            Conn::new(Stream::empty(), self.rt.cfg.tcp_timeout),
         );
         let (io, mut rbuf) = old.into_parts();
         let rest = rbuf.split_off(fed.min(rbuf.len())).freeze();
@@ -336,7 +336,7 @@ impl Session {
                 c.tls.alpn_offers = client_alpn;
                 c.mitmcert = mitmcert;
                 self.client = Arc::new(c);
-                self.conn = Conn::new(Box::new(tls), self.rt.cfg.tcp_timeout);
+                self.conn = Conn::new(Stream::other(tls), self.rt.cfg.tcp_timeout);
                 if let Some(t) = self.tunnel.as_mut() {
                     t.tls = true;
                     t.server_error = server_error;

@@ -513,7 +513,7 @@ impl Session {
         }
         let client = std::mem::replace(
             &mut self.conn,
-            crate::io::Conn::new(Box::new(tokio::io::empty()), self.rt.cfg.tcp_timeout),
+            crate::io::Conn::new(crate::io::Stream::empty(), self.rt.cfg.tcp_timeout),
         );
         let peer = self.client.peername;
         let (server_conn, mut rest) = sc.into_parts();

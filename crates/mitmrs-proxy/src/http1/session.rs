@@ -66,7 +66,7 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
         layer: Some(LayerKind::Http),
     };
     ctx.chain.next_layer(&mut nl).await;
-    let conn = Conn::new(Box::new(stream), rt.cfg.tcp_timeout);
+    let conn = Conn::new(stream, rt.cfg.tcp_timeout);
     let mut s = Session {
         ctx: ctx.clone(),
         rt,

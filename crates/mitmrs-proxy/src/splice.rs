@@ -1,0 +1,289 @@
+//! Zero-copy body forwarding between two plain TCP sockets with `splice(2)`.
+//!
+//! A streamed body that nobody looks at (no transformer, not stored) and whose
+//! bytes go out exactly as they came in (Content-Length or read-until-close on
+//! both sides) does not need to pass through user space: the kernel moves the
+//! socket's pages into a pipe and from the pipe into the other socket. On
+//! loopback that takes the proxy's copies out of a 1 GiB transfer entirely.
+//!
+//! Written by hand over `libc`: tokio has no splice, and the few crates wrapping
+//! it are little used and do not give what this needs: the proxy's idle read
+//! timeout and telling read failures (the sender) from write failures (the
+//! receiver), which the flow's error message names.
+//!
+//! Backpressure is the same as the copying path: the pipe is drained into the
+//! receiver before anything more is read from the sender, so at most one pipe's
+//! worth (kernel memory, not the proxy's) is in flight per direction.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Pipe capacity asked for; the kernel's default (64 KiB) is kept if refused.
+const PIPE_SIZE: usize = 1 << 20;
+
+/// Why forwarding stopped early.
+#[derive(Debug)]
+pub enum SpliceError {
+    /// Reading from the sender failed (or stayed idle past the read timeout).
+    Read(io::Error),
+    /// Writing to the receiver failed.
+    Write(io::Error),
+}
+
+/// How a forward ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// The sender closed its side before `max` bytes were forwarded.
+    pub eof: bool,
+}
+
+/// A pipe with both ends non-blocking, closed on drop.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    size: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Self> {
+        let mut fds: [libc::c_int; 2] = [-1, -1];
+        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both are open descriptors that we now own.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fcntl on a descriptor we own; failure only leaves the default size.
+        let got = unsafe {
+            libc::fcntl(
+                write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_SIZE as libc::c_int,
+            )
+        };
+        let size = if got > 0 { got as usize } else { 64 * 1024 };
+        Ok(Pipe { read, write, size })
+    }
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain syscall on descriptors owned by the caller for the duration of
+    // the call; null offsets mean "use and advance the file position" (required
+    // for sockets and pipes).
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Forwards up to `max` bytes from `src` to `dst`, stopping early when `src`
+/// reaches end of file. `idle` bounds each wait for `src` to become readable.
+///
+/// Returns `None` if no pipe could be made (out of descriptors): the caller then
+/// copies the usual way.
+pub async fn forward(
+    src: &TcpStream,
+    dst: &TcpStream,
+    max: u64,
+    idle: Duration,
+) -> Option<Result<Moved, SpliceError>> {
+    let pipe = Pipe::new().ok()?;
+    Some(forward_with(&pipe, src, dst, max, idle).await)
+}
+
+async fn forward_with(
+    pipe: &Pipe,
+    src: &TcpStream,
+    dst: &TcpStream,
+    max: u64,
+    idle: Duration,
+) -> Result<Moved, SpliceError> {
+    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let mut moved: u64 = 0;
+    while moved < max {
+        let want = usize::try_from(max - moved)
+            .unwrap_or(usize::MAX)
+            .min(pipe.size);
+        // The pipe is empty here, so EAGAIN can only mean the socket has nothing.
+        let n = loop {
+            match src.try_io(Interest::READABLE, || {
+                splice(src_fd, pipe.write.as_raw_fd(), want)
+            }) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout(idle, src.readable()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(SpliceError::Read(e)),
+                        Err(_) => {
+                            return Err(SpliceError::Read(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "connection idle for too long (tcp_timeout)",
+                            )))
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SpliceError::Read(e)),
+            }
+        };
+        if n == 0 {
+            return Ok(Moved {
+                bytes: moved,
+                eof: true,
+            });
+        }
+        // Drain the pipe completely before reading more (backpressure).
+        let mut left = n;
+        while left > 0 {
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(pipe.read.as_raw_fd(), dst_fd, left)
+            }) {
+                Ok(0) => return Err(SpliceError::Write(io::ErrorKind::WriteZero.into())),
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    dst.writable().await.map_err(SpliceError::Write)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SpliceError::Write(e)),
+            }
+        }
+        moved += n as u64;
+    }
+    Ok(Moved {
+        bytes: moved,
+        eof: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// sender -> [src ... proxy ... dst] -> receiver
+    async fn setup() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
+        let (sender, src) = pair().await;
+        let (dst, receiver) = pair().await;
+        (sender, src, dst, receiver)
+    }
+
+    const IDLE: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn forwards_exactly_max_and_leaves_the_rest() {
+        let (mut sender, src, dst, mut receiver) = setup().await;
+        let payload = data(3 << 20);
+        let p = payload.clone();
+        let send = tokio::spawn(async move {
+            sender.write_all(&p).await.unwrap();
+            sender
+        });
+        let max = (2 << 20) + 17;
+        let recv = tokio::spawn(async move {
+            let mut got = vec![0u8; max as usize];
+            receiver.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let moved = forward(&src, &dst, max, IDLE).await.unwrap().unwrap();
+        assert_eq!(
+            moved,
+            Moved {
+                bytes: max,
+                eof: false
+            }
+        );
+        assert_eq!(recv.await.unwrap(), payload[..max as usize]);
+        let _sender = send.await.unwrap();
+        // What was not asked for is still in `src`, unread.
+        let mut rest = vec![0u8; payload.len() - max as usize];
+        (&src).readable().await.unwrap();
+        let mut src = src;
+        src.read_exact(&mut rest).await.unwrap();
+        assert_eq!(rest, payload[max as usize..]);
+    }
+
+    #[tokio::test]
+    async fn stops_at_end_of_file() {
+        let (mut sender, src, dst, mut receiver) = setup().await;
+        let payload = data(700_000);
+        let p = payload.clone();
+        tokio::spawn(async move {
+            sender.write_all(&p).await.unwrap();
+            sender.shutdown().await.unwrap();
+        });
+        let recv = tokio::spawn(async move {
+            let mut got = Vec::new();
+            receiver.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let moved = forward(&src, &dst, u64::MAX, IDLE).await.unwrap().unwrap();
+        assert_eq!(
+            moved,
+            Moved {
+                bytes: payload.len() as u64,
+                eof: true
+            }
+        );
+        drop(dst);
+        assert_eq!(recv.await.unwrap(), payload);
+    }
+
+    #[tokio::test]
+    async fn an_idle_sender_times_out_as_a_read_error() {
+        let (_sender, src, dst, _receiver) = setup().await;
+        let r = forward(&src, &dst, 10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        match r {
+            Err(SpliceError::Read(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut),
+            other => panic!("expected a read timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gone_receiver_is_a_write_error() {
+        let (mut sender, src, dst, receiver) = setup().await;
+        drop(receiver);
+        tokio::spawn(async move {
+            let chunk = data(64 * 1024);
+            for _ in 0..64 {
+                if sender.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let r = forward(&src, &dst, 4 << 20, IDLE).await.unwrap();
+        assert!(matches!(r, Err(SpliceError::Write(_))), "{r:?}");
+    }
+}
