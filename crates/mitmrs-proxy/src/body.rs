@@ -128,8 +128,19 @@ async fn buffer_exact(src: &mut Conn, n: usize) -> Result<Buffered, BodyError> {
     if src.rbuf.len() < n {
         src.rbuf.reserve((n - src.rbuf.len()).min(UPFRONT));
     }
+    // Memory is committed ahead of the data in windows as large as what has
+    // arrived so far: a big body faults its pages in a few calls, and a peer that
+    // announces a size and sends nothing commits nothing.
+    let mut populated = src.rbuf.len();
     while src.rbuf.len() < n {
-        match src.fill_body().await {
+        if populated <= src.rbuf.len() {
+            let want = (n - src.rbuf.len()).min(src.rbuf.len().max(crate::mem::POPULATE_MIN));
+            let spare = src.rbuf.spare_capacity_mut();
+            let ahead = want.min(spare.len());
+            crate::mem::populate(&mut spare[..ahead]);
+            populated = src.rbuf.len() + ahead;
+        }
+        match src.fill_reserved().await {
             Ok(0) => {
                 return Err(BodyError::Read(format!(
                     "connection closed after {} of {n} body bytes",

@@ -151,10 +151,24 @@ impl Conn {
         self.fill_with(BODY_READ).await
     }
 
+    /// Reads into the room already reserved in `rbuf` (a buffer sized for a whole
+    /// body), so that a nearly full buffer is never grown (which would copy it).
+    /// Reserves a body read's room only when there is none left.
+    pub async fn fill_reserved(&mut self) -> io::Result<usize> {
+        if self.rbuf.capacity() == self.rbuf.len() {
+            return self.fill_body().await;
+        }
+        self.read_timed().await
+    }
+
     async fn fill_with(&mut self, room: usize) -> io::Result<usize> {
         if self.rbuf.capacity() - self.rbuf.len() < room / 4 {
             self.rbuf.reserve(room);
         }
+        self.read_timed().await
+    }
+
+    async fn read_timed(&mut self) -> io::Result<usize> {
         match tokio::time::timeout(self.read_timeout, self.io.read_buf(&mut self.rbuf)).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(

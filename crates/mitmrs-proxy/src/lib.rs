@@ -17,6 +17,7 @@ pub mod ctx;
 pub mod dumper;
 pub mod http1;
 pub mod io;
+mod mem;
 pub mod server;
 #[cfg(target_os = "linux")]
 pub mod splice;
