@@ -1,6 +1,13 @@
 //! The `mitmrs` binary: parses the command line, loads the CA and the addons, and
 //! runs the proxy until Ctrl-C. anyhow is used only here, at the edge.
 
+/// mimalloc instead of glibc malloc: M1 (small keep-alive requests) makes ~34
+/// allocations per request, and glibc's malloc/free were 28% of the proxy's
+/// user-space instructions; with mimalloc the total drops 19% (callgrind, 22,000
+/// requests: 711 M → 575 M instructions). Idle memory per connection (M8) is unchanged.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod logging;
 
