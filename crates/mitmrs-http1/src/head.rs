@@ -103,21 +103,17 @@ fn split_head<T>(
     let parsed = parse_line(line)?;
 
     let fields_start = skip + lf + 1;
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let (len, ranges) = match httparse::parse_headers(&window[fields_start..], &mut slots) {
-        Ok(httparse::Status::Complete((len, fields))) => {
-            let base = window.as_ptr() as usize;
-            let offset = |s: &[u8]| {
-                let start = s.as_ptr() as usize - base;
-                start..start + s.len()
-            };
-            let ranges: Vec<(Range<usize>, Range<usize>)> = fields
-                .iter()
-                .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
-                .collect();
-            (fields_start + len, ranges)
-        }
-        Ok(httparse::Status::Partial) => return need_more(),
+    let fields = &window[fields_start..];
+    let base = window.as_ptr() as usize;
+    // Most heads have a handful of fields: try a small slot array first, so the
+    // common case does not initialise MAX_HEADERS slots (8 KiB) per message.
+    let parsed_fields = match field_ranges::<FEW_HEADERS>(fields, base) {
+        Err(httparse::Error::TooManyHeaders) => field_ranges::<MAX_HEADERS>(fields, base),
+        other => other,
+    };
+    let (len, ranges) = match parsed_fields {
+        Ok(Some((len, ranges))) => (fields_start + len, ranges),
+        Ok(None) => return need_more(),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Error::TooManyHeaders { limit: MAX_HEADERS })
         }
@@ -128,11 +124,38 @@ fn split_head<T>(
     Ok(Some((parsed, fields_from_ranges(&head, ranges))))
 }
 
+/// The slot count tried first by [`split_head`].
+const FEW_HEADERS: usize = 32;
+
+/// Name and value ranges of a parsed header field (offsets from `base`).
+type FieldRanges = Vec<(Range<usize>, Range<usize>)>;
+
+/// Parses the header fields at the front of `fields` with up to `N` slots:
+/// `Ok(None)` if incomplete, else the length consumed and each field's ranges
+/// relative to `base` (the address of the window `fields` lies in).
+fn field_ranges<const N: usize>(
+    fields: &[u8],
+    base: usize,
+) -> Result<Option<(usize, FieldRanges)>, httparse::Error> {
+    let mut slots = [httparse::EMPTY_HEADER; N];
+    match httparse::parse_headers(fields, &mut slots)? {
+        httparse::Status::Complete((len, parsed)) => {
+            let offset = |s: &[u8]| {
+                let start = s.as_ptr() as usize - base;
+                start..start + s.len()
+            };
+            let ranges = parsed
+                .iter()
+                .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
+                .collect();
+            Ok(Some((len, ranges)))
+        }
+        httparse::Status::Partial => Ok(None),
+    }
+}
+
 /// Builds headers from (name, value) ranges into `head`, without copying.
-pub(crate) fn fields_from_ranges(
-    head: &Bytes,
-    ranges: Vec<(Range<usize>, Range<usize>)>,
-) -> Headers {
+pub(crate) fn fields_from_ranges(head: &Bytes, ranges: FieldRanges) -> Headers {
     Headers::from_fields(
         ranges
             .into_iter()

@@ -367,3 +367,29 @@ fn request_head_fields() {
     );
     assert_eq!(&input[..], b"abc");
 }
+
+/// Past the small first slot array (32), fields still parse in order, and an
+/// incomplete head with that many fields still asks for more.
+#[test]
+fn more_fields_than_the_first_try_holds() {
+    let fields: String = (0..40).map(|i| format!("X-{i}: v{i}\r\n")).collect();
+    let mut partial = buf(format!("GET / HTTP/1.1\r\n{fields}"));
+    assert_eq!(parse_request_head(&mut partial, 1 << 20), Ok(None));
+    let mut input = buf(format!("GET / HTTP/1.1\r\n{fields}\r\nbody"));
+    let head = parse_request_head(&mut input, 1 << 20).unwrap().unwrap();
+    let got: Vec<String> = head
+        .headers
+        .fields()
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(v)
+            )
+        })
+        .collect();
+    let want: Vec<String> = (0..40).map(|i| format!("X-{i}=v{i}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(&input[..], b"body");
+}

@@ -163,7 +163,7 @@ impl Session {
 
     async fn handle(&mut self, head: RequestHead) -> After {
         let version = head.version;
-        let (scheme, authority, host, port, path) = match (&head.target, &self.tunnel) {
+        let (scheme, authority, host, port, path) = match (head.target, &self.tunnel) {
             (
                 RequestTarget::Authority {
                     authority,
@@ -173,11 +173,11 @@ impl Session {
                 _,
             ) => {
                 let req = Request {
-                    method: head.method.clone(),
+                    method: head.method,
                     scheme: "http".into(),
-                    authority: authority.clone(),
-                    host: host.clone(),
-                    port: *port,
+                    authority,
+                    host,
+                    port,
                     path: String::new(),
                     http_version: version.as_str().into(),
                     headers: head.headers,
@@ -200,19 +200,13 @@ impl Session {
                     path,
                 },
                 _,
-            ) => (
-                scheme.clone(),
-                authority.clone(),
-                host.clone(),
-                *port,
-                path.clone(),
-            ),
+            ) => (scheme, authority, host, port, path),
             (RequestTarget::Origin { path }, Some(t)) => (
                 if t.tls { "https" } else { "http" }.to_string(),
                 String::new(),
                 t.host.clone(),
                 t.port,
-                path.clone(),
+                path,
             ),
             (RequestTarget::Origin { path }, None) => {
                 let msg = format!(
