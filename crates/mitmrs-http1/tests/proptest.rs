@@ -237,6 +237,67 @@ proptest! {
         prop_assert_eq!(dec.consumed(), chunks.iter().map(|c| c.len() as u64).sum::<u64>());
     }
 
+    /// A Length or read-until-close body reads the same whether its bytes come
+    /// through `decode` or are taken past the decoder (`passthrough`, as the
+    /// splice path does) at arbitrary points: same total, same end, and bytes
+    /// after a Length body stay in the buffer.
+    #[test]
+    fn passthrough_matches_decoding(
+        len in 0u64..200,
+        until_close in any::<bool>(),
+        splits in prop::collection::vec(any::<usize>(), 0..8),
+        skip_at in prop::collection::vec(any::<bool>(), 0..10),
+        max_piece in 1usize..50,
+    ) {
+        let framing = if until_close { Framing::UntilClose } else { Framing::Length(len) };
+        let mut wire: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        wire.extend_from_slice(b"NEXT");
+        let mut dec = BodyDecoder::new(framing, max_piece);
+        let mut buf = BytesMut::new();
+        let mut got = 0u64;
+        let mut ended = false;
+        for (i, piece) in pieces(&wire, &splits).into_iter().enumerate() {
+            if ended {
+                buf.extend_from_slice(&piece);
+                continue;
+            }
+            // Move (part of) this piece past the decoder, as splice would; only
+            // Length(0) has nothing to pass (it starts out ended).
+            let allowed = dec.passthrough();
+            prop_assert_eq!(allowed.is_none(), framing == Framing::Length(0));
+            match allowed {
+                Some(allowed) if skip_at.get(i).copied().unwrap_or(false) && buf.is_empty() => {
+                    let n = (piece.len() as u64).min(allowed) as usize;
+                    dec.passed_through(n as u64);
+                    got += n as u64;
+                    buf.extend_from_slice(&piece[n..]);
+                }
+                _ => buf.extend_from_slice(&piece),
+            }
+            while let Some(ev) = dec.decode(&mut buf).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                match ev {
+                    BodyEvent::Data(d) => got += d.len() as u64,
+                    BodyEvent::End { .. } => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if until_close {
+            prop_assert!(!ended);
+            let at_eof = dec.eof();
+            prop_assert_eq!(at_eof, Ok(BodyEvent::End { trailers: None }));
+            prop_assert_eq!(got, len + 4);
+        } else {
+            prop_assert!(ended);
+            prop_assert_eq!(got, len);
+            prop_assert_eq!(&buf[..], b"NEXT");
+            prop_assert_eq!(dec.passthrough(), None);
+        }
+        prop_assert_eq!(dec.consumed(), got);
+    }
+
     #[test]
     fn framing_never_panics(fields in prop::collection::vec((input(), input()), 0..4), status in any::<u16>()) {
         let h = mitmrs_http1::Headers::from_pairs(fields);
