@@ -21,14 +21,16 @@ pub fn encode_request_head(
     out: &mut BytesMut,
 ) {
     out.reserve(method.len() + target.len() + 12 + fields_len(headers) + 2);
-    put_safe(method.as_bytes(), out);
-    out.put_u8(b' ');
-    put_safe(target.as_bytes(), out);
-    out.put_u8(b' ');
-    out.put_slice(version.as_str().as_bytes());
-    out.put_slice(b"\r\n");
-    put_fields(headers, out);
-    out.put_slice(b"\r\n");
+    checked(out, headers.len() + 2, |out, put| {
+        put(method.as_bytes(), out);
+        out.put_u8(b' ');
+        put(target.as_bytes(), out);
+        out.put_u8(b' ');
+        out.put_slice(version.as_str().as_bytes());
+        out.put_slice(b"\r\n");
+        put_fields(headers, out, put);
+        out.put_slice(b"\r\n");
+    });
 }
 
 /// Writes `version SP status SP reason CRLF`, the fields and the blank line. The
@@ -41,13 +43,47 @@ pub fn encode_response_head(
     out: &mut BytesMut,
 ) {
     out.reserve(8 + 5 + reason.len() + 2 + fields_len(headers) + 2);
-    out.put_slice(version.as_str().as_bytes());
-    // Infallible for BytesMut; the result is ignored rather than unwrapped.
-    let _ = write!(out, " {status:03} ");
-    put_safe(reason.as_bytes(), out);
-    out.put_slice(b"\r\n");
-    put_fields(headers, out);
-    out.put_slice(b"\r\n");
+    checked(out, headers.len() + 2, |out, put| {
+        out.put_slice(version.as_str().as_bytes());
+        if (100..1000).contains(&status) {
+            let digits = [
+                b' ',
+                b'0' + (status / 100) as u8,
+                b'0' + (status / 10 % 10) as u8,
+                b'0' + (status % 10) as u8,
+                b' ',
+            ];
+            out.put_slice(&digits);
+        } else {
+            // Infallible for BytesMut; the result is ignored rather than unwrapped.
+            let _ = write!(out, " {status:03} ");
+        }
+        put(reason.as_bytes(), out);
+        out.put_slice(b"\r\n");
+        put_fields(headers, out, put);
+        out.put_slice(b"\r\n");
+    });
+}
+
+/// How a start-line part, name or value is written: as is, or made safe.
+type Put = fn(&[u8], &mut BytesMut);
+
+/// Runs `write` with parts written as they are, then checks the result in one
+/// vectorised pass: exactly `lines` CRs and LFs (the ones `write` put at line
+/// ends) and no NUL. A head that fails (a hook put CR, LF or NUL into a part) is
+/// written again with [`put_safe`]. Checking each part byte by byte instead cost
+/// ~3 instructions per head byte on every message.
+fn checked(out: &mut BytesMut, lines: usize, write: impl Fn(&mut BytesMut, Put)) {
+    let start = out.len();
+    write(out, |b, out| out.put_slice(b));
+    let written = &out[start..];
+    let clean = memchr::memchr(0, written).is_none()
+        && memchr::memchr_iter(b'\n', written).count() == lines
+        && memchr::memchr_iter(b'\r', written).count() == lines;
+    if !clean {
+        out.truncate(start);
+        write(out, put_safe);
+    }
 }
 
 /// Writes one chunk: `{len:x}\r\n{data}\r\n`. An empty `data` writes nothing (an
@@ -66,7 +102,7 @@ pub fn encode_chunk(data: &[u8], out: &mut BytesMut) {
 pub fn encode_last_chunk(trailers: Option<&Headers>, out: &mut BytesMut) {
     out.put_slice(b"0\r\n");
     if let Some(trailers) = trailers {
-        put_fields(trailers, out);
+        put_fields(trailers, out, put_safe);
     }
     out.put_slice(b"\r\n");
 }
@@ -94,11 +130,11 @@ fn put_safe(b: &[u8], out: &mut BytesMut) {
     }));
 }
 
-fn put_fields(headers: &Headers, out: &mut BytesMut) {
+fn put_fields(headers: &Headers, out: &mut BytesMut, put: Put) {
     for (name, value) in headers.fields() {
-        put_safe(name, out);
+        put(name, out);
         out.put_slice(b": ");
-        put_safe(value, out);
+        put(value, out);
         out.put_slice(b"\r\n");
     }
 }

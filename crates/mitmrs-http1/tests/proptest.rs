@@ -298,6 +298,32 @@ proptest! {
         prop_assert_eq!(dec.consumed(), got);
     }
 
+    /// Whatever bytes a hook puts into a head, the encoded head has exactly one
+    /// CRLF per line (start line, each field, the blank line) and no NUL, so no
+    /// field or message can be smuggled in.
+    #[test]
+    fn encoded_heads_cannot_be_split(
+        method in prop::collection::vec(any::<u8>(), 0..12),
+        target in prop::collection::vec(any::<u8>(), 0..24),
+        fields in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..10), prop::collection::vec(any::<u8>(), 0..20)), 0..6),
+        status in any::<u16>(),
+    ) {
+        let h = mitmrs_http1::Headers::from_pairs(fields.clone());
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut req = BytesMut::new();
+        mitmrs_http1::encode_request_head(&lossy(&method), &lossy(&target), Version::Http11, &h, &mut req);
+        let mut resp = BytesMut::new();
+        mitmrs_http1::encode_response_head(Version::Http10, status, &lossy(&target), &h, &mut resp);
+        for out in [&req[..], &resp[..]] {
+            let lines = fields.len() + 2;
+            prop_assert!(!out.contains(&0));
+            prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), lines);
+            prop_assert_eq!(out.iter().filter(|&&b| b == b'\r').count(), lines);
+            prop_assert_eq!(out.windows(2).filter(|w| w == b"\r\n").count(), lines);
+            prop_assert!(out.ends_with(b"\r\n\r\n"));
+        }
+    }
+
     #[test]
     fn framing_never_panics(fields in prop::collection::vec((input(), input()), 0..4), status in any::<u16>()) {
         let h = mitmrs_http1::Headers::from_pairs(fields);

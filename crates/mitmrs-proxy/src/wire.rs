@@ -33,6 +33,32 @@ pub enum BodyPlan {
     StreamUnknown,
 }
 
+/// Sets Content-Length to `n` ([`Headers::set`] semantics), without touching the
+/// fields when they already say exactly that (the common case: an unchanged
+/// length as received), and without a heap-formatted number.
+fn set_content_length(h: &mut Headers, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let text = &digits[i..];
+    let unchanged = {
+        let mut existing = h.get_all_bytes("content-length");
+        existing.next().is_some_and(|v| v[..] == *text) && existing.next().is_none()
+    };
+    if unchanged {
+        return;
+    }
+    h.set("content-length", text);
+}
+
 fn framed_headers(
     headers: &Headers,
     plan: BodyPlan,
@@ -56,13 +82,13 @@ fn framed_headers(
                 OutFraming::Chunked
             } else {
                 if n > 0 || h.contains("content-length") {
-                    h.set("content-length", n.to_string());
+                    set_content_length(&mut h, n);
                 }
                 OutFraming::Length
             }
         }
         BodyPlan::StreamLength(n) => {
-            h.set("content-length", n.to_string());
+            set_content_length(&mut h, n);
             OutFraming::Length
         }
         BodyPlan::StreamUnknown => {
@@ -145,4 +171,64 @@ pub fn response_head(
         out,
     );
     framing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(h: &Headers) -> Vec<(String, String)> {
+        h.fields()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn owned(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn content_length_is_set_like_headers_set() {
+        // Unchanged: the very same field stays (no copy).
+        let mut h = Headers::from_pairs([("A", "1"), ("Content-Length", "166"), ("B", "2")]);
+        let before = h.fields()[1].1.as_ptr();
+        set_content_length(&mut h, 166);
+        assert_eq!(h.fields()[1].1.as_ptr(), before);
+        assert_eq!(
+            pairs(&h),
+            owned(&[("A", "1"), ("Content-Length", "166"), ("B", "2")])
+        );
+
+        // Changed: first field keeps its name and place, duplicates go.
+        let mut h =
+            Headers::from_pairs([("content-LENGTH", "5"), ("X", "y"), ("Content-Length", "5")]);
+        set_content_length(&mut h, 1234567890);
+        assert_eq!(
+            pairs(&h),
+            owned(&[("content-LENGTH", "1234567890"), ("X", "y")])
+        );
+
+        // Same value twice is still collapsed to one field.
+        let mut h = Headers::from_pairs([("Content-Length", "7"), ("Content-Length", "7")]);
+        set_content_length(&mut h, 7);
+        assert_eq!(pairs(&h), owned(&[("Content-Length", "7")]));
+
+        // Absent: appended; the extremes format right.
+        let mut h = Headers::new();
+        set_content_length(&mut h, 0);
+        assert_eq!(pairs(&h), owned(&[("content-length", "0")]));
+        set_content_length(&mut h, u64::MAX);
+        assert_eq!(
+            pairs(&h),
+            owned(&[("content-length", "18446744073709551615")])
+        );
+    }
 }

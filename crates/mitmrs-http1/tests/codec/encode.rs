@@ -33,6 +33,12 @@ fn response_heads() {
         (Version::Http10, 404, "Not Found", &[], "HTTP/1.0 404 Not Found\r\n\r\n"),
         (Version::Http11, 204, "", &[], "HTTP/1.1 204 \r\n\r\n"),
         (Version::Http11, 599, "Custom reason", &[("a", "b"), ("A", "c")], "HTTP/1.1 599 Custom reason\r\na: b\r\nA: c\r\n\r\n"),
+        (Version::Http11, 100, "Continue", &[], "HTTP/1.1 100 Continue\r\n\r\n"),
+        (Version::Http11, 999, "", &[], "HTTP/1.1 999 \r\n\r\n"),
+        // Out of the three-digit range (a hook can set anything): still written, padded.
+        (Version::Http11, 42, "", &[], "HTTP/1.1 042 \r\n\r\n"),
+        (Version::Http11, 1000, "", &[], "HTTP/1.1 1000 \r\n\r\n"),
+        (Version::Http11, 200, "O\rK", &[("X\0", "a\nb")], "HTTP/1.1 200 O K\r\nX : a b\r\n\r\n"),
     ];
     for (version, status, reason, fields, expected) in cases {
         assert_eq!(

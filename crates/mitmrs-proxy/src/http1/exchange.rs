@@ -48,7 +48,8 @@ impl Session {
     /// The flow is boxed so that moving it between the steps of the exchange (and
     /// the futures that hold it) copies a pointer, not the whole flow.
     pub async fn exchange(&mut self, mut flow: Box<HttpFlow>, req_framing: Framing) -> After {
-        let cfg = self.rt.cfg.clone();
+        let rt = self.rt.clone();
+        let cfg = &rt.cfg;
         if stream_at_headers(cfg.stream_large_bodies, req_framing) {
             flow.request.stream = StreamMode::On;
         }
@@ -280,7 +281,8 @@ impl Session {
         head: mitmrs_http1::ResponseHead,
         client_close: bool,
     ) -> After {
-        let cfg = self.rt.cfg.clone();
+        let rt = self.rt.clone();
+        let cfg = &rt.cfg;
         let framing = match response_framing(&flow.request.method, head.status, &head.headers) {
             Ok(f) => f,
             Err(e) => {
