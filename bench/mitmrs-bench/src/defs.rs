@@ -145,11 +145,15 @@ fn post_hook_cost(m: &mut MetricResult, prev: &[MetricResult]) {
                 .copied()
         });
         match (&mut row.outcome, plain) {
-            (Ok(s), Some(p)) => {
-                if let Some(v) = s.get("cpu_us_per_req").copied() {
+            (Ok(s), Some(p)) => match s.get("cpu_us_per_req").copied() {
+                Some(v) if v > p => {
                     s.insert("us_per_hook".into(), v - p);
                 }
-            }
+                Some(v) => row.notes.push(format!(
+                    "µs/hook lost in the noise: {v:.1} µs/req with the script, {p:.1} without"
+                )),
+                None => {}
+            },
             (Ok(_), None) => row.notes.push("µs/hook needs M1 in the same run".into()),
             _ => {}
         }
