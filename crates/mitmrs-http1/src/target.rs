@@ -61,7 +61,12 @@ impl RequestTarget {
             return Err(invalid());
         }
         // Absolute form: scheme "://" authority [path-abempty] ["?" query].
-        let Some((scheme, rest)) = raw.split_once("://") else {
+        // A byte search for ':' (memchr) instead of a substring search for "://",
+        // whose searcher setup cost more than the rest of this parse.
+        let Some((scheme, rest)) = raw
+            .split_once(':')
+            .and_then(|(scheme, rest)| Some((scheme, rest.strip_prefix("//")?)))
+        else {
             // Authority form (or garbage) with a method other than CONNECT.
             return Err(invalid());
         };
@@ -74,7 +79,10 @@ impl RequestTarget {
             "https" => 443,
             _ => return Err(Error::UnsupportedScheme { scheme }),
         };
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let end = rest
+            .bytes()
+            .position(|b| matches!(b, b'/' | b'?' | b'#'))
+            .unwrap_or(rest.len());
         let (authority, path) = rest.split_at(end);
         let (host, port) = parse_authority(authority, Some(default_port)).ok_or_else(invalid)?;
         let path = if path.is_empty() {
