@@ -106,7 +106,57 @@ pub async fn forward(
     idle: Duration,
 ) -> Option<Result<Moved, SpliceError>> {
     let pipe = Pipe::new().ok()?;
-    Some(forward_with(&pipe, src, dst, max, idle).await)
+    Some(forward_with(&pipe, src, dst, max, Some(idle)).await)
+}
+
+/// Relays two plain TCP connections both ways until both directions have ended,
+/// like `tokio::io::copy_bidirectional`: an end of file in one direction shuts
+/// down the writing side of the other socket; an error in either direction ends
+/// both. `a_first` and `b_first` are bytes already read from `a` and `b` (sent on
+/// before anything else). No idle timeout: one direction may rightly stay silent
+/// for as long as the other is busy.
+///
+/// Returns `None` (nothing done) if the pipes could not be made.
+pub async fn relay(
+    a: &TcpStream,
+    b: &TcpStream,
+    a_first: &[u8],
+    b_first: &[u8],
+) -> Option<io::Result<(u64, u64)>> {
+    let (pa, pb) = (Pipe::new().ok()?, Pipe::new().ok()?);
+    Some(tokio::try_join!(
+        one_way(a, b, a_first, &pa),
+        one_way(b, a, b_first, &pb)
+    ))
+}
+
+/// One direction of [`relay`]: `first`, then everything until end of file, then
+/// the write side of `to` is shut down.
+async fn one_way(from: &TcpStream, to: &TcpStream, first: &[u8], pipe: &Pipe) -> io::Result<u64> {
+    write_all(to, first).await?;
+    let moved = forward_with(pipe, from, to, u64::MAX, None)
+        .await
+        .map_err(|e| match e {
+            SpliceError::Read(e) | SpliceError::Write(e) => e,
+        })?;
+    // SAFETY: shutdown(2) on a descriptor that `to` keeps open for the call. A
+    // failure (the peer is already gone) leaves nothing to do.
+    unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
+    Ok(first.len() as u64 + moved.bytes)
+}
+
+/// Writes all of `data` to a socket shared by reference.
+async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        to.writable().await?;
+        match to.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn forward_with(
@@ -114,7 +164,7 @@ async fn forward_with(
     src: &TcpStream,
     dst: &TcpStream,
     max: u64,
-    idle: Duration,
+    idle: Option<Duration>,
 ) -> Result<Moved, SpliceError> {
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     let mut moved: u64 = 0;
@@ -129,7 +179,11 @@ async fn forward_with(
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout(idle, src.readable()).await {
+                    let ready = match idle {
+                        Some(idle) => tokio::time::timeout(idle, src.readable()).await,
+                        None => Ok(src.readable().await),
+                    };
+                    match ready {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(SpliceError::Read(e)),
                         Err(_) => {
@@ -268,6 +322,73 @@ mod tests {
         match r {
             Err(SpliceError::Read(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut),
             other => panic!("expected a read timeout, got {other:?}"),
+        }
+    }
+
+    /// client <-> [a  relay  b] <-> server, both directions at once, with bytes
+    /// already read on each side, and a half-close passed on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relay_moves_both_ways_and_passes_half_close_on() {
+        let (mut client, a) = pair().await;
+        let (b, mut server) = pair().await;
+        let up = data(3 << 20);
+        let down = data(5 << 20);
+        let relay = tokio::spawn(async move {
+            relay(&a, &b, b"client-early|", b"server-early|")
+                .await
+                .expect("pipes")
+        });
+        let (up2, down2) = (up.clone(), down.clone());
+        let server_side = tokio::spawn(async move {
+            // Read everything the client sends (until its half-close arrives), and
+            // send the download at the same time.
+            let (mut r, mut w) = server.split();
+            let send = async {
+                w.write_all(&down2).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let recv = async {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            let ((), got) = tokio::join!(send, recv);
+            got
+        });
+        let (mut r, mut w) = client.split();
+        let send = async {
+            w.write_all(&up2).await.unwrap();
+            w.shutdown().await.unwrap();
+        };
+        let recv = async {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let ((), client_got) = tokio::join!(send, recv);
+        let server_got = server_side.await.unwrap();
+        assert_eq!(&server_got[..13], b"client-early|");
+        assert!(server_got[13..] == up[..], "upload differs");
+        assert_eq!(&client_got[..13], b"server-early|");
+        assert!(client_got[13..] == down[..], "download differs");
+        let (ab, ba) = relay.await.unwrap().unwrap();
+        assert_eq!((ab, ba), (13 + up.len() as u64, 13 + down.len() as u64));
+    }
+
+    /// A reset on one side ends the relay (the other direction is not left hanging).
+    #[tokio::test]
+    async fn relay_ends_when_one_side_resets() {
+        let (client, a) = pair().await;
+        let (b, _server) = pair().await;
+        #[allow(deprecated)]
+        client.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(client);
+        let r = relay(&a, &b, b"", b"").await.expect("pipes");
+        // Either the reset or the end of file shows; the server side stays open and
+        // silent, so only the client's end can have finished the relay.
+        match r {
+            Err(_) => {}
+            Ok((ab, _)) => panic!("relay finished normally after {ab} bytes"),
         }
     }
 

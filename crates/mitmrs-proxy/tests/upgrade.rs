@@ -87,3 +87,70 @@ async fn upgrade_inside_a_plain_connect_tunnel() {
     .await;
     exchange_after_101(&mut c).await;
 }
+
+/// After a 101 the relay carries megabytes both ways and passes a half-close on:
+/// the client uploads and shuts down its sending side; only then does the origin
+/// answer (with what it received) and send a large download, then close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_tunnel_carries_large_data_and_half_close() {
+    use support::origin::{pattern, pattern_sha, FRAME};
+    const UP: u64 = 8 * 1024 * 1024;
+    const DOWN: u64 = 12 * 1024 * 1024;
+    let origin = RawOrigin::start(|mut s: TcpStream| async move {
+        let mut buf = Vec::new();
+        if read_head(&mut s, &mut buf).await.is_none() {
+            return;
+        }
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n",
+            )
+            .await;
+        // `buf` may already hold the first upload bytes.
+        let mut got = buf;
+        if s.read_to_end(&mut got).await.is_err() {
+            return;
+        }
+        let summary = format!("{} {}\n", got.len(), support::sha256_hex(&got));
+        let _ = s.write_all(summary.as_bytes()).await;
+        let mut off = 0;
+        while off < DOWN {
+            let n = (DOWN - off).min(FRAME as u64) as usize;
+            if s.write_all(&pattern(off, n)).await.is_err() {
+                return;
+            }
+            off += n as u64;
+        }
+    })
+    .await;
+    let proxy = TestProxy::builder().start().await;
+    let mut c = RawClient::connect(proxy.addr).await;
+    let port = origin.port();
+    c.send(
+        format!("GET http://127.0.0.1:{port}/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let r = c.read_head().await;
+    assert_eq!(r.status, 101, "{}", r.head);
+    let mut off = 0;
+    while off < UP {
+        let n = (UP - off).min(FRAME as u64) as usize;
+        c.send(&pattern(off, n)).await;
+        off += n as u64;
+    }
+    c.shutdown().await;
+    let rest = within("the download", c.read_to_end()).await;
+    let nl = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("a summary line");
+    assert_eq!(
+        std::str::from_utf8(&rest[..nl]).unwrap(),
+        format!("{UP} {}", pattern_sha(UP)),
+        "the origin received a different upload"
+    );
+    let body = &rest[nl + 1..];
+    assert_eq!(body.len() as u64, DOWN);
+    assert_eq!(support::sha256_hex(body), pattern_sha(DOWN));
+}
