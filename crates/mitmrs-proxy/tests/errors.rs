@@ -487,3 +487,19 @@ async fn body_read_until_close_is_reframed_for_the_client() {
         c.expect_closed().await;
     }
 }
+
+/// tcp_timeout closes a client connection that stays silent (here mid-head);
+/// another connection is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_connection_is_closed_after_tcp_timeout() {
+    let origin = HttpOrigin::plain().await;
+    let proxy = TestProxy::builder().set("tcp_timeout=1").start().await;
+    let mut silent = RawClient::connect(proxy.addr).await;
+    silent.send(b"GET http://127.0.0.1:1/ HTTP/1.1\r\n").await;
+    // A busy connection on the same proxy works throughout.
+    let mut busy = RawClient::connect(proxy.addr).await;
+    busy.send(&req("GET", origin.port(), "/small", "")).await;
+    assert_eq!(busy.read_response().await.status, 200);
+    // The silent one is closed with nothing sent (no request was complete).
+    within("the idle connection to be closed", silent.expect_closed()).await;
+}
