@@ -378,7 +378,7 @@ pub async fn stream(
 /// Moves the rest of the body kernel-side with `splice(2)` when both sides are
 /// plain TCP, nothing is buffered, and the bytes go out unchanged
 /// ([`BodyWriter::passthrough_ok`]). `None`: not applicable, copy as usual.
-/// At most one byte past `limit` is moved, so the caller's check still fires.
+/// Never more than `limit` allows is moved.
 #[cfg(target_os = "linux")]
 async fn try_splice(
     src: &mut Conn,
@@ -391,9 +391,12 @@ async fn try_splice(
     if !src.rbuf.is_empty() || !w.passthrough_ok() {
         return None;
     }
-    let max = limit.map_or(left, |l| {
-        left.min(l.saturating_sub(total).saturating_add(1))
-    });
+    // Never past the limit: when nothing more is allowed, the copy path reads the
+    // next byte and fails without forwarding it, as for any body.
+    let max = limit.map_or(left, |l| left.min(l.saturating_sub(total)));
+    if max == 0 {
+        return None;
+    }
     let (from, to) = (src.io.tcp()?, w.dst.io.tcp()?);
     let res = crate::splice::forward(from, to, max, src.read_timeout).await?;
     Some(res.map_err(|e| match e {
