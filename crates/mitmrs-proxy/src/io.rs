@@ -334,17 +334,13 @@ impl AsyncWrite for Rewind {
 }
 
 /// Relays bytes both ways until both sides are done (raw tunnels, `Upgrade`).
-/// Between two plain TCP sockets on Linux the bytes move with `splice(2)`;
-/// otherwise (TLS on either side) they are copied.
+///
+/// Copied, not spliced: a spliced tunnel holds two pipes (four descriptors and
+/// 128 KiB of the user's pipe quota, counted when made) for as long as it lives,
+/// which thousands of idle WebSocket tunnels would exhaust.
 pub async fn relay(client: Conn, server: Conn) -> io::Result<(u64, u64)> {
     let (cio, cbuf) = client.into_parts();
     let (sio, sbuf) = server.into_parts();
-    #[cfg(target_os = "linux")]
-    if let (Some(c), Some(s)) = (cio.tcp(), sio.tcp()) {
-        if let Some(r) = crate::splice::relay(c, s, &cbuf, &sbuf).await {
-            return r;
-        }
-    }
     let mut c = Rewind::new(cbuf.freeze(), cio);
     let mut s = Rewind::new(sbuf.freeze(), sio);
     tokio::io::copy_bidirectional(&mut c, &mut s).await
