@@ -337,24 +337,29 @@ pub async fn stream(
         if more || dec.is_done() {
             continue;
         }
+        // More bytes: moved kernel-side where possible (an end of file found there
+        // reads as 0 below), else read into the buffer.
         #[cfg(target_os = "linux")]
-        if let Some(moved) = try_splice(src, dec, w, limit, total).await {
-            let moved = moved?;
-            total += moved.bytes;
-            dec.passed_through(moved.bytes);
-            check(total)?;
-            if moved.eof {
-                match dec.eof() {
-                    Ok(_) => {
-                        w.finish(None).await?;
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(BodyError::Read(e.to_string())),
+        let spliced = match try_splice(src, dec, w, limit, total).await {
+            Some(moved) => {
+                let moved = moved?;
+                total += moved.bytes;
+                dec.passed_through(moved.bytes);
+                check(total)?;
+                if !moved.eof {
+                    continue;
                 }
+                Some(0)
             }
-            continue;
-        }
-        match src.fill_body().await {
+            None => None,
+        };
+        #[cfg(not(target_os = "linux"))]
+        let spliced: Option<usize> = None;
+        let read = match spliced {
+            Some(n) => Ok(n),
+            None => src.fill_body().await,
+        };
+        match read {
             Ok(0) => match dec.eof() {
                 Ok(BodyEvent::End { trailers }) => {
                     w.finish(trailers.as_ref()).await?;

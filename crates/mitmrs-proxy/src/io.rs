@@ -225,10 +225,7 @@ impl Conn {
                 }
                 expired = idle.expired(*read_timeout) => {
                     if expired {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "connection idle for too long (tcp_timeout)",
-                        ));
+                        return Err(idle_timeout());
                     }
                 }
             }
@@ -277,6 +274,14 @@ impl Conn {
     pub fn into_parts(self) -> (Stream, BytesMut) {
         (self.io, self.rbuf)
     }
+}
+
+/// The error of a read that waited longer than `tcp_timeout`.
+pub(crate) fn idle_timeout() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "connection idle for too long (tcp_timeout)",
+    )
 }
 
 /// A stream that first yields `prefix`, then reads from `inner`.
@@ -347,12 +352,13 @@ pub async fn relay(client: Conn, server: Conn) -> io::Result<(u64, u64)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::net::{TcpListener, TcpStream};
     use tokio::time::Instant;
 
-    async fn pair() -> (TcpStream, TcpStream) {
+    /// A connected pair of loopback sockets.
+    pub(crate) async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (b, _) = l.accept().await.unwrap();

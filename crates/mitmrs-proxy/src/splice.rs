@@ -154,7 +154,7 @@ pub async fn forward(
     idle: Duration,
 ) -> Option<Result<Moved, SpliceError>> {
     let pipe = Pipe::new().ok()?;
-    Some(forward_with(&pipe, src, dst, max, Some(idle)).await)
+    Some(forward_with(&pipe, src, dst, max, idle).await)
 }
 
 async fn forward_with(
@@ -162,7 +162,7 @@ async fn forward_with(
     src: &TcpStream,
     dst: &TcpStream,
     max: u64,
-    idle: Option<Duration>,
+    idle: Duration,
 ) -> Result<Moved, SpliceError> {
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     let mut moved: u64 = 0;
@@ -182,19 +182,10 @@ async fn forward_with(
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let ready = match idle {
-                        Some(idle) => tokio::time::timeout(idle, src.readable()).await,
-                        None => Ok(src.readable().await),
-                    };
-                    match ready {
+                    match tokio::time::timeout(idle, src.readable()).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(SpliceError::Read(e)),
-                        Err(_) => {
-                            return Err(SpliceError::Read(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "connection idle for too long (tcp_timeout)",
-                            )))
-                        }
+                        Err(_) => return Err(SpliceError::Read(crate::io::idle_timeout())),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -234,16 +225,8 @@ async fn forward_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::tests::pair;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    /// A connected pair of loopback sockets.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
-    }
 
     fn data(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 % 251) as u8).collect()

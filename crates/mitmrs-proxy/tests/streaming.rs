@@ -14,15 +14,6 @@ use tokio::net::TcpStream;
 
 const BIG: u64 = 64 * 1024 * 1024;
 
-async fn send_pattern(c: &mut RawClient, total: u64) {
-    let mut off = 0;
-    while off < total {
-        let n = (total - off).min(FRAME as u64) as usize;
-        c.send(&pattern(off, n)).await;
-        off += n as u64;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_response_is_streamed_intact_and_not_stored() {
     let origin = HttpOrigin::plain().await;
@@ -83,7 +74,7 @@ async fn large_upload_is_streamed_intact_and_not_stored() {
     let port = origin.port();
     c.send(format!("POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {BIG}\r\n\r\n").as_bytes())
         .await;
-    send_pattern(&mut c, BIG).await;
+    c.send_pattern(BIG).await;
     let r = c.read_response().await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-received-len"), Some(BIG.to_string().as_str()));
@@ -132,7 +123,7 @@ async fn store_streamed_bodies_keeps_the_streamed_content_for_the_hooks() {
 
     c.send(format!("POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes())
         .await;
-    send_pattern(&mut c, SIZE).await;
+    c.send_pattern(SIZE).await;
     let r = c.read_response().await;
     assert_eq!(r.text(), want);
 
@@ -394,68 +385,77 @@ async fn close_delimited_origin(total: u64) -> RawOrigin {
     .await
 }
 
+/// What an HTTP/1.0 client got for a `size`-byte close-delimited response
+/// through a proxy streaming from 1 KiB, with `sets` options on top. The proxy
+/// and origin are returned so that hooks can still be waited for.
+struct Http10Run {
+    head: support::client::Resp,
+    body: Vec<u8>,
+    rec: std::sync::Arc<Recorder>,
+    _proxy: TestProxy,
+    _origin: RawOrigin,
+}
+
+async fn http10_close_delimited(size: u64, sets: &[&str]) -> Http10Run {
+    let origin = close_delimited_origin(size).await;
+    let rec = Recorder::new();
+    let mut b = TestProxy::builder()
+        .set("stream_large_bodies=1k")
+        .addon(rec.clone());
+    for s in sets {
+        b = b.set(*s);
+    }
+    let proxy = b.start().await;
+    let port = origin.port();
+    let mut c = RawClient::connect(proxy.addr).await;
+    c.send(
+        format!("GET http://127.0.0.1:{port}/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let head = c.read_head().await;
+    assert_eq!(head.status, 200, "{}", head.head);
+    let body = c.read_to_end().await;
+    Http10Run {
+        head,
+        body,
+        rec,
+        _proxy: proxy,
+        _origin: origin,
+    }
+}
+
 /// Read-until-close in, read-until-close out (an HTTP/1.0 client): the bytes pass
 /// unchanged (on Linux via splice) and the end of the body is the origin closing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_delimited_response_streams_intact_to_an_http10_client() {
     const SIZE: u64 = 16 * 1024 * 1024;
-    let origin = close_delimited_origin(SIZE).await;
-    let rec = Recorder::new();
-    let proxy = TestProxy::builder()
-        .set("stream_large_bodies=1k")
-        .addon(rec.clone())
-        .start()
-        .await;
-    let port = origin.port();
-    let mut c = RawClient::connect(proxy.addr).await;
-    c.send(
-        format!("GET http://127.0.0.1:{port}/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-            .as_bytes(),
-    )
-    .await;
-    let r = c.read_head().await;
-    assert_eq!(r.status, 200);
+    let run = http10_close_delimited(SIZE, &[]).await;
+    let r = &run.head;
     assert_eq!(r.header("content-length"), None, "{}", r.head);
     assert_eq!(r.header("transfer-encoding"), None, "{}", r.head);
-    let body = c.read_to_end().await;
-    assert_eq!(body.len() as u64, SIZE);
-    assert_eq!(sha256_hex(&body), pattern_sha(SIZE));
-    rec.wait_count("response", 1).await;
-    assert_eq!(rec.count("error"), 0);
-    assert!(rec.flows("response")[0].resp_content.is_none());
+    assert_eq!(run.body.len() as u64, SIZE);
+    assert_eq!(sha256_hex(&run.body), pattern_sha(SIZE));
+    run.rec.wait_count("response", 1).await;
+    assert_eq!(run.rec.count("error"), 0);
+    assert!(run.rec.flows("response")[0].resp_content.is_none());
 }
 
 /// A streamed body without a length still stops at body_size_limit: the client
-/// gets at most the limit (plus what was in flight) and the error hook fires.
+/// gets at most the limit and the error hook fires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_close_delimited_response_stops_at_body_size_limit() {
     const SIZE: u64 = 8 * 1024 * 1024;
-    let origin = close_delimited_origin(SIZE).await;
-    let rec = Recorder::new();
-    let proxy = TestProxy::builder()
-        .set("stream_large_bodies=1k")
-        .set("body_size_limit=1m")
-        .addon(rec.clone())
-        .start()
-        .await;
-    let port = origin.port();
-    let mut c = RawClient::connect(proxy.addr).await;
-    c.send(
-        format!("GET http://127.0.0.1:{port}/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-            .as_bytes(),
-    )
-    .await;
-    let r = c.read_head().await;
-    assert_eq!(r.status, 200);
-    let body = c.read_to_end().await;
+    let run = http10_close_delimited(SIZE, &["body_size_limit=1m"]).await;
+    let body = &run.body;
     assert!(
         body.len() as u64 <= 1024 * 1024,
         "got {} body bytes, more than the 1 MiB limit",
         body.len()
     );
-    assert_eq!(sha256_hex(&body), pattern_sha(body.len() as u64));
-    rec.wait_count("error", 1).await;
-    let err = rec.flows("error")[0].error.clone().unwrap();
+    assert_eq!(sha256_hex(body), pattern_sha(body.len() as u64));
+    run.rec.wait_count("error", 1).await;
+    let err = run.rec.flows("error")[0].error.clone().unwrap();
     assert!(err.contains("body_size_limit"), "{err}");
-    assert_eq!(rec.count("response"), 0);
+    assert_eq!(run.rec.count("response"), 0);
 }

@@ -133,12 +133,7 @@ async fn upgraded_tunnel_carries_large_data_and_half_close() {
     .await;
     let r = c.read_head().await;
     assert_eq!(r.status, 101, "{}", r.head);
-    let mut off = 0;
-    while off < UP {
-        let n = (UP - off).min(FRAME as u64) as usize;
-        c.send(&pattern(off, n)).await;
-        off += n as u64;
-    }
+    c.send_pattern(UP).await;
     c.shutdown().await;
     let rest = within("the download", c.read_to_end()).await;
     let nl = rest

@@ -114,6 +114,16 @@ impl RawClient {
             .expect("flush to proxy");
     }
 
+    /// Sends the first `total` bytes of the test pattern.
+    pub async fn send_pattern(&mut self, total: u64) {
+        let mut off = 0;
+        while off < total {
+            let n = (total - off).min(super::origin::FRAME as u64) as usize;
+            self.send(&super::origin::pattern(off, n)).await;
+            off += n as u64;
+        }
+    }
+
     /// Like [`RawClient::send`], but a failure is returned (the proxy may have closed).
     pub async fn try_send(&mut self, data: &[u8]) -> std::io::Result<()> {
         within("a write", self.io.write_all(data)).await?;
