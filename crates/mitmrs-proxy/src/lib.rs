@@ -28,4 +28,4 @@ pub mod wire;
 pub use config::ProxyConfig;
 pub use ctx::{ProxyCtx, Runtime};
 pub use dumper::Dumper;
-pub use server::Proxy;
+pub use server::{Proxy, Workers};

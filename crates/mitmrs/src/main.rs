@@ -100,9 +100,14 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
             rt.cfg.confdir.display()
         )
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The accept loop, options and addons run here; connections are spread
+    // over this thread and one more per further CPU (see `Workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = mitmrs_proxy::Workers::start(cpus.saturating_sub(1))
+        .map_err(|e| anyhow::anyhow!("cannot start the worker threads: {e}"))?;
     runtime.block_on(async move {
         let ctx = Arc::new(ProxyCtx::new(chain, options.clone(), Arc::new(ca), rt));
         {
@@ -118,12 +123,15 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
                 }
             }));
         }
-        let proxy = Proxy::bind(ctx.clone()).await.map_err(|e| {
-            let addr = ctx.runtime().cfg.listen;
-            anyhow::anyhow!(
-                "cannot listen on {addr}: {e} (choose another port with -p, or --listen-host)"
-            )
-        })?;
+        let proxy = Proxy::bind(ctx.clone())
+            .await
+            .map_err(|e| {
+                let addr = ctx.runtime().cfg.listen;
+                anyhow::anyhow!(
+                    "cannot listen on {addr}: {e} (choose another port with -p, or --listen-host)"
+                )
+            })?
+            .with_workers(workers);
         let addr = proxy.local_addr()?;
         let hint = if addr.ip().is_loopback() {
             " Only this machine can connect; use --listen-host 0.0.0.0 to accept other devices."

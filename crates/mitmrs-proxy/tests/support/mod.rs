@@ -20,7 +20,7 @@ use mitmrs_core::addon::{
 };
 use mitmrs_core::connection::TlsFacts;
 use mitmrs_core::{Addon, AddonChain, Client, HookResult, HttpFlow, Options};
-use mitmrs_proxy::{Proxy, ProxyCtx, Runtime};
+use mitmrs_proxy::{Proxy, ProxyCtx, Runtime, Workers};
 use tokio::sync::watch;
 
 /// How long any single wait in a test may take before the test fails.
@@ -63,6 +63,7 @@ impl Drop for TempDir {
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub ctx: Arc<ProxyCtx>,
+    pub workers: Workers,
     shutdown: watch::Sender<bool>,
     _dir: TempDir,
 }
@@ -72,6 +73,7 @@ impl TestProxy {
         ProxyBuilder {
             sets: Vec::new(),
             addons: Vec::new(),
+            extra_workers: 0,
         }
     }
 
@@ -90,6 +92,7 @@ impl Drop for TestProxy {
 pub struct ProxyBuilder {
     sets: Vec<String>,
     addons: Vec<Arc<dyn Addon>>,
+    extra_workers: usize,
 }
 
 impl ProxyBuilder {
@@ -105,6 +108,12 @@ impl ProxyBuilder {
             "ssl_verify_upstream_trusted_ca={}",
             ca_pem.display()
         ))
+    }
+
+    /// Runs connections on this many worker threads besides the test's runtime.
+    pub fn workers(mut self, extra: usize) -> Self {
+        self.extra_workers = extra;
+        self
     }
 
     pub fn addon(mut self, a: Arc<dyn Addon>) -> Self {
@@ -140,13 +149,18 @@ impl ProxyBuilder {
         let rt = Runtime::build(&options).expect("runtime");
         let ca = mitmrs_tls::CertAuthority::load_or_create(&rt.cfg.confdir).expect("CA");
         let ctx = Arc::new(ProxyCtx::new(chain, options, Arc::new(ca), rt));
-        let proxy = Proxy::bind(ctx.clone()).await.expect("bind proxy");
+        let workers = Workers::start(self.extra_workers).expect("worker threads");
+        let proxy = Proxy::bind(ctx.clone())
+            .await
+            .expect("bind proxy")
+            .with_workers(workers.clone());
         let addr = proxy.local_addr().expect("proxy addr");
         let (tx, rx) = watch::channel(false);
         tokio::spawn(proxy.run(rx));
         TestProxy {
             addr,
             ctx,
+            workers,
             shutdown: tx,
             _dir: dir,
         }
