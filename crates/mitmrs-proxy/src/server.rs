@@ -90,11 +90,12 @@ impl Proxy {
 ///
 /// Why not tokio's multi-threaded runtime: its threads share one epoll
 /// instance and an idle thread sleeps in it, so every readiness event of a busy
-/// connection wakes the idle thread for nothing. Splicing a 1 GiB body that
-/// was ~3,000 wake-ups (context switches on the other CPU), and small
-/// keep-alive requests cost more CPU each with two threads than with one
-/// (bench/NOTES.md, session 3). Here a connection's sockets are only in its
-/// own thread's epoll, which nobody waits on while that thread is busy.
+/// connection wakes the idle thread for nothing: ~3,000 wake-ups (context
+/// switches on the other CPU) while one 1 GiB body was spliced, 15% of the
+/// proxy's CPU for it (bench/NOTES.md, session 3). Here a connection's sockets
+/// are only in its own thread's epoll, which nobody waits on while that thread
+/// is busy. The cost: no work stealing, so a connection busy with CPU work
+/// (a large body being decoded, say) delays the others on its thread.
 #[derive(Clone)]
 pub struct Workers {
     /// The accepting runtime (`handle: None`) first, then the others.
