@@ -6,6 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -146,18 +147,30 @@ impl IdleTimer {
     /// Waits for the next quarter to pass; `true` once a whole timeout has
     /// passed without a completed read.
     async fn expired(&mut self, timeout: Duration) -> bool {
+        self.quarter(timeout).await;
+        let reads = self.reads;
+        self.quiet_since(reads)
+    }
+
+    /// Waits for the next quarter of `timeout` to pass.
+    async fn quarter(&mut self, timeout: Duration) {
         let quarter = timeout / 4;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(quarter)));
         sleep.as_mut().await;
-        if self.reads == self.seen {
+        sleep.as_mut().reset(tokio::time::Instant::now() + quarter);
+    }
+
+    /// Notes the reads completed so far at the end of a quarter; `true` once
+    /// four quarters in a row saw none.
+    fn quiet_since(&mut self, reads: u64) -> bool {
+        if reads == self.seen {
             self.quiet += 1;
         } else {
-            self.seen = self.reads;
+            self.seen = reads;
             self.quiet = 0;
         }
-        sleep.as_mut().reset(tokio::time::Instant::now() + quarter);
         self.quiet >= 4
     }
 }
@@ -343,12 +356,85 @@ impl AsyncWrite for Rewind {
 /// Copied, not spliced: a spliced tunnel holds two pipes (four descriptors and
 /// 128 KiB of the user's pipe quota, counted when made) for as long as it lives,
 /// which thousands of idle WebSocket tunnels would exhaust.
+///
+/// The tunnel ends with an idle-timeout error once neither side has sent
+/// anything for the client connection's `tcp_timeout` (within a quarter of
+/// it, as for reads; mitmproxy closes idle connections the same way).
 pub async fn relay(client: Conn, server: Conn) -> io::Result<(u64, u64)> {
+    let timeout = client.read_timeout;
     let (cio, cbuf) = client.into_parts();
     let (sio, sbuf) = server.into_parts();
-    let mut c = Rewind::new(cbuf.freeze(), cio);
-    let mut s = Rewind::new(sbuf.freeze(), sio);
-    tokio::io::copy_bidirectional(&mut c, &mut s).await
+    let reads = AtomicU64::new(0);
+    let mut c = Counted::new(Rewind::new(cbuf.freeze(), cio), &reads);
+    let mut s = Counted::new(Rewind::new(sbuf.freeze(), sio), &reads);
+    let copy = tokio::io::copy_bidirectional(&mut c, &mut s);
+    tokio::pin!(copy);
+    let mut idle = IdleTimer::default();
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut copy => return r,
+            () = idle.quarter(timeout) => {
+                if idle.quiet_since(reads.load(Ordering::Relaxed)) {
+                    return Err(idle_timeout());
+                }
+            }
+        }
+    }
+}
+
+/// A stream that counts its reads that returned data (in a counter shared by
+/// both sides of a relay).
+struct Counted<'a, T> {
+    inner: T,
+    reads: &'a AtomicU64,
+}
+
+impl<'a, T> Counted<'a, T> {
+    fn new(inner: T, reads: &'a AtomicU64) -> Self {
+        Counted { inner, reads }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +500,41 @@ pub(crate) mod tests {
             idle >= TIMEOUT && idle <= TIMEOUT * 5 / 4,
             "timed out after {idle:?} of silence"
         );
+    }
+
+    /// A tunnel where nobody sends anything ends after the timeout; traffic in
+    /// either direction keeps it open for as long as it flows.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_tunnel_ends_after_the_timeout() {
+        let (mut client, c) = pair().await;
+        let (s, mut server) = pair().await;
+        let relay = tokio::spawn(relay(Conn::new(c, TIMEOUT), Conn::new(s, TIMEOUT)));
+        // Traffic one way, then the other, every 70 s for 700 s.
+        let start = Instant::now();
+        let mut last = start;
+        let mut byte = [0u8; 1];
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_secs(70)).await;
+            if i % 2 == 0 {
+                client.write_all(b"c").await.unwrap();
+                server.read_exact(&mut byte).await.unwrap();
+            } else {
+                server.write_all(b"s").await.unwrap();
+                client.read_exact(&mut byte).await.unwrap();
+            }
+            last = Instant::now();
+        }
+        assert!(!relay.is_finished(), "an active tunnel was closed");
+        let err = relay.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let idle = last.elapsed();
+        assert!(
+            idle >= TIMEOUT && idle <= TIMEOUT * 5 / 4,
+            "closed after {idle:?} of silence"
+        );
+        // Both ends see the tunnel close.
+        assert_eq!(client.read(&mut byte).await.unwrap(), 0);
+        assert_eq!(server.read(&mut byte).await.unwrap(), 0);
     }
 
     /// Time spent not reading (writing, waiting for a hook) is not counted as idle.

@@ -88,6 +88,33 @@ async fn upgrade_inside_a_plain_connect_tunnel() {
     exchange_after_101(&mut c).await;
 }
 
+/// A tunnel where neither side sends anything for `tcp_timeout` is closed (as
+/// mitmproxy closes idle connections), and the server connection is reported
+/// gone; other connections are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_upgraded_tunnel_is_closed_after_tcp_timeout() {
+    let origin = upgrade_origin().await;
+    let rec = Recorder::new();
+    let proxy = TestProxy::builder()
+        .set("tcp_timeout=1")
+        .addon(rec.clone())
+        .start()
+        .await;
+    let mut c = RawClient::connect(proxy.addr).await;
+    let port = origin.port();
+    c.send(
+        format!(
+            "GET http://127.0.0.1:{port}/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    exchange_after_101(&mut c).await;
+    // Now both sides stay silent.
+    within("the idle tunnel to be closed", c.expect_closed()).await;
+    rec.wait_count("server_disconnected", 1).await;
+}
+
 /// After a 101 the relay carries megabytes both ways and passes a half-close on:
 /// the client uploads and shuts down its sending side; only then does the origin
 /// answer (with what it received) and send a large download, then close.
