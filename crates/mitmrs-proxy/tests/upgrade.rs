@@ -37,6 +37,14 @@ async fn upgrade_origin() -> RawOrigin {
     .await
 }
 
+/// A WebSocket upgrade request for `target` on the origin at `port`.
+fn upgrade_request(target: &str, port: u16) -> Vec<u8> {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 async fn exchange_after_101(c: &mut RawClient) {
     let r = c.read_head().await;
     assert_eq!(r.status, 101, "{}", r.head);
@@ -53,12 +61,10 @@ async fn upgrade_101_is_relayed_as_a_raw_tunnel() {
     let proxy = TestProxy::builder().addon(rec.clone()).start().await;
     let mut c = RawClient::connect(proxy.addr).await;
     let port = origin.port();
-    c.send(
-        format!(
-            "GET http://127.0.0.1:{port}/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .as_bytes(),
-    )
+    c.send(&upgrade_request(
+        &format!("http://127.0.0.1:{port}/ws"),
+        port,
+    ))
     .await;
     exchange_after_101(&mut c).await;
     // The flow ended with `response` (status 101), not `error`.
@@ -78,13 +84,7 @@ async fn upgrade_inside_a_plain_connect_tunnel() {
     .await;
     let r = c.read_head().await;
     assert_eq!(r.status, 200, "{}", r.head);
-    c.send(
-        format!(
-            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await;
+    c.send(&upgrade_request("/ws", port)).await;
     exchange_after_101(&mut c).await;
 }
 
@@ -102,12 +102,10 @@ async fn silent_upgraded_tunnel_is_closed_after_tcp_timeout() {
         .await;
     let mut c = RawClient::connect(proxy.addr).await;
     let port = origin.port();
-    c.send(
-        format!(
-            "GET http://127.0.0.1:{port}/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .as_bytes(),
-    )
+    c.send(&upgrade_request(
+        &format!("http://127.0.0.1:{port}/ws"),
+        port,
+    ))
     .await;
     exchange_after_101(&mut c).await;
     // Now both sides stay silent.
