@@ -49,6 +49,14 @@ impl fmt::Debug for StreamMode {
 /// is sent before the body ends. Returning nothing mid-stream does not end the body.
 pub trait ChunkTransform: Send + Sync {
     fn transform(&mut self, chunk: Bytes, end: bool) -> Result<Vec<Bytes>, String>;
+
+    /// Whether a call may block or take long (a Python callable, say): the
+    /// proxy then runs it on a blocking-pool thread, so that the other
+    /// connections on the same runtime thread go on meanwhile. A quick
+    /// transformer (the default) runs inline.
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 impl<F> ChunkTransform for F

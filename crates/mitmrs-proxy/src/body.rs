@@ -203,12 +203,34 @@ impl<'a> BodyWriter<'a> {
         res.map_err(|e| BodyError::Write(e.to_string()))
     }
 
+    /// Runs the transformer on one piece: inline, or on a blocking-pool thread
+    /// if it may block (a runtime thread serves many connections, and mitmproxy's
+    /// way of calling `.stream` callables on its event loop stalls them all).
+    async fn transform(&mut self, data: Bytes, end: bool) -> Result<Vec<Bytes>, BodyError> {
+        let StreamMode::Transform(t) = self.stream else {
+            return Ok(vec![data]);
+        };
+        if !t.may_block() {
+            return t.transform(data, end).map_err(BodyError::Transform);
+        }
+        let StreamMode::Transform(mut t) = std::mem::replace(self.stream, StreamMode::On) else {
+            unreachable!("matched above");
+        };
+        let (t, out) = tokio::task::spawn_blocking(move || {
+            let out = t.transform(data, end);
+            (t, out)
+        })
+        .await
+        .map_err(|_| BodyError::Transform("the stream callable panicked".into()))?;
+        *self.stream = StreamMode::Transform(t);
+        out.map_err(BodyError::Transform)
+    }
+
     /// Sends one piece as received (through the transformer, if set).
     pub async fn piece(&mut self, data: Bytes) -> Result<(), BodyError> {
         match self.stream {
-            StreamMode::Transform(t) => {
-                let out = t.transform(data, false).map_err(BodyError::Transform)?;
-                for p in out {
+            StreamMode::Transform(_) => {
+                for p in self.transform(data, false).await? {
                     self.emit(p).await?;
                 }
                 Ok(())
@@ -258,11 +280,8 @@ impl<'a> BodyWriter<'a> {
 
     /// Ends the body: the transformer's final call, then the last chunk and trailers.
     pub async fn finish(&mut self, trailers: Option<&Headers>) -> Result<(), BodyError> {
-        if let StreamMode::Transform(t) = self.stream {
-            let out = t
-                .transform(Bytes::new(), true)
-                .map_err(BodyError::Transform)?;
-            for p in out {
+        if let StreamMode::Transform(_) = self.stream {
+            for p in self.transform(Bytes::new(), true).await? {
                 self.emit(p).await?;
             }
         }

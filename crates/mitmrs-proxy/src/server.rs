@@ -1,7 +1,8 @@
 //! [`Proxy`]: binds the listening socket and runs one task per client connection,
 //! at most `max_connections` at a time (a semaphore: further clients wait in the
 //! kernel's accept queue, which is the backpressure). Shutdown is a watch signal:
-//! the accept loop stops and running connections are dropped.
+//! the accept loop stops; running connections are dropped with the runtimes
+//! they run on ([`Workers::stop`] for worker threads).
 //!
 //! Connections are spread over [`Workers`]: threads with a single-threaded
 //! runtime each, as nginx spreads them over worker processes.
@@ -9,11 +10,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::{debug, error};
 
 use crate::ctx::ProxyCtx;
@@ -83,10 +84,11 @@ impl Proxy {
     }
 }
 
-/// The threads connections run on: the accepting runtime's own thread plus
-/// any number of others, each with a single-threaded tokio runtime and so its
-/// own epoll instance. A connection stays on the thread it is given, the one
-/// with the fewest open connections when it was accepted.
+/// The threads connections run on, each with a single-threaded tokio runtime
+/// and so its own epoll instance. A connection stays on the thread it is given,
+/// the one with the fewest open connections when it was accepted. The accepting
+/// runtime serves connections itself only when there are no such threads (as in
+/// tests), so a busy connection never holds up accepting or Ctrl-C.
 ///
 /// Why not tokio's multi-threaded runtime: its threads share one epoll
 /// instance and an idle thread sleeps in it, so every readiness event of a busy
@@ -95,101 +97,130 @@ impl Proxy {
 /// proxy's CPU for it (bench/NOTES.md, session 3). Here a connection's sockets
 /// are only in its own thread's epoll, which nobody waits on while that thread
 /// is busy. The cost: no work stealing, so a connection busy with CPU work
-/// (a large body being decoded, say) delays the others on its thread.
-#[derive(Clone)]
+/// (a large body being decoded, say) delays the others on its thread; work
+/// that may block (Python stream callables) runs on the blocking pool.
+#[derive(Clone, Default)]
 pub struct Workers {
-    /// The accepting runtime (`handle: None`) first, then the others.
-    list: Arc<Vec<Worker>>,
+    inner: Arc<WorkersInner>,
 }
 
-struct Worker {
-    /// Where to spawn; `None` for the runtime running the accept loop.
-    handle: Option<Handle>,
-    /// Connections open on this worker.
+#[derive(Default)]
+struct WorkersInner {
+    /// Connections open on the accepting runtime (when `threads` is empty).
+    local: Arc<AtomicUsize>,
+    threads: Vec<WorkerThread>,
+}
+
+struct WorkerThread {
+    handle: Handle,
+    /// Connections open on this thread.
     open: Arc<AtomicUsize>,
-}
-
-impl Default for Workers {
-    /// The accepting runtime alone.
-    fn default() -> Self {
-        Workers::with(Vec::new())
-    }
+    /// Ends the thread's runtime (dropping its connections), and the thread.
+    stop: Mutex<Option<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 impl Workers {
-    fn with(others: Vec<Handle>) -> Self {
-        let local = std::iter::once(None);
-        let list = local.chain(others.into_iter().map(Some));
-        Workers {
-            list: Arc::new(
-                list.map(|handle| Worker {
-                    handle,
-                    open: Arc::default(),
-                })
-                .collect(),
-            ),
-        }
-    }
-}
-
-impl Workers {
-    /// The accepting runtime plus `extra` threads, each running a
-    /// single-threaded runtime for as long as the process lives.
-    pub fn start(extra: usize) -> std::io::Result<Workers> {
-        let mut others = Vec::with_capacity(extra);
-        for i in 1..=extra {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = rt.handle().clone();
-            std::thread::Builder::new()
+    /// `n` threads, each running a single-threaded runtime until [`Workers::stop`].
+    /// With `n == 0`, connections run on the accepting runtime.
+    pub fn start(n: usize) -> std::io::Result<Workers> {
+        let mut threads = Vec::with_capacity(n);
+        for i in 1..=n {
+            let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            // The runtime is built on its own thread, so that it is also dropped
+            // there (dropping one inside another runtime would panic).
+            let thread = std::thread::Builder::new()
                 .name(format!("mitmrs-worker-{i}"))
-                .spawn(move || rt.block_on(std::future::pending::<()>()))?;
-            others.push(handle);
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = handle_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = handle_tx.send(Ok(rt.handle().clone()));
+                    let _ = rt.block_on(stop_rx);
+                    // Blocking-pool work (a Python stream callable) that does not
+                    // end soon is abandoned rather than waited for.
+                    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+                })?;
+            let handle = handle_rx.recv().map_err(|_| {
+                std::io::Error::other(format!("worker thread {i} ended while starting"))
+            })??;
+            threads.push(WorkerThread {
+                handle,
+                open: Arc::default(),
+                stop: Mutex::new(Some((stop_tx, thread))),
+            });
         }
-        Ok(Workers::with(others))
+        Ok(Workers {
+            inner: Arc::new(WorkersInner {
+                local: Arc::default(),
+                threads,
+            }),
+        })
     }
 
-    /// How many threads run connections.
+    /// How many threads serve connections.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.inner.threads.len().max(1)
     }
 
-    /// Always false: the accepting runtime is a worker.
+    /// Always false: without threads, the accepting runtime serves.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        false
     }
 
-    /// Connections open on each worker, the accepting runtime first.
+    /// Connections open on each thread that serves them.
     pub fn open_counts(&self) -> Vec<usize> {
-        self.list
+        if self.inner.threads.is_empty() {
+            return vec![self.inner.local.load(Ordering::Relaxed)];
+        }
+        self.inner
+            .threads
             .iter()
             .map(|w| w.open.load(Ordering::Relaxed))
             .collect()
     }
 
-    /// Runs `serve(stream)` on the worker with the fewest open connections.
+    /// Stops every thread, dropping the connections still open on them, and
+    /// waits for them to end. Later connections run on the accepting runtime.
+    pub fn stop(&self) {
+        for w in &self.inner.threads {
+            let stop = w.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some((tx, thread)) = stop {
+                let _ = tx.send(());
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Runs `serve(stream)` on the thread with the fewest open connections.
     fn dispatch<F, Fut>(&self, stream: TcpStream, serve: F)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let running = |w: &&WorkerThread| w.stop.lock().map(|s| s.is_some()).unwrap_or(false);
         let Some(worker) = self
-            .list
+            .inner
+            .threads
             .iter()
+            .filter(running)
             .min_by_key(|w| w.open.load(Ordering::Relaxed))
         else {
-            return;
-        };
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let open = OpenGuard(worker.open.clone());
-        let Some(handle) = &worker.handle else {
+            let open = OpenGuard::new(&self.inner.local);
             tokio::spawn(async move {
                 serve(stream).await;
                 drop(open);
             });
             return;
         };
+        let open = OpenGuard::new(&worker.open);
         // Move the socket from this runtime's epoll to the worker's.
         let stream = match stream.into_std() {
             Ok(s) => s,
@@ -198,7 +229,7 @@ impl Workers {
                 return;
             }
         };
-        handle.spawn(async move {
+        worker.handle.spawn(async move {
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve(stream).await,
                 Err(e) => error!("cannot register a connection on its worker thread: {e}"),
@@ -208,8 +239,15 @@ impl Workers {
     }
 }
 
-/// Counts a connection as open on its worker until dropped.
+/// Counts a connection as open on its thread until dropped.
 struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(count.clone())
+    }
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {

@@ -479,6 +479,12 @@ struct PyTransform {
 }
 
 impl ChunkTransform for PyTransform {
+    /// Waits for the GIL and runs arbitrary Python (which may sleep or wait on
+    /// other threads, as seed-era generator streams do).
+    fn may_block(&self) -> bool {
+        true
+    }
+
     fn transform(&mut self, chunk: Bytes, end: bool) -> Result<Vec<Bytes>, String> {
         Python::with_gil(|py| {
             let report = |e: PyErr| {

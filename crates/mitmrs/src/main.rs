@@ -100,13 +100,13 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
             rt.cfg.confdir.display()
         )
     })?;
-    // The accept loop, options and addons run here; connections are spread
-    // over this thread and one more per further CPU (see `Workers`).
+    // The accept loop, options and addons run here; connections run on one
+    // thread per CPU (see `Workers`).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = mitmrs_proxy::Workers::start(cpus.saturating_sub(1))
+    let workers = mitmrs_proxy::Workers::start(cpus)
         .map_err(|e| anyhow::anyhow!("cannot start the worker threads: {e}"))?;
     runtime.block_on(async move {
         let ctx = Arc::new(ProxyCtx::new(chain, options.clone(), Arc::new(ca), rt));
@@ -131,7 +131,7 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
                     "cannot listen on {addr}: {e} (choose another port with -p, or --listen-host)"
                 )
             })?
-            .with_workers(workers);
+            .with_workers(workers.clone());
         let addr = proxy.local_addr()?;
         let hint = if addr.ip().is_loopback() {
             " Only this machine can connect; use --listen-host 0.0.0.0 to accept other devices."
@@ -154,6 +154,7 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
         wait_for_shutdown().await; // Python addon support: also ctx.master.shutdown()
         let _ = tx.send(true);
         let _ = server.await;
+        workers.stop();
         ctx.chain.done().await;
         anyhow::Ok(())
     })

@@ -73,7 +73,7 @@ impl TestProxy {
         ProxyBuilder {
             sets: Vec::new(),
             addons: Vec::new(),
-            extra_workers: 0,
+            workers: 0,
         }
     }
 
@@ -86,13 +86,14 @@ impl TestProxy {
 impl Drop for TestProxy {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
+        self.workers.stop();
     }
 }
 
 pub struct ProxyBuilder {
     sets: Vec<String>,
     addons: Vec<Arc<dyn Addon>>,
-    extra_workers: usize,
+    workers: usize,
 }
 
 impl ProxyBuilder {
@@ -110,9 +111,9 @@ impl ProxyBuilder {
         ))
     }
 
-    /// Runs connections on this many worker threads besides the test's runtime.
-    pub fn workers(mut self, extra: usize) -> Self {
-        self.extra_workers = extra;
+    /// Runs connections on this many worker threads instead of the test's runtime.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
         self
     }
 
@@ -149,7 +150,7 @@ impl ProxyBuilder {
         let rt = Runtime::build(&options).expect("runtime");
         let ca = mitmrs_tls::CertAuthority::load_or_create(&rt.cfg.confdir).expect("CA");
         let ctx = Arc::new(ProxyCtx::new(chain, options, Arc::new(ca), rt));
-        let workers = Workers::start(self.extra_workers).expect("worker threads");
+        let workers = Workers::start(self.workers).expect("worker threads");
         let proxy = Proxy::bind(ctx.clone())
             .await
             .expect("bind proxy")
