@@ -268,7 +268,7 @@ mod tests {
         let _sender = send.await.unwrap();
         // What was not asked for is still in `src`, unread.
         let mut rest = vec![0u8; payload.len() - max as usize];
-        (&src).readable().await.unwrap();
+        src.readable().await.unwrap();
         let mut src = src;
         src.read_exact(&mut rest).await.unwrap();
         assert_eq!(rest, payload[max as usize..]);

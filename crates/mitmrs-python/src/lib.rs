@@ -576,7 +576,7 @@ impl PythonAddon {
                             }
                         });
                     }
-                    if n % 5 == 0 {
+                    if n.is_multiple_of(5) {
                         let now: Vec<Option<SystemTime>> = paths.iter().map(|p| mtime(p)).collect();
                         if now != last {
                             last = now;

@@ -410,7 +410,7 @@ fn changed<'py, T>(
     v: Bound<'py, PyAny>,
     f: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<T>,
 ) -> PyResult<Option<T>> {
-    if v.is(&v.py().Ellipsis()) {
+    if v.is(v.py().Ellipsis()) {
         Ok(None)
     } else {
         f(&v).map(Some)

@@ -115,8 +115,6 @@ pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
         all.extend(args.scripts.iter().cloned());
         opts.set("scripts", OptionValue::StrSeq(all))?;
     }
-    if let Err(e) = mitmrs_core::options::validate_core(opts) {
-        return Err(e);
-    }
+    mitmrs_core::options::validate_core(opts)?;
     Ok(())
 }
