@@ -6,7 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -297,40 +297,6 @@ pub(crate) fn idle_timeout() -> io::Error {
     )
 }
 
-/// `AsyncWrite` for a wrapper whose writes all go to its `inner` stream.
-macro_rules! delegate_write {
-    ($ty:ty $(, $t:ident)?) => {
-        impl$(<$t: AsyncWrite + Unpin>)? AsyncWrite for $ty {
-            fn poll_write(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.inner).poll_write(cx, buf)
-            }
-            fn poll_write_vectored(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-            }
-            fn is_write_vectored(&self) -> bool {
-                self.inner.is_write_vectored()
-            }
-            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.inner).poll_flush(cx)
-            }
-            fn poll_shutdown(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.inner).poll_shutdown(cx)
-            }
-        }
-    };
-}
-
 /// A stream that first yields `prefix`, then reads from `inner`.
 pub struct Rewind {
     prefix: Bytes,
@@ -359,7 +325,31 @@ impl AsyncRead for Rewind {
     }
 }
 
-delegate_write!(Rewind);
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Relays bytes both ways until both sides are done (raw tunnels, `Upgrade`).
 ///
@@ -369,14 +359,16 @@ delegate_write!(Rewind);
 ///
 /// The tunnel ends with an idle-timeout error once neither side has sent
 /// anything for the client connection's `tcp_timeout` (within a quarter of
-/// it, as for reads; mitmproxy closes idle connections the same way).
+/// it, as for reads; mitmproxy closes idle connections the same way). Time
+/// spent waiting for a side to take what was read is not idle (as for
+/// [`Conn`]): a paused download stays open.
 pub async fn relay(client: Conn, server: Conn) -> io::Result<(u64, u64)> {
     let timeout = client.read_timeout;
     let (cio, cbuf) = client.into_parts();
     let (sio, sbuf) = server.into_parts();
-    let reads = AtomicU64::new(0);
-    let mut c = Counted::new(Rewind::new(cbuf.freeze(), cio), &reads);
-    let mut s = Counted::new(Rewind::new(sbuf.freeze(), sio), &reads);
+    let activity = Activity::default();
+    let mut c = Watched::new(Rewind::new(cbuf.freeze(), cio), &activity, 1);
+    let mut s = Watched::new(Rewind::new(sbuf.freeze(), sio), &activity, 2);
     let copy = tokio::io::copy_bidirectional(&mut c, &mut s);
     tokio::pin!(copy);
     let mut idle = IdleTimer::default();
@@ -385,7 +377,9 @@ pub async fn relay(client: Conn, server: Conn) -> io::Result<(u64, u64)> {
             biased;
             r = &mut copy => return r,
             () = idle.quarter(timeout) => {
-                if idle.quiet_since(reads.load(Ordering::Relaxed)) {
+                if activity.writes_waiting.load(Ordering::Relaxed) != 0 {
+                    idle.quiet = 0;
+                } else if idle.quiet_since(activity.reads.load(Ordering::Relaxed)) {
                     return Err(idle_timeout());
                 }
             }
@@ -393,20 +387,43 @@ pub async fn relay(client: Conn, server: Conn) -> io::Result<(u64, u64)> {
     }
 }
 
-/// A stream that counts its reads that returned data (in a counter shared by
-/// both sides of a relay).
-struct Counted<'a, T> {
-    inner: T,
-    reads: &'a AtomicU64,
+/// What both sides of a relay have done, for its idle timeout.
+#[derive(Default)]
+struct Activity {
+    /// Reads that returned data, on either side.
+    reads: AtomicU64,
+    /// One bit per side whose last write is waiting for room.
+    writes_waiting: AtomicU8,
 }
 
-impl<'a, T> Counted<'a, T> {
-    fn new(inner: T, reads: &'a AtomicU64) -> Self {
-        Counted { inner, reads }
+/// One side of a relay, reporting its reads and waiting writes to [`Activity`].
+struct Watched<'a, T> {
+    inner: T,
+    activity: &'a Activity,
+    /// This side's bit in `writes_waiting`.
+    bit: u8,
+}
+
+impl<'a, T> Watched<'a, T> {
+    fn new(inner: T, activity: &'a Activity, bit: u8) -> Self {
+        Watched {
+            inner,
+            activity,
+            bit,
+        }
+    }
+
+    fn note_write<R>(&self, r: Poll<R>) -> Poll<R> {
+        let waiting = &self.activity.writes_waiting;
+        match r {
+            Poll::Pending => waiting.fetch_or(self.bit, Ordering::Relaxed),
+            Poll::Ready(_) => waiting.fetch_and(!self.bit, Ordering::Relaxed),
+        };
+        r
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -415,13 +432,40 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.activity.reads.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
 }
 
-delegate_write!(Counted<'_, T>, T);
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_write(r)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(r)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note_write(r)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -521,6 +565,34 @@ pub(crate) mod tests {
         // Both ends see the tunnel close.
         assert_eq!(client.read(&mut byte).await.unwrap(), 0);
         assert_eq!(server.read(&mut byte).await.unwrap(), 0);
+    }
+
+    /// A receiver that stops reading for longer than the timeout (a paused
+    /// download) does not get its tunnel closed: the relay is waiting to
+    /// write, not idle. Everything arrives once it reads again.
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_receiver_keeps_its_tunnel() {
+        let (mut client, c) = pair().await;
+        let (s, mut server) = pair().await;
+        let relay = tokio::spawn(relay(Conn::new(c, TIMEOUT), Conn::new(s, TIMEOUT)));
+        const TOTAL: usize = 32 << 20;
+        let sender = tokio::spawn(async move {
+            let chunk = vec![7u8; 1 << 20];
+            for _ in 0..TOTAL / chunk.len() {
+                server.write_all(&chunk).await.unwrap();
+            }
+            server
+        });
+        // Far more than the socket buffers hold: the relay's write waits.
+        tokio::time::sleep(TIMEOUT * 3).await;
+        assert!(!relay.is_finished(), "a tunnel waiting to write was closed");
+        let mut got = vec![0u8; TOTAL];
+        client.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|&b| b == 7));
+        let _server = sender.await.unwrap();
+        // Then silence: closed after the timeout.
+        let err = relay.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     /// Time spent not reading (writing, waiting for a hook) is not counted as idle.

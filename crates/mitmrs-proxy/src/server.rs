@@ -188,14 +188,20 @@ impl Workers {
     }
 
     /// Stops every thread, dropping the connections still open on them, and
-    /// waits for them to end. Later connections run on the accepting runtime.
+    /// waits for them to end (at most ~500 ms for work on their blocking
+    /// pools). Connections accepted later run on the accepting runtime.
     pub fn stop(&self) {
+        // All signalled first, so the threads wind down together.
+        let mut joins = Vec::new();
         for w in &self.inner.threads {
             let stop = w.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some((tx, thread)) = stop {
                 let _ = tx.send(());
-                let _ = thread.join();
+                joins.push(thread);
             }
+        }
+        for thread in joins {
+            let _ = thread.join();
         }
     }
 
@@ -205,14 +211,14 @@ impl Workers {
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let running = |w: &&WorkerThread| w.stop.lock().map(|s| s.is_some()).unwrap_or(false);
-        let Some(worker) = self
+        let worker = self
             .inner
             .threads
             .iter()
-            .filter(running)
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
-        else {
+            .min_by_key(|w| w.open.load(Ordering::Relaxed));
+        // Held until the task is spawned, so `stop` cannot end the thread in between.
+        let running = worker.map(|w| (w, w.stop.lock().unwrap_or_else(|p| p.into_inner())));
+        let Some((worker, _running)) = running.filter(|(_, stop)| stop.is_some()) else {
             let open = OpenGuard::new(&self.inner.local);
             tokio::spawn(async move {
                 serve(stream).await;

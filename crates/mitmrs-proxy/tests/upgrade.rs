@@ -108,8 +108,20 @@ async fn silent_upgraded_tunnel_is_closed_after_tcp_timeout() {
     ))
     .await;
     exchange_after_101(&mut c).await;
-    // Now both sides stay silent.
+    let silent_since = std::time::Instant::now();
+    // Now both sides stay silent; another client is served meanwhile (the
+    // origin answers a non-upgrade request with 400).
+    let mut other = RawClient::connect(proxy.addr).await;
+    other
+        .send(
+            format!("GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(other.read_response().await.status, 400);
     within("the idle tunnel to be closed", c.expect_closed()).await;
+    // Not before the timeout (1 s) has passed in silence.
+    assert!(silent_since.elapsed() >= std::time::Duration::from_secs(1));
     rec.wait_count("server_disconnected", 1).await;
 }
 

@@ -85,12 +85,6 @@ async fn connections_go_to_the_least_busy_worker_and_are_released() {
     open_at_most(&proxy, 1).await;
 
     // The freed threads are used again: the next two go to the two empty ones.
-    let busy = proxy
-        .workers
-        .open_counts()
-        .iter()
-        .position(|&n| n == 1)
-        .unwrap();
     let mut more = Vec::new();
     for _ in 0..2 {
         let mut c = RawClient::connect(proxy.addr).await;
@@ -99,7 +93,6 @@ async fn connections_go_to_the_least_busy_worker_and_are_released() {
         more.push(c);
     }
     assert_eq!(proxy.workers.open_counts(), vec![1, 1, 1]);
-    assert_eq!(proxy.workers.open_counts()[busy], 1);
 
     // Stopping the proxy drops the connections still open on its threads.
     let mut last = clients.pop().unwrap();
@@ -131,8 +124,8 @@ async fn streaming_and_tls_interception_run_on_a_worker_thread() {
     assert_eq!(hold.read_response().await.status, 200);
     assert_eq!(proxy.workers.open_counts(), vec![1, 0]);
 
-    // ...the second to the other: a streamed body nobody looks at, which
-    // takes the zero-copy path there.
+    // ...the second to the other: a streamed body nobody looks at (the kind
+    // that moves by splice(2) between plain sockets).
     let big: u64 = 16 << 20;
     let mut c = RawClient::connect(proxy.addr).await;
     c.send(
