@@ -19,9 +19,23 @@ use support::client::RawClient;
 use support::origin::{pattern_sha, HttpOrigin};
 use support::{sha256_hex, within, FnAddon, TestProxy};
 
-fn get_small(port: u16) -> Vec<u8> {
-    format!("GET http://127.0.0.1:{port}/small HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+/// An absolute-form GET of `path` on the origin at `port`.
+fn get(port: u16, path: &str) -> Vec<u8> {
+    format!("GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
         .into_bytes()
+}
+
+fn get_small(port: u16) -> Vec<u8> {
+    get(port, "/small")
+}
+
+/// A new connection through the proxy that has had one small request answered
+/// (so it has been handed to its thread).
+async fn served(proxy: &TestProxy, port: u16) -> RawClient {
+    let mut c = RawClient::connect(proxy.addr).await;
+    c.send(&get_small(port)).await;
+    assert_eq!(c.read_response().await.status, 200);
+    c
 }
 
 /// Waits (bounded) until at most `n` connections are counted open: the count
@@ -57,10 +71,7 @@ async fn connections_go_to_the_least_busy_worker_and_are_released() {
 
     let mut clients = Vec::new();
     for _ in 0..6 {
-        let mut c = RawClient::connect(proxy.addr).await;
-        c.send(&get_small(port)).await;
-        assert_eq!(c.read_response().await.status, 200);
-        clients.push(c);
+        clients.push(served(&proxy, port).await);
     }
     // A response means the connection was dispatched; fewest-open-first
     // round-robins them when they all stay open.
@@ -85,13 +96,7 @@ async fn connections_go_to_the_least_busy_worker_and_are_released() {
     open_at_most(&proxy, 1).await;
 
     // The freed threads are used again: the next two go to the two empty ones.
-    let mut more = Vec::new();
-    for _ in 0..2 {
-        let mut c = RawClient::connect(proxy.addr).await;
-        c.send(&get_small(port)).await;
-        assert_eq!(c.read_response().await.status, 200);
-        more.push(c);
-    }
+    let mut more = vec![served(&proxy, port).await, served(&proxy, port).await];
     assert_eq!(proxy.workers.open_counts(), vec![1, 1, 1]);
 
     // Stopping the proxy drops the connections still open on its threads.
@@ -119,22 +124,14 @@ async fn streaming_and_tls_interception_run_on_a_worker_thread() {
     let port = plain.port();
 
     // The first connection goes to the first thread...
-    let mut hold = RawClient::connect(proxy.addr).await;
-    hold.send(&get_small(port)).await;
-    assert_eq!(hold.read_response().await.status, 200);
+    let _hold = served(&proxy, port).await;
     assert_eq!(proxy.workers.open_counts(), vec![1, 0]);
 
     // ...the second to the other: a streamed body nobody looks at (the kind
     // that moves by splice(2) between plain sockets).
     let big: u64 = 16 << 20;
     let mut c = RawClient::connect(proxy.addr).await;
-    c.send(
-        format!(
-            "GET http://127.0.0.1:{port}/bytes/{big} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await;
+    c.send(&get(port, &format!("/bytes/{big}"))).await;
     let r = c.read_head().await;
     assert_eq!(r.status, 200);
     assert_eq!(c.read_body_sha(big).await, (big, pattern_sha(big)));
@@ -142,9 +139,7 @@ async fn streaming_and_tls_interception_run_on_a_worker_thread() {
 
     // One more on the first thread, then a TLS-intercepted tunnel lands on
     // the second.
-    let mut hold2 = RawClient::connect(proxy.addr).await;
-    hold2.send(&get_small(port)).await;
-    assert_eq!(hold2.read_response().await.status, 200);
+    let _hold2 = served(&proxy, port).await;
     let tls_port = secure.port();
     let mut t = RawClient::tunnel(proxy.addr, "localhost", tls_port, &proxy.ca_der()).await;
     assert_eq!(proxy.workers.open_counts(), vec![2, 2]);
@@ -211,13 +206,7 @@ async fn a_blocking_stream_transformer_does_not_hold_up_its_thread() {
 
     let big: u64 = 2 << 20;
     let mut slow = RawClient::connect(proxy.addr).await;
-    slow.send(
-        format!(
-            "GET http://127.0.0.1:{port}/bytes/{big} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await;
+    slow.send(&get(port, &format!("/bytes/{big}"))).await;
     within("the transformer to be called", reached.recv()).await;
 
     let mut other = RawClient::connect(proxy.addr).await;
