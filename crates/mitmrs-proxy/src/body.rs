@@ -221,7 +221,7 @@ impl<'a> BodyWriter<'a> {
             (t, out)
         })
         .await
-        .map_err(|_| BodyError::Transform("the stream callable panicked".into()))?;
+        .map_err(|_| BodyError::Transform("the stream transformer panicked".into()))?;
         *self.stream = StreamMode::Transform(t);
         out.map_err(BodyError::Transform)
     }
