@@ -61,7 +61,7 @@ impl RequestTarget {
             return Err(invalid());
         }
         // Absolute form: scheme "://" authority [path-abempty] ["?" query].
-        // A byte search for ':' (memchr) instead of a substring search for "://",
+        // A byte search for ':' instead of a substring search for "://",
         // whose searcher setup cost more than the rest of this parse.
         let Some((scheme, rest)) = raw
             .split_once(':')
