@@ -483,6 +483,15 @@ pub(crate) mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(100);
 
+    /// `err` is the idle timeout, after between 1 and 1.25 timeouts of silence.
+    fn assert_idle_timeout(err: &io::Error, silence: Duration) {
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(
+            silence >= TIMEOUT && silence <= TIMEOUT * 5 / 4,
+            "timed out after {silence:?} of silence"
+        );
+    }
+
     /// Paused clock: a silent peer times out after between 1 and 1.25 timeouts.
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_times_out_after_the_timeout() {
@@ -490,12 +499,7 @@ pub(crate) mod tests {
         let mut conn = Conn::new(ours, TIMEOUT);
         let start = Instant::now();
         let err = conn.fill().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        let idle = start.elapsed();
-        assert!(
-            idle >= TIMEOUT && idle <= TIMEOUT * 5 / 4,
-            "timed out after {idle:?}"
-        );
+        assert_idle_timeout(&err, start.elapsed());
     }
 
     /// Reads keep a connection alive however long it lives in all; the timeout
@@ -524,12 +528,7 @@ pub(crate) mod tests {
         );
         let _peer = writer.await.unwrap();
         let err = conn.fill().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        let idle = last.elapsed();
-        assert!(
-            idle >= TIMEOUT && idle <= TIMEOUT * 5 / 4,
-            "timed out after {idle:?} of silence"
-        );
+        assert_idle_timeout(&err, last.elapsed());
     }
 
     /// A tunnel where nobody sends anything ends after the timeout; traffic in
@@ -556,12 +555,7 @@ pub(crate) mod tests {
         }
         assert!(!relay.is_finished(), "an active tunnel was closed");
         let err = relay.await.unwrap().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        let idle = last.elapsed();
-        assert!(
-            idle >= TIMEOUT && idle <= TIMEOUT * 5 / 4,
-            "closed after {idle:?} of silence"
-        );
+        assert_idle_timeout(&err, last.elapsed());
         // Both ends see the tunnel close.
         assert_eq!(client.read(&mut byte).await.unwrap(), 0);
         assert_eq!(server.read(&mut byte).await.unwrap(), 0);

@@ -45,6 +45,19 @@ fn upgrade_request(target: &str, port: u16) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A client that has upgraded an absolute-form request through the proxy and
+/// exchanged bytes over the tunnel.
+async fn upgraded(proxy: &TestProxy, port: u16) -> RawClient {
+    let mut c = RawClient::connect(proxy.addr).await;
+    c.send(&upgrade_request(
+        &format!("http://127.0.0.1:{port}/ws"),
+        port,
+    ))
+    .await;
+    exchange_after_101(&mut c).await;
+    c
+}
+
 async fn exchange_after_101(c: &mut RawClient) {
     let r = c.read_head().await;
     assert_eq!(r.status, 101, "{}", r.head);
@@ -59,14 +72,8 @@ async fn upgrade_101_is_relayed_as_a_raw_tunnel() {
     let origin = upgrade_origin().await;
     let rec = Recorder::new();
     let proxy = TestProxy::builder().addon(rec.clone()).start().await;
-    let mut c = RawClient::connect(proxy.addr).await;
     let port = origin.port();
-    c.send(&upgrade_request(
-        &format!("http://127.0.0.1:{port}/ws"),
-        port,
-    ))
-    .await;
-    exchange_after_101(&mut c).await;
+    let _c = upgraded(&proxy, port).await;
     // The flow ended with `response` (status 101), not `error`.
     rec.wait_count("response", 1).await;
     assert_eq!(rec.count("error"), 0);
@@ -100,14 +107,8 @@ async fn silent_upgraded_tunnel_is_closed_after_tcp_timeout() {
         .addon(rec.clone())
         .start()
         .await;
-    let mut c = RawClient::connect(proxy.addr).await;
     let port = origin.port();
-    c.send(&upgrade_request(
-        &format!("http://127.0.0.1:{port}/ws"),
-        port,
-    ))
-    .await;
-    exchange_after_101(&mut c).await;
+    let mut c = upgraded(&proxy, port).await;
     let silent_since = std::time::Instant::now();
     // Now both sides stay silent; another client is served meanwhile (the
     // origin answers a non-upgrade request with 400).
