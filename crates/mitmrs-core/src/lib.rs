@@ -15,6 +15,7 @@ pub mod encoding;
 pub mod flow;
 pub mod headers;
 pub mod message;
+pub mod mode;
 pub mod options;
 pub mod status;
 

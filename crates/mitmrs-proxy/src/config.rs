@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use mitmrs_core::options::{size_option, Options, OptionsError};
+use mitmrs_core::mode::ProxyMode;
+use mitmrs_core::options::{proxy_mode, size_option, Options, OptionsError};
 
 /// When to connect to the server of a CONNECT tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct ProxyConfig {
     pub tcp_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
+    /// `regular` or `reverse:…` (its `@` listen address is already in `listen`).
+    pub mode: ProxyMode,
+    pub keep_host_header: bool,
 }
 
 /// Expands a leading `~` to $HOME.
@@ -60,10 +64,17 @@ fn invalid(name: &str, value: String, expected: &str) -> OptionsError {
 impl ProxyConfig {
     /// Resolves the options; every error names the option and what is accepted.
     pub fn from_options(o: &Options) -> Result<Self, OptionsError> {
-        let host = o
-            .get_str("listen_host")
-            .unwrap_or_else(|| "127.0.0.1".into());
-        let port = o.get_int("listen_port").unwrap_or(8080);
+        let mode = proxy_mode(o)?;
+        let host = match &mode.listen_host {
+            Some(h) => h.clone(),
+            None => o
+                .get_str("listen_host")
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        };
+        let port = match mode.listen_port {
+            Some(p) => i64::from(p),
+            None => o.get_int("listen_port").unwrap_or(8080),
+        };
         let port = u16::try_from(port).map_err(|_| {
             invalid(
                 "listen_port",
@@ -124,6 +135,8 @@ impl ProxyConfig {
             tcp_timeout: Duration::from_secs(tcp_timeout as u64),
             max_header_size: usize::try_from(max_header).unwrap_or(usize::MAX),
             max_connections: max_connections as usize,
+            mode,
+            keep_host_header: o.get_bool("keep_host_header"),
         })
     }
 }

@@ -77,6 +77,45 @@ async fn plain_http_hooks_fire_in_mitmproxy_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_mode_hooks_fire_in_mitmproxy_order() {
+    let origin = HttpOrigin::plain().await;
+    let rec = Recorder::new();
+    let proxy = TestProxy::builder()
+        .set(format!("mode=reverse:http://127.0.0.1:{}", origin.port()))
+        .addon(rec.clone())
+        .start()
+        .await;
+
+    let mut c = RawClient::connect(proxy.addr).await;
+    c.send(b"GET /small HTTP/1.1\r\nHost: mitmrs.test\r\n\r\n")
+        .await;
+    let r = c.read_response().await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello from origin\n");
+    rec.wait_count("response", 1).await;
+    // Eager connection strategy: the server connection opens before the client
+    // has said anything (mitmproxy's DestinationKnown layer), no http_connect.
+    assert_eq!(
+        rec.hooks(),
+        [
+            "client_connected",
+            "server_connect",
+            "server_connected",
+            "next_layer",
+            "requestheaders",
+            "request",
+            "responseheaders",
+            "response"
+        ]
+    );
+    let flow = &rec.flows("request")[0];
+    assert_eq!(
+        flow.url,
+        format!("http://127.0.0.1:{}/small", origin.port())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_connect_hooks_fire_in_order_and_record_tls_facts() {
     let origin = HttpOrigin::tls().await;
     let rec = Recorder::new();

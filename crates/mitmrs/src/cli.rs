@@ -55,7 +55,8 @@ pub struct Args {
     #[arg(long)]
     pub showhost: bool,
 
-    /// Proxy mode (only "regular" for now).
+    /// Proxy mode: "regular" (the default) or "reverse:http(s)://HOST[:PORT]", each
+    /// optionally followed by @[LISTEN_HOST:]LISTEN_PORT.
     #[arg(short = 'm', long = "mode", value_name = "MODE", action = ArgAction::Append)]
     pub mode: Vec<String>,
 
@@ -99,15 +100,6 @@ pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
         opts.set("flow_detail", OptionValue::Int(2))?;
     }
     if !args.mode.is_empty() {
-        for m in &args.mode {
-            if m != "regular" {
-                return Err(OptionsError::InvalidValue {
-                    name: "mode".into(),
-                    value: m.clone(),
-                    expected: "\"regular\" (reverse, upstream, socks5 and transparent modes come with a later release)".into(),
-                });
-            }
-        }
         opts.set("mode", OptionValue::StrSeq(args.mode.clone()))?;
     }
     if !args.scripts.is_empty() {

@@ -138,7 +138,15 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
         } else {
             ""
         };
-        tracing::info!("HTTP(S) proxy listening at {addr}.{hint}");
+        match ctx.runtime().cfg.mode.reverse() {
+            // mitmdump's wording.
+            Some(t) => tracing::info!(
+                "reverse proxy to {}://{} listening at {addr}.{hint}",
+                t.scheme(),
+                mitmrs_core::connection::format_host_port(&t.host, t.port)
+            ),
+            None => tracing::info!("HTTP(S) proxy listening at {addr}.{hint}"),
+        }
         let (tx, rx) = tokio::sync::watch::channel(false);
         ctx.chain.running().await;
         // As mitmdump (its errorcheck addon): an error logged while starting up

@@ -174,9 +174,15 @@ pub fn core_option_specs() -> Vec<OptionSpec> {
             "mode",
             T::StrSeq,
             V::StrSeq(vec!["regular".to_string()]),
-            "The proxy server type(s) to spawn. Can be passed multiple times. Only \"regular\" (HTTP proxy) works \
-             for now; mitmproxy's other modes (transparent, socks5, reverse:SPEC, upstream:SPEC, wireguard) may \
-             come later.",
+            "The proxy server type to spawn: \"regular\" (an HTTP proxy) or \"reverse:http(s)://HOST[:PORT]\", \
+             each optionally followed by @[LISTEN_HOST:]LISTEN_PORT. mitmrs runs one mode at a time for now; \
+             mitmproxy's other modes (transparent, socks5, upstream:SPEC, wireguard) come later.",
+        ),
+        OptionSpec::new(
+            "keep_host_header",
+            T::Bool,
+            V::Bool(false),
+            "Reverse Proxy: Keep the original host header instead of rewriting it to the reverse proxy target.",
         ),
         OptionSpec::new("scripts", T::StrSeq, V::StrSeq(Vec::new()), "Execute a script."),
     ]
@@ -210,5 +216,25 @@ pub fn validate_core(opts: &Options) -> Result<(), OptionsError> {
     for name in ["stream_large_bodies", "body_size_limit", "max_header_size"] {
         size_option(opts, name)?;
     }
+    proxy_mode(opts)?;
     Ok(())
+}
+
+/// The `mode` option, parsed: `regular` when unset or empty. mitmrs runs one mode
+/// at a time, so a second one is refused.
+pub fn proxy_mode(opts: &Options) -> Result<crate::mode::ProxyMode, OptionsError> {
+    let modes = opts.get_seq("mode");
+    let rejected = |message: String| OptionsError::Rejected {
+        name: "mode".into(),
+        message,
+    };
+    match modes.as_slice() {
+        [] => Ok(crate::mode::ProxyMode::regular()),
+        [one] => crate::mode::ProxyMode::parse(one).map_err(|e| rejected(format!("{one:?}: {e}"))),
+        more => Err(rejected(format!(
+            "{} modes given ({}): mitmrs runs one mode at a time for now; start one mitmrs per mode",
+            more.len(),
+            more.join(", ")
+        ))),
+    }
 }

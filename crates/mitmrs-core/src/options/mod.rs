@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod core;
 pub use self::core::{
-    core_option_specs, parse_size, register_core_options, size_option, validate_core,
+    core_option_specs, parse_size, proxy_mode, register_core_options, size_option, validate_core,
 };
 
 /// The type of an option, as mitmproxy's typespecs.

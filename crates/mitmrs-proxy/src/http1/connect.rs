@@ -26,6 +26,7 @@ use crate::io::{Conn, Rewind, Stream};
 use crate::tlsinfo::apply_tls_info;
 use crate::upstream;
 use crate::wire::{self, BodyPlan};
+use mitmrs_core::mode::ReverseTarget;
 
 /// The most ClientHello bytes we read before giving up.
 const MAX_CLIENT_HELLO: usize = 64 * 1024;
@@ -110,7 +111,57 @@ impl Session {
             tls: false,
             sni: None,
             server_error: None,
+            server_tls: None,
         });
+        self.enter_tunnel().await
+    }
+
+    /// Reverse mode: the connection is a tunnel to the target from the start.
+    /// mitmproxy's order: `server_connect` (and TLS to the server, for an https
+    /// target) with the eager strategy, then `next_layer` on the client's first
+    /// bytes, then TLS with the client if those bytes are a ClientHello.
+    /// A failed server connection is reported to each request as a 502 with the
+    /// reason (mitmproxy closes the client connection without a word).
+    pub async fn start_reverse(&mut self, target: ReverseTarget) -> After {
+        let mut tunnel = Tunnel {
+            host: target.host,
+            port: target.port,
+            tls: false,
+            sni: None,
+            server_error: None,
+            server_tls: Some(target.tls),
+        };
+        if self.rt.cfg.connection_strategy == ConnectionStrategy::Eager {
+            let (host, port) = (&tunnel.host, tunnel.port);
+            match upstream::connect(&self.ctx, &self.rt, &self.client, host, port).await {
+                Ok(mut sc) => {
+                    let started = if target.tls {
+                        let alpn = [b"http/1.1".to_vec()];
+                        let sni = sni_for_host(host);
+                        upstream::start_tls(
+                            &self.ctx,
+                            &self.rt,
+                            &self.client,
+                            &mut sc,
+                            sni.as_deref(),
+                            &alpn,
+                        )
+                        .await
+                    } else {
+                        Ok(())
+                    };
+                    match started {
+                        Ok(()) => self.server = Some(sc),
+                        Err(msg) => {
+                            tunnel.server_error = Some(msg);
+                            upstream::disconnect(&self.ctx, &self.client, sc).await;
+                        }
+                    }
+                }
+                Err(msg) => tunnel.server_error = Some(msg),
+            }
+        }
+        self.tunnel = Some(tunnel);
         self.enter_tunnel().await
     }
 
@@ -149,6 +200,11 @@ impl Session {
             return After::Close;
         };
         let (host, port) = (t.host.clone(), t.port);
+        if let Some(sc) = self.server.take_if(|sc| sc.info.tls.tls) {
+            // Reverse mode to an https target set up TLS to the server already; the
+            // client's bytes (its own TLS, say) must reach the server unwrapped.
+            upstream::disconnect(&self.ctx, &self.client, sc).await;
+        }
         let sc = match self.server.take() {
             Some(sc) => sc,
             None => match upstream::connect(&self.ctx, &self.rt, &self.client, &host, port).await {
@@ -249,7 +305,13 @@ impl Session {
         let Some(t) = self.tunnel.as_mut() else {
             return After::Close;
         };
-        t.sni = sni.clone();
+        // The SNI towards the server: the client's, except in reverse mode, where it
+        // is the target's name unless keep_host_header (as mitmproxy).
+        if t.server_tls.is_none() || self.rt.cfg.keep_host_header {
+            t.sni = sni.clone();
+        }
+        let upstream_tls = t.server_tls.unwrap_or(true);
+        let sni_out = t.sni.clone().or_else(|| sni_for_host(&t.host));
         let host = t.host.clone();
         let port = t.port;
         let offers_h1 = client_alpn.iter().any(|p| &p[..] == b"http/1.1");
@@ -270,8 +332,11 @@ impl Session {
         }
         let mut upstream_der: Option<Bytes> = None;
         let mut server_alpn: Option<Bytes> = None;
-        if let Some(mut sc) = self.server.take() {
-            let sni_out = sni.clone().or_else(|| sni_for_host(&host));
+        if let Some(sc) = self.server.as_ref().filter(|sc| sc.info.tls.tls) {
+            // Reverse mode with an https target: TLS to the server is already up.
+            upstream_der = sc.info.tls.certificate_list.first().cloned();
+            server_alpn = sc.info.tls.alpn.clone();
+        } else if let Some(mut sc) = self.server.take_if(|_| upstream_tls) {
             match upstream::start_tls(
                 &self.ctx,
                 &self.rt,
@@ -314,8 +379,8 @@ impl Session {
             .first()
             .map(|c| Bytes::copy_from_slice(c.as_ref()));
         let answer_alpn: Vec<Vec<u8>> = match server_alpn {
-            Some(a) => vec![a.to_vec()],
-            None => alpn_offer.clone(),
+            Some(a) if client_alpn.contains(&a) => vec![a.to_vec()],
+            _ => alpn_offer.clone(),
         };
         let config = mitmrs_tls::client_facing_config(leaf, &answer_alpn);
         let old = std::mem::replace(
@@ -339,7 +404,9 @@ impl Session {
                 self.conn = Conn::new(Stream::other(tls), self.rt.cfg.tcp_timeout);
                 if let Some(t) = self.tunnel.as_mut() {
                     t.tls = true;
-                    t.server_error = server_error;
+                    if server_error.is_some() {
+                        t.server_error = server_error;
+                    }
                 }
                 let data = TlsData {
                     side: TlsSide::Client,

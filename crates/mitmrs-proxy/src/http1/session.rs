@@ -33,6 +33,10 @@ pub struct Tunnel {
     /// Set when the server side of the tunnel failed (e.g. TLS verification); each
     /// request then gets a 502 with this message.
     pub server_error: Option<String>,
+    /// Reverse mode: whether requests go to the server over TLS (the target's
+    /// scheme), whatever the client speaks. `None` in CONNECT tunnels, where the
+    /// server side follows the client's TLS.
+    pub server_tls: Option<bool>,
 }
 
 /// A boxed future borrowing the session.
@@ -52,6 +56,10 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
     let rt = ctx.runtime();
     let _ = stream.set_nodelay(true);
     let mut client = Client::new(peer, local);
+    let reverse = rt.cfg.mode.reverse().cloned();
+    if reverse.is_some() {
+        client.proxy_mode = rt.cfg.mode.spec.clone();
+    }
     info!(client = %peer, "client connect");
     ctx.chain.client_connected(&mut client).await;
     if client.error.is_some() {
@@ -59,13 +67,15 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
         return;
     }
     let client = Arc::new(client);
-    let mut nl = NextLayer {
-        client: client.clone(),
-        server: Arc::new(Server::new(None)),
-        data_client: Default::default(),
-        layer: Some(LayerKind::Http),
-    };
-    ctx.chain.next_layer(&mut nl).await;
+    if reverse.is_none() {
+        let mut nl = NextLayer {
+            client: client.clone(),
+            server: Arc::new(Server::new(None)),
+            data_client: Default::default(),
+            layer: Some(LayerKind::Http),
+        };
+        ctx.chain.next_layer(&mut nl).await;
+    }
     let conn = Conn::new(stream, rt.cfg.tcp_timeout);
     let mut s = Session {
         ctx: ctx.clone(),
@@ -75,7 +85,13 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
         server: None,
         tunnel: None,
     };
-    s.run().await;
+    let go_on = match reverse {
+        Some(target) => matches!(s.start_reverse(target).await, After::KeepAlive),
+        None => true,
+    };
+    if go_on {
+        s.run().await;
+    }
     s.conn.shutdown().await;
     info!(client = %peer, "client disconnect");
     let mut c = (*s.client).clone();
@@ -164,6 +180,33 @@ impl Session {
     async fn handle(&mut self, head: RequestHead) -> After {
         let version = head.version;
         let (scheme, authority, host, port, path) = match (head.target, &self.tunnel) {
+            (RequestTarget::Authority { .. }, Some(t)) if t.server_tls.is_some() => {
+                let msg = format!(
+                    "CONNECT is not accepted in reverse mode: this proxy sends every request to {}",
+                    self.rt.cfg.mode.spec.trim_start_matches("reverse:")
+                );
+                info!(client = %self.client.peername, "HTTP protocol error in client request: {msg}");
+                self.send_error_page(400, &msg).await;
+                return After::Close;
+            }
+            // Reverse mode: every request goes to the target, whatever its URL says.
+            (RequestTarget::Absolute { path, .. }, Some(t))
+            | (RequestTarget::Origin { path }, Some(t))
+                if t.server_tls.is_some() =>
+            {
+                (
+                    if t.server_tls == Some(true) {
+                        "https"
+                    } else {
+                        "http"
+                    }
+                    .to_string(),
+                    String::new(),
+                    t.host.clone(),
+                    t.port,
+                    path,
+                )
+            }
             (
                 RequestTarget::Authority {
                     authority,
@@ -233,7 +276,7 @@ impl Session {
                 return After::Close;
             }
         };
-        let req = Request {
+        let mut req = Request {
             method: head.method,
             scheme,
             authority,
@@ -248,6 +291,13 @@ impl Session {
             timestamp_end: None,
             stream: StreamMode::Off,
         };
+        if self.tunnel.as_ref().is_some_and(|t| t.server_tls.is_some())
+            && !self.rt.cfg.keep_host_header
+        {
+            // As mitmproxy: the Host header names the reverse target.
+            let value = host_header_value(&req.scheme, &req.host, req.port);
+            req.headers.set("Host", value);
+        }
         let server_info = match &mut self.server {
             Some(sc) => sc.shared(),
             None => Arc::new(Server::new(Some((req.host.clone(), req.port)))),
@@ -285,5 +335,19 @@ impl Session {
             }
         }
         After::Close
+    }
+}
+
+/// mitmproxy's `url.hostport`: `host`, or `host:port` when the port is not the
+/// scheme's default; IPv6 addresses in brackets.
+fn host_header_value(scheme: &str, host: &str, port: u16) -> String {
+    let default = match scheme {
+        "https" => 443,
+        _ => 80,
+    };
+    match (port == default, host.contains(':')) {
+        (true, false) => host.to_string(),
+        (true, true) => format!("[{host}]"),
+        (false, _) => mitmrs_core::connection::format_host_port(host, port),
     }
 }

@@ -160,7 +160,7 @@ impl Proxy {
             stderr,
             readers: vec![h1, h2],
         };
-        const MARK: &str = "proxy listening at 127.0.0.1:";
+        const MARK: &str = " listening at 127.0.0.1:";
         let Some(line) = proxy.stdout.wait_for(|l| l.contains(MARK), WAIT) else {
             let _ = proxy.child.kill();
             let _ = proxy.child.wait();
