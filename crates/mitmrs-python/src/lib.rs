@@ -115,6 +115,11 @@ pub(crate) const SOURCES: &[(&str, &str, bool)] = &[
         true,
     ),
     (
+        "mitmproxy.proxy.mode_specs",
+        include_str!("../python/mitmproxy/proxy/mode_specs.py"),
+        false,
+    ),
+    (
         "mitmproxy.proxy.context",
         include_str!("../python/mitmproxy/proxy/context.py"),
         false,

@@ -211,3 +211,31 @@ fn bad_mode_specs_are_refused_at_start() {
         );
     }
 }
+
+#[cfg(feature = "python")]
+#[test]
+fn scripts_see_a_reverse_mode_object() {
+    let origin = echo_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mode.py");
+    std::fs::write(
+        &script,
+        "from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode\n\
+         def response(flow):\n\
+         \x20   m = flow.client_conn.proxy_mode\n\
+         \x20   flow.response.text = (f'{type(m).__name__} {isinstance(m, ReverseMode)} {m.scheme} '\n\
+         \x20       f'{m.address[0]}:{m.address[1]} {m.full_spec} {m.description}\\n')\n",
+    )
+    .unwrap();
+    let spec = format!("reverse:http://127.0.0.1:{}", origin.port);
+    let proxy = Proxy::start(&["--mode", &spec, "-s", script.to_str().unwrap()]);
+    let (ok, body, err) = curl_direct(&proxy, &[format!("http://127.0.0.1:{}/m", proxy.port)]);
+    assert!(ok, "curl failed: {err}\n{}", proxy.output());
+    assert_eq!(
+        body,
+        format!(
+            "ReverseMode True http 127.0.0.1:{p} {spec} reverse proxy to http://127.0.0.1:{p}\n",
+            p = origin.port
+        )
+    );
+}

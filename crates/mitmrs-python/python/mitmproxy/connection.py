@@ -2,6 +2,8 @@
 import enum
 import uuid
 
+from mitmproxy.proxy import mode_specs
+
 
 class ConnectionState(enum.Flag):
     CLOSED = 0
@@ -60,7 +62,7 @@ class Client(Connection):
         self.sockname = sockname
         self.timestamp_start = timestamp_start
         self.mitmcert = None
-        self.proxy_mode = "regular"
+        self.proxy_mode = mode_specs.ProxyMode.parse("regular")
         for k, v in kwargs.items():
             setattr(self, k, v)
 
@@ -74,7 +76,8 @@ class Client(Connection):
         c = cls.__new__(cls)
         c.__dict__.update(_CONN_DEFAULTS)
         c.__dict__.update(id=id, peername=peername, sockname=sockname, timestamp_start=timestamp_start,
-                          certificate_list=[], alpn_offers=[], cipher_list=[], mitmcert=None, proxy_mode=proxy_mode)
+                          certificate_list=[], alpn_offers=[], cipher_list=[], mitmcert=None,
+                          proxy_mode=mode_specs.ProxyMode.parse(proxy_mode))
         return c
 
     def __repr__(self):
