@@ -191,17 +191,16 @@ fn parse_reverse(data: &str) -> Result<ReverseTarget, ModeError> {
     } else {
         let digits = port
             .strip_prefix(':')
-            .ok_or_else(|| bad("no path allowed"))?;
+            .ok_or_else(|| bad(&format!("unexpected {port:?} after the host")))?;
         match digits.parse::<u16>() {
-            Ok(p) if p > 0 => p,
+            Ok(p) if p > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => p,
             _ => return Err(bad(&format!("invalid port {digits:?}"))),
         }
     };
+    // mitmproxy's check: labels of letters, digits, '-' and '_', up to 63 bytes.
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
@@ -289,6 +288,8 @@ mod tests {
             ("reverse:tcp://example.com:22", "not built yet"),
             ("reverse:http://exa mple.com", "invalid host"),
             ("reverse:http://[::1", "unclosed"),
+            ("reverse:http://[::1]x", "unexpected \"x\""),
+            ("reverse:http://example.com:+80", "invalid port"),
             ("socks5", "not built yet"),
             ("upstream:http://proxy:3128", "not built yet"),
             ("bogus", "unknown mode"),

@@ -74,6 +74,14 @@ impl Session {
                 return After::KeepAlive;
             }
         } else {
+            if let Some(old) = self
+                .server
+                .take_if(|_| self.rt.cfg.connection_strategy == ConnectionStrategy::Lazy)
+            {
+                // A connection kept from an earlier absolute-form request is not
+                // this tunnel's (the eager strategy replaces it below).
+                upstream::disconnect(&self.ctx, &self.client, old).await;
+            }
             if self.rt.cfg.connection_strategy == ConnectionStrategy::Eager {
                 match upstream::connect(&self.ctx, &self.rt, &self.client, &host, port).await {
                     Ok(mut sc) => {
@@ -117,11 +125,12 @@ impl Session {
     }
 
     /// Reverse mode: the connection is a tunnel to the target from the start.
-    /// mitmproxy's order: `server_connect` (and TLS to the server, for an https
-    /// target) with the eager strategy, then `next_layer` on the client's first
-    /// bytes, then TLS with the client if those bytes are a ClientHello.
-    /// A failed server connection is reported to each request as a 502 with the
-    /// reason (mitmproxy closes the client connection without a word).
+    /// mitmproxy's order: `server_connect` with the eager strategy, then
+    /// `next_layer` on the client's first bytes, then TLS to an https target —
+    /// for a TLS client after its ClientHello (so that its SNI can be passed on
+    /// with `keep_host_header`), for a plain client right after `next_layer`.
+    /// A failed server connection is reported to each request for the target as a
+    /// 502 with the reason (mitmproxy closes the client connection without a word).
     pub async fn start_reverse(&mut self, target: ReverseTarget) -> After {
         let mut tunnel = Tunnel {
             host: target.host,
@@ -134,35 +143,43 @@ impl Session {
         if self.rt.cfg.connection_strategy == ConnectionStrategy::Eager {
             let (host, port) = (&tunnel.host, tunnel.port);
             match upstream::connect(&self.ctx, &self.rt, &self.client, host, port).await {
-                Ok(mut sc) => {
-                    let started = if target.tls {
-                        let alpn = [b"http/1.1".to_vec()];
-                        let sni = sni_for_host(host);
-                        upstream::start_tls(
-                            &self.ctx,
-                            &self.rt,
-                            &self.client,
-                            &mut sc,
-                            sni.as_deref(),
-                            &alpn,
-                        )
-                        .await
-                    } else {
-                        Ok(())
-                    };
-                    match started {
-                        Ok(()) => self.server = Some(sc),
-                        Err(msg) => {
-                            tunnel.server_error = Some(msg);
-                            upstream::disconnect(&self.ctx, &self.client, sc).await;
-                        }
-                    }
-                }
+                Ok(sc) => self.server = Some(sc),
                 Err(msg) => tunnel.server_error = Some(msg),
             }
         }
         self.tunnel = Some(tunnel);
         self.enter_tunnel().await
+    }
+
+    /// Reverse mode to an https target with a plain client: TLS on the eagerly
+    /// opened server connection, before the first request.
+    async fn reverse_server_tls(&mut self) {
+        let Some(t) = self.tunnel.as_ref().filter(|t| t.server_tls == Some(true)) else {
+            return;
+        };
+        let sni = sni_for_host(&t.host);
+        let Some(mut sc) = self.server.take_if(|sc| !sc.info.tls.tls) else {
+            return;
+        };
+        let alpn = [b"http/1.1".to_vec()];
+        let started = upstream::start_tls(
+            &self.ctx,
+            &self.rt,
+            &self.client,
+            &mut sc,
+            sni.as_deref(),
+            &alpn,
+        )
+        .await;
+        match started {
+            Ok(()) => self.server = Some(sc),
+            Err(msg) => {
+                if let Some(t) = self.tunnel.as_mut() {
+                    t.server_error = Some(msg);
+                }
+                upstream::disconnect(&self.ctx, &self.client, sc).await;
+            }
+        }
     }
 
     /// Decides what runs inside the tunnel (TLS, HTTP or raw bytes) and starts it.
@@ -190,7 +207,10 @@ impl Session {
         match nl.layer {
             Some(LayerKind::Tcp) => self.passthrough().await,
             Some(LayerKind::Tls) => self.intercept_tls().await,
-            _ => After::KeepAlive,
+            _ => {
+                self.reverse_server_tls().await;
+                After::KeepAlive
+            }
         }
     }
 
@@ -200,11 +220,6 @@ impl Session {
             return After::Close;
         };
         let (host, port) = (t.host.clone(), t.port);
-        if let Some(sc) = self.server.take_if(|sc| sc.info.tls.tls) {
-            // Reverse mode to an https target set up TLS to the server already; the
-            // client's bytes (its own TLS, say) must reach the server unwrapped.
-            upstream::disconnect(&self.ctx, &self.client, sc).await;
-        }
         let sc = match self.server.take() {
             Some(sc) => sc,
             None => match upstream::connect(&self.ctx, &self.rt, &self.client, &host, port).await {
@@ -332,11 +347,7 @@ impl Session {
         }
         let mut upstream_der: Option<Bytes> = None;
         let mut server_alpn: Option<Bytes> = None;
-        if let Some(sc) = self.server.as_ref().filter(|sc| sc.info.tls.tls) {
-            // Reverse mode with an https target: TLS to the server is already up.
-            upstream_der = sc.info.tls.certificate_list.first().cloned();
-            server_alpn = sc.info.tls.alpn.clone();
-        } else if let Some(mut sc) = self.server.take_if(|_| upstream_tls) {
+        if let Some(mut sc) = self.server.take_if(|_| upstream_tls) {
             match upstream::start_tls(
                 &self.ctx,
                 &self.rt,
@@ -415,6 +426,11 @@ impl Session {
                     error: None,
                 };
                 self.ctx.chain.tls_established_client(&data).await;
+                if self.tunnel.as_ref().is_some_and(|t| t.server_tls.is_some()) {
+                    // Reverse mode chose HTTP inside TLS already (mitmproxy's
+                    // layer stack for a reverse target has no second next_layer).
+                    return After::KeepAlive;
+                }
                 // As mitmproxy: the layer inside TLS is chosen again (HTTP by default;
                 // an addon may pick raw TCP relaying of the decrypted bytes).
                 let mut nl = NextLayer {

@@ -643,10 +643,14 @@ impl Session {
     pub async fn server_for(&mut self, flow: &HttpFlow) -> Result<ServerConn, String> {
         let req = &flow.request;
         let tls = req.scheme == "https";
-        if let Some(t) = &self.tunnel {
-            if let Some(err) = &t.server_error {
-                return Err(err.clone());
-            }
+        // The tunnel's facts (its failed server, the client's SNI) hold for requests
+        // to its own target, not for one an addon sent elsewhere.
+        let tunnel = self
+            .tunnel
+            .as_ref()
+            .filter(|t| t.host == req.host && t.port == req.port);
+        if let Some(err) = tunnel.and_then(|t| t.server_error.as_ref()) {
+            return Err(err.clone());
         }
         if let Some(sc) = self.server.take() {
             if sc.reusable && sc.target() == Some((req.host.as_str(), req.port, tls)) {
@@ -664,7 +668,7 @@ impl Session {
         ))
         .await?;
         if tls {
-            let sni = match &self.tunnel {
+            let sni = match tunnel {
                 Some(t) => t.sni.clone().or_else(|| sni_for_host(&t.host)),
                 None => sni_for_host(&req.host),
             };

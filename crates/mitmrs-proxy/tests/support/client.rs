@@ -82,6 +82,24 @@ impl RawClient {
         let r = c.read_head().await;
         assert_eq!(r.status, 200, "CONNECT answered {}", r.head);
         assert!(c.buf.is_empty(), "bytes after the CONNECT response");
+        c.start_tls(host, ca).await
+    }
+
+    /// TLS straight to the proxy (reverse mode), trusting `ca`, with SNI `sni`.
+    pub async fn tls(
+        proxy: SocketAddr,
+        sni: &str,
+        ca: &mitmrs_tls::CertificateDer<'static>,
+    ) -> RawClient {
+        RawClient::connect(proxy).await.start_tls(sni, ca).await
+    }
+
+    /// Runs TLS on this connection, trusting `ca`, with SNI `host` and ALPN http/1.1.
+    async fn start_tls(
+        mut self,
+        host: &str,
+        ca: &mitmrs_tls::CertificateDer<'static>,
+    ) -> RawClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone()).unwrap();
         let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -94,7 +112,7 @@ impl RawClient {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-        let io = std::mem::replace(&mut c.io, Box::new(tokio::io::empty()));
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
         let tls = within("TLS handshake with the proxy", connector.connect(name, io))
             .await
             .expect("TLS handshake with the proxy");
