@@ -13,6 +13,7 @@
 pub mod body;
 pub mod config;
 pub mod contentview;
+pub mod core_addons;
 pub mod ctx;
 pub mod dumper;
 pub mod http1;

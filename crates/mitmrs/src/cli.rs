@@ -55,6 +55,14 @@ pub struct Args {
     #[arg(long)]
     pub showhost: bool,
 
+    /// Strip out request headers that might cause the server to return 304-not-modified.
+    #[arg(long)]
+    pub anticache: bool,
+
+    /// Try to convince servers to send us un-compressed data.
+    #[arg(long)]
+    pub anticomp: bool,
+
     /// Proxy mode: "regular" (the default) or "reverse:http(s)://HOST[:PORT]", each
     /// optionally followed by @[LISTEN_HOST:]LISTEN_PORT.
     #[arg(short = 'm', long = "mode", value_name = "MODE", action = ArgAction::Append)]
@@ -87,8 +95,14 @@ pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
     if args.ssl_insecure {
         opts.set("ssl_insecure", OptionValue::Bool(true))?;
     }
-    if args.showhost {
-        opts.set("showhost", OptionValue::Bool(true))?;
+    for (on, name) in [
+        (args.showhost, "showhost"),
+        (args.anticache, "anticache"),
+        (args.anticomp, "anticomp"),
+    ] {
+        if on {
+            opts.set(name, OptionValue::Bool(true))?;
+        }
     }
     if args.quiet {
         opts.set("flow_detail", OptionValue::Int(0))?;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use clap::Parser;
 use mitmrs_core::options::{register_core_options, Options};
 use mitmrs_core::AddonChain;
+use mitmrs_proxy::core_addons::RequestToggle;
 use mitmrs_proxy::{Dumper, Proxy, ProxyCtx, Runtime};
 
 fn main() -> ExitCode {
@@ -34,6 +35,10 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let mut chain = AddonChain::new();
+    // mitmproxy's built-in addons, in its order, then the console output.
+    let _ = chain.add(Arc::new(mitmrs_proxy::core_addons::Block::new()), &options);
+    let _ = chain.add(Arc::new(RequestToggle::anticache()), &options);
+    let _ = chain.add(Arc::new(RequestToggle::anticomp()), &options);
     let _ = chain.add(Arc::new(Dumper::stdout()), &options);
     if args.options {
         print!("{}", options.help_text());

@@ -283,3 +283,37 @@ with opener.open(url, timeout=30) as r:
         Some(format!("127.0.0.1:{}", origin.port).as_str())
     );
 }
+
+#[test]
+fn anticache_and_anticomp_flags_rewrite_requests() {
+    let origin = echo_origin();
+    let url = format!("http://127.0.0.1:{}/cached", origin.port);
+    let args = [
+        url.as_str(),
+        "-H",
+        "If-None-Match: \"v1\"",
+        "-H",
+        "If-Modified-Since: Sat, 21 Nov 2026 10:00:00 GMT",
+        "-H",
+        "Accept-Encoding: gzip, br",
+    ];
+    for (flags, stripped) in [(&[][..], false), (&["--anticache", "--anticomp"][..], true)] {
+        let proxy = Proxy::start(flags);
+        let r = curl(&proxy, &args);
+        assert!(r.ok, "curl failed: {}\n{}", r.stderr, proxy.output());
+        let reqs = origin.requests();
+        let seen = reqs.last().unwrap();
+        assert_eq!(
+            seen.header("if-none-match").is_none(),
+            stripped,
+            "{flags:?}"
+        );
+        assert_eq!(
+            seen.header("if-modified-since").is_none(),
+            stripped,
+            "{flags:?}"
+        );
+        let want = if stripped { "identity" } else { "gzip, br" };
+        assert_eq!(seen.header("accept-encoding"), Some(want), "{flags:?}");
+    }
+}
