@@ -30,6 +30,8 @@ pub enum ModeKind {
     Regular,
     /// Every request goes to one server.
     Reverse(ReverseTarget),
+    /// A SOCKS5 proxy (no authentication, CONNECT).
+    Socks5,
 }
 
 /// Where a reverse proxy sends everything.
@@ -65,7 +67,6 @@ impl std::error::Error for ModeError {}
 
 const LATER: &[&str] = &[
     "transparent",
-    "socks5",
     "upstream",
     "wireguard",
     "local",
@@ -114,14 +115,20 @@ impl ProxyMode {
                 ModeKind::Regular
             }
             "reverse" => ModeKind::Reverse(parse_reverse(data.unwrap_or(""))?),
+            "socks5" => {
+                if data.is_some_and(|d| !d.is_empty()) {
+                    return Err(ModeError("socks5 mode takes no configuration".into()));
+                }
+                ModeKind::Socks5
+            }
             m if LATER.contains(&m) => {
                 return Err(ModeError(format!(
-                    "{m} mode is not built yet: mitmrs runs \"regular\" and \"reverse:http(s)://HOST[:PORT]\" for now"
+                    "{m} mode is not built yet: mitmrs runs \"regular\", \"reverse:http(s)://HOST[:PORT]\" and \"socks5\" for now"
                 )))
             }
             _ => {
                 return Err(ModeError(format!(
-                    "unknown mode {mode:?}: expected \"regular\" or \"reverse:http(s)://HOST[:PORT]\""
+                    "unknown mode {mode:?}: expected \"regular\", \"reverse:http(s)://HOST[:PORT]\" or \"socks5\""
                 )))
             }
         };
@@ -137,7 +144,29 @@ impl ProxyMode {
     pub fn reverse(&self) -> Option<&ReverseTarget> {
         match &self.kind {
             ModeKind::Reverse(t) => Some(t),
-            ModeKind::Regular => None,
+            ModeKind::Regular | ModeKind::Socks5 => None,
+        }
+    }
+
+    /// The port to listen on when neither the spec nor `listen_port` names one
+    /// (mitmproxy's `default_port`).
+    pub fn default_port(&self) -> u16 {
+        match self.kind {
+            ModeKind::Socks5 => 1080,
+            ModeKind::Regular | ModeKind::Reverse(_) => 8080,
+        }
+    }
+
+    /// How the listening line names this mode (mitmdump's wording).
+    pub fn description(&self) -> String {
+        match &self.kind {
+            ModeKind::Regular => "HTTP(S) proxy".into(),
+            ModeKind::Reverse(t) => format!(
+                "reverse proxy to {}://{}",
+                t.scheme(),
+                crate::connection::format_host_port(&t.host, t.port)
+            ),
+            ModeKind::Socks5 => "SOCKS v5 proxy".into(),
         }
     }
 }
@@ -250,6 +279,17 @@ mod tests {
     }
 
     #[test]
+    fn socks5_and_default_ports() {
+        let m = ProxyMode::parse("socks5").unwrap();
+        assert_eq!((m.kind.clone(), m.default_port()), (ModeKind::Socks5, 1080));
+        assert_eq!(
+            ProxyMode::parse("socks5@1081").unwrap().listen_port,
+            Some(1081)
+        );
+        assert_eq!(ProxyMode::regular().default_port(), 8080);
+    }
+
+    #[test]
     fn reverse_specs_as_mitmproxy_reads_them() {
         assert_eq!(
             rev("reverse:http://127.0.0.1:8000").0,
@@ -290,7 +330,8 @@ mod tests {
             ("reverse:http://[::1", "unclosed"),
             ("reverse:http://[::1]x", "unexpected \"x\""),
             ("reverse:http://example.com:+80", "invalid port"),
-            ("socks5", "not built yet"),
+            ("socks5:x", "no configuration"),
+            ("transparent", "not built yet"),
             ("upstream:http://proxy:3128", "not built yet"),
             ("bogus", "unknown mode"),
             ("regular:x", "no configuration"),

@@ -159,12 +159,12 @@ fn parse_value_does_not_apply() {
         o.parse_value("listen_port", "9090"),
         Ok(OptionValue::Int(9090))
     );
-    assert_eq!(o.get_int("listen_port"), Some(8080));
+    assert_eq!(o.get_int("listen_port"), None);
     assert_eq!(o.parse_value("mode", "regular"), Ok(seq(&["regular"])));
     assert_eq!(o.parse_value("scripts", ""), Ok(seq(&[])));
     assert_eq!(
         o.parse_value("listen_port", "abc").unwrap_err().to_string(),
-        r#"invalid value "abc" for option "listen_port": expected an integer (int)"#
+        r#"invalid value "abc" for option "listen_port": expected an integer, or empty for none (optional int)"#
     );
 }
 
@@ -361,7 +361,7 @@ fn typed_set_type_checks() {
     for (name, value, ok) in [
         ("listen_port", OptionValue::Int(9000), true),
         ("listen_port", s("9000"), false),
-        ("listen_port", OptionValue::None, false),
+        ("listen_port", OptionValue::None, true),
         ("ssl_insecure", OptionValue::Bool(true), true),
         ("ssl_insecure", OptionValue::Int(1), false),
         ("body_size_limit", s("1m"), true),
@@ -397,7 +397,7 @@ fn update_is_atomic() {
         err,
         invalid("connection_strategy", "bogus", "one of: eager, lazy")
     );
-    assert_eq!(o.get_int("listen_port"), Some(8080));
+    assert_eq!(o.get_int("listen_port"), None);
     assert!(!o.get_bool("ssl_insecure"));
 
     let err = o
@@ -407,7 +407,7 @@ fn update_is_atomic() {
         ])
         .unwrap_err();
     assert!(matches!(err, OptionsError::Unknown { .. }));
-    assert_eq!(o.get_int("listen_port"), Some(8080));
+    assert_eq!(o.get_int("listen_port"), None);
 
     let changed = o
         .update(vec![
@@ -438,7 +438,7 @@ fn subscribe_gets_changed_names_only() {
     }));
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
 
-    assert_eq!(o.set("listen_port", OptionValue::Int(8080)), Ok(false)); // no-op
+    assert_eq!(o.set("listen_port", OptionValue::None), Ok(false)); // no-op
     assert_eq!(o.set("listen_port", OptionValue::Int(8081)), Ok(true));
     o.parse_set("ssl_insecure", false).unwrap();
     o.parse_set("ssl_insecure=true", false).unwrap(); // no-op
@@ -506,7 +506,7 @@ fn core_options_defaults() {
     for (name, typ, default) in [
         ("confdir", OptionType::Str, s("~/.mitmproxy")),
         ("listen_host", OptionType::Str, s("127.0.0.1")),
-        ("listen_port", OptionType::Int, OptionValue::Int(8080)),
+        ("listen_port", OptionType::OptInt, OptionValue::None),
         ("ssl_insecure", OptionType::Bool, OptionValue::Bool(false)),
         (
             "ssl_verify_upstream_trusted_ca",
@@ -650,7 +650,7 @@ fn help_text_lists_every_option() {
         );
     }
     for line in [
-        "listen_port: 8080\n",
+        "listen_port:\n",
         "listen_host: 127.0.0.1\n",
         "confdir: ~/.mitmproxy\n",
         "body_size_limit:\n",

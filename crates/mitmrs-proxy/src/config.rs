@@ -73,7 +73,9 @@ impl ProxyConfig {
         };
         let port = match mode.listen_port {
             Some(p) => i64::from(p),
-            None => o.get_int("listen_port").unwrap_or(8080),
+            None => o
+                .get_int("listen_port")
+                .unwrap_or_else(|| i64::from(mode.default_port())),
         };
         let port = u16::try_from(port).map_err(|_| {
             invalid(
@@ -138,5 +140,31 @@ impl ProxyConfig {
             mode,
             keep_host_header: o.get_bool("keep_host_header"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(sets: &[&str]) -> SocketAddr {
+        let o = Options::new();
+        mitmrs_core::options::register_core_options(&o).unwrap();
+        for s in sets {
+            o.parse_set(s, false).unwrap();
+        }
+        ProxyConfig::from_options(&o).unwrap().listen
+    }
+
+    #[test]
+    fn listen_port_defaults_by_mode_as_mitmproxy() {
+        assert_eq!(listen(&[]).port(), 8080);
+        assert_eq!(listen(&["mode=socks5"]).port(), 1080);
+        assert_eq!(listen(&["mode=reverse:http://a:1"]).port(), 8080);
+        assert_eq!(listen(&["mode=socks5", "listen_port=9000"]).port(), 9000);
+        assert_eq!(
+            listen(&["mode=socks5@127.0.0.2:9001", "listen_port=9000"]),
+            "127.0.0.2:9001".parse().unwrap()
+        );
     }
 }

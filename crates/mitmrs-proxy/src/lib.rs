@@ -20,6 +20,7 @@ pub mod http1;
 pub mod io;
 mod mem;
 pub mod server;
+pub mod socks5;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod tlsinfo;

@@ -143,15 +143,9 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
         } else {
             ""
         };
-        match ctx.runtime().cfg.mode.reverse() {
-            // mitmdump's wording.
-            Some(t) => tracing::info!(
-                "reverse proxy to {}://{} listening at {addr}.{hint}",
-                t.scheme(),
-                mitmrs_core::connection::format_host_port(&t.host, t.port)
-            ),
-            None => tracing::info!("HTTP(S) proxy listening at {addr}.{hint}"),
-        }
+        // mitmdump's wording: "HTTP(S) proxy listening at …", "reverse proxy to … listening at …".
+        let what = ctx.runtime().cfg.mode.description();
+        tracing::info!("{what} listening at {addr}.{hint}");
         let (tx, rx) = tokio::sync::watch::channel(false);
         ctx.chain.running().await;
         // As mitmdump (its errorcheck addon): an error logged while starting up

@@ -39,7 +39,7 @@ fn options_lists_core_options_with_type_and_default() {
     let lines: Vec<&str> = text.lines().collect();
     // Each option is `name: default`, preceded by its help comment ending in its type.
     let expected = [
-        ("listen_port", "8080", "int"),
+        ("listen_port", "", "optional int"),
         ("listen_host", "127.0.0.1", "str"),
         ("stream_large_bodies", "", "optional str"),
         ("body_size_limit", "", "optional str"),

@@ -195,7 +195,7 @@ fn bad_mode_specs_are_refused_at_start() {
             "unknown scheme",
         ),
         (vec!["--mode", "reverse:http://example.com/path"], "no path"),
-        (vec!["--mode", "socks5"], "not built yet"),
+        (vec!["--mode", "transparent"], "not built yet"),
         (
             vec!["--mode", "regular", "--mode", "reverse:http://a:1"],
             "one mode at a time",

@@ -71,7 +71,13 @@ pub fn core_option_specs() -> Vec<OptionSpec> {
             "Address to bind the proxy server to. Unlike mitmproxy, whose default is all interfaces, the default \
              accepts only local clients: use 0.0.0.0 to accept other devices.",
         ),
-        OptionSpec::new("listen_port", T::Int, V::Int(8080), "Port to bind the proxy server to."),
+        OptionSpec::new(
+            "listen_port",
+            T::OptInt,
+            V::None,
+            "Port to bind proxy server(s) to (may be overridden for individual modes, see `mode`). By default, \
+             the port is mode-specific. The default regular HTTP proxy spawns on port 8080.",
+        ),
         OptionSpec::new("ssl_insecure", T::Bool, V::Bool(false), "Do not verify upstream server SSL/TLS certificates."),
         OptionSpec::new(
             "ssl_verify_upstream_trusted_ca",

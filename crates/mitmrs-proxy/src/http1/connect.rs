@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use mitmrs_core::addon::{ClientHelloData, LayerKind, NextLayer, TlsData, TlsSide};
 use mitmrs_core::{now, FlowError, HttpFlow, Request, Response, Server};
 use mitmrs_tls::rustls;
@@ -23,6 +23,7 @@ use super::exchange::sni_for_host;
 use super::session::{After, BoxFut, Session, Tunnel};
 use crate::config::ConnectionStrategy;
 use crate::io::{Conn, Rewind, Stream};
+use crate::socks5;
 use crate::tlsinfo::apply_tls_info;
 use crate::upstream;
 use crate::wire::{self, BodyPlan};
@@ -149,6 +150,91 @@ impl Session {
         }
         self.tunnel = Some(tunnel);
         self.enter_tunnel().await
+    }
+
+    /// SOCKS5 mode: the handshake (no authentication, CONNECT), then a tunnel to
+    /// the client's target as after CONNECT. mitmproxy's order: `server_connect`
+    /// with the eager strategy before the success reply (a failure is answered
+    /// "host unreachable"), then `next_layer` on the client's first bytes.
+    pub async fn start_socks5(&mut self) -> After {
+        let greeting = loop {
+            match socks5::parse_greeting(&self.conn.rbuf) {
+                Ok(Some(n)) => break n,
+                Ok(None) => {}
+                Err(r) => return self.socks_refuse(r).await,
+            }
+            if !self.socks_fill().await {
+                return After::Close;
+            }
+        };
+        self.conn.rbuf.advance(greeting);
+        if self.conn.write_all(&socks5::METHOD_ACCEPTED).await.is_err() {
+            return After::Close;
+        }
+        let (host, port) = loop {
+            match socks5::parse_request(&self.conn.rbuf) {
+                Ok(Some((host, port, n))) => {
+                    self.conn.rbuf.advance(n);
+                    break (host, port);
+                }
+                Ok(None) => {}
+                Err(r) => return self.socks_refuse(r).await,
+            }
+            if !self.socks_fill().await {
+                return After::Close;
+            }
+        };
+        if self.rt.cfg.connection_strategy == ConnectionStrategy::Eager {
+            match upstream::connect(&self.ctx, &self.rt, &self.client, &host, port).await {
+                Ok(sc) => self.server = Some(sc),
+                Err(msg) => {
+                    info!(client = %self.client.peername, "SOCKS5 CONNECT to {host}:{port} failed: {msg}");
+                    let _ = self
+                        .conn
+                        .write_all(&socks5::Reply::HostUnreachable.bytes())
+                        .await;
+                    return After::Close;
+                }
+            }
+        }
+        if self
+            .conn
+            .write_all(&socks5::Reply::Succeeded.bytes())
+            .await
+            .is_err()
+        {
+            return After::Close;
+        }
+        self.tunnel = Some(Tunnel {
+            host,
+            port,
+            tls: false,
+            sni: None,
+            server_error: None,
+            server_tls: None,
+        });
+        self.enter_tunnel().await
+    }
+
+    /// Reads more of the SOCKS5 handshake; false when the client went away.
+    async fn socks_fill(&mut self) -> bool {
+        match self.conn.fill().await {
+            Ok(n) if n > 0 => true,
+            _ => {
+                if !self.conn.rbuf.is_empty() {
+                    info!(client = %self.client.peername, "Client closed connection before completing SOCKS5 handshake: {:02x?}", &self.conn.rbuf[..]);
+                }
+                false
+            }
+        }
+    }
+
+    async fn socks_refuse(&mut self, r: socks5::Refusal) -> After {
+        info!(client = %self.client.peername, "{}", r.message);
+        if let Some(answer) = r.answer {
+            let _ = self.conn.write_all(&answer).await;
+        }
+        After::Close
     }
 
     /// Reverse mode to an https target with a plain client: TLS on the eagerly

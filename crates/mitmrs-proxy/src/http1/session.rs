@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use mitmrs_core::addon::{LayerKind, NextLayer};
+use mitmrs_core::mode::ModeKind;
 use mitmrs_core::{now, Client, FlowError, HttpFlow, Request, Response, Server, StreamMode};
 use mitmrs_http1::{
     parse_request_head, request_framing, Error as ParseError, RequestHead, RequestTarget,
@@ -56,8 +57,9 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
     let rt = ctx.runtime();
     let _ = stream.set_nodelay(true);
     let mut client = Client::new(peer, local);
-    let reverse = rt.cfg.mode.reverse().cloned();
-    if reverse.is_some() {
+    let mode = rt.cfg.mode.kind.clone();
+    if rt.cfg.mode.spec != "regular" {
+        // mitmproxy's `client.proxy_mode` is the full spec, `@` part included.
         client.proxy_mode = rt.cfg.mode.spec.clone();
     }
     info!(client = %peer, "client connect");
@@ -67,7 +69,7 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
         return;
     }
     let client = Arc::new(client);
-    if reverse.is_none() {
+    if mode == ModeKind::Regular {
         let mut nl = NextLayer {
             client: client.clone(),
             server: Arc::new(Server::new(None)),
@@ -85,9 +87,15 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
         server: None,
         tunnel: None,
     };
-    let go_on = match reverse {
-        Some(target) => matches!(s.start_reverse(target).await, After::KeepAlive),
-        None => true,
+    // Boxed: the tunnel set-up (TLS interception included) is large, and every
+    // connection's task would otherwise carry room for it while idle (M8 measured
+    // 8.4 → 17 KiB per idle connection before these were boxed).
+    let go_on = match mode {
+        ModeKind::Regular => true,
+        ModeKind::Reverse(target) => {
+            matches!(Box::pin(s.start_reverse(target)).await, After::KeepAlive)
+        }
+        ModeKind::Socks5 => matches!(Box::pin(s.start_socks5()).await, After::KeepAlive),
     };
     if go_on {
         s.run().await;

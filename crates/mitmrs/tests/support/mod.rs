@@ -237,17 +237,35 @@ impl Drop for Proxy {
     }
 }
 
-/// Runs the binary to completion (for flags that exit at once).
+/// Runs the binary to completion (for flags that exit at once). A binary that is
+/// still running after 30 s (it started serving, say) is killed, so a test that
+/// expected an exit fails instead of hanging.
 pub fn run_bin(args: &[&str]) -> Output {
     let tmp = tempfile::tempdir().unwrap();
-    Command::new(BIN)
+    let child = Command::new(BIN)
         .args(args)
         .arg("--set")
         .arg(format!("confdir={}", tmp.path().display()))
         .env_remove("MITMRS_LOG")
         .stdin(Stdio::null())
-        .output()
-        .expect("cannot run the mitmrs binary")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run the mitmrs binary");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            rx.recv()
+                .expect("the waiting thread ends once mitmrs is killed")
+        }
+    };
+    out.expect("cannot wait for the mitmrs binary")
 }
 
 /// A loopback port nothing listens on (bound, then released).
