@@ -5,8 +5,8 @@
 //! Written by hand: the syntax is mitmproxy's and small (one `rpartition('@')`, one
 //! `partition(':')`, then a server spec `[scheme://]host[:port][/]`).
 //!
-//! Supported: `regular` and `reverse:` with an `http` or `https` target (the
-//! scheme defaults to `https` and the port to the scheme's, as in mitmproxy).
+//! Supported: `regular`, `socks5`, and `reverse:` with an `http` or `https` target
+//! (the scheme defaults to `https` and the port to the scheme's, as in mitmproxy).
 //! Every other mode or reverse scheme is refused with a message saying so.
 
 use std::fmt;

@@ -37,6 +37,8 @@ pub struct ProxyConfig {
     /// `regular` or `reverse:…` (its `@` listen address is already in `listen`).
     pub mode: ProxyMode,
     pub keep_host_header: bool,
+    /// Relay tunnels that do not look like TLS or HTTP as raw TCP.
+    pub rawtcp: bool,
 }
 
 /// Expands a leading `~` to $HOME.
@@ -139,6 +141,7 @@ impl ProxyConfig {
             max_connections: max_connections as usize,
             mode,
             keep_host_header: o.get_bool("keep_host_header"),
+            rawtcp: o.get_bool("rawtcp"),
         })
     }
 }

@@ -52,12 +52,6 @@ pub struct Refusal {
 /// bytes; `Ok(Some(n))`: a greeting of `n` bytes offering "no authentication".
 pub fn parse_greeting(buf: &[u8]) -> Result<Option<usize>, Refusal> {
     if buf.len() < 2 {
-        // One byte is enough to refuse a wrong version early.
-        if let Some(&v) = buf.first() {
-            if v != VERSION {
-                return Err(wrong_version(buf));
-            }
-        }
         return Ok(None);
     }
     if buf[0] != VERSION {
@@ -129,7 +123,19 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(String, u16, usize)>, Refusal
             octets.copy_from_slice(addr);
             Ipv6Addr::from(octets).to_string()
         }
-        _ => String::from_utf8_lossy(&addr[1..]).into_owned(),
+        _ => {
+            let name = &addr[1..];
+            if name.is_empty() || !name.iter().all(|c| c.is_ascii_graphic()) {
+                return Err(Refusal {
+                    message: format!(
+                        "Invalid SOCKS5 host name: {:?}",
+                        String::from_utf8_lossy(name)
+                    ),
+                    answer: Some(Reply::HostUnreachable.bytes().to_vec()),
+                });
+            }
+            String::from_utf8_lossy(name).into_owned()
+        }
     };
     let port = u16::from_be_bytes([buf[n - 2], buf[n - 1]]);
     Ok(Some((host, port, n)))
@@ -158,7 +164,17 @@ mod tests {
         let e = parse_greeting(b"GET / HTTP/1.1").unwrap_err();
         assert!(e.message.contains("regular HTTP request"), "{}", e.message);
         assert!(e.message.contains("got 0x47"), "{}", e.message);
-        assert!(parse_greeting(&[4]).is_err(), "SOCKS4 refused at once");
+        assert_eq!(
+            parse_greeting(&[4]),
+            Ok(None),
+            "two bytes first, as mitmproxy"
+        );
+        assert!(parse_greeting(&[4, 1]).is_err());
+        let crlf = request(ATYP_DOMAIN, b"\x03a\r\n", 80);
+        assert!(parse_request(&crlf)
+            .unwrap_err()
+            .message
+            .contains("host name"));
     }
 
     #[test]

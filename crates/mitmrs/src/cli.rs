@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long = "listen-host", value_name = "HOST")]
     pub listen_host: Option<String>,
 
-    /// Port to bind the proxy to (default 8080).
+    /// Port to bind the proxy to (default 8080; 1080 in socks5 mode).
     #[arg(short = 'p', long = "listen-port", value_name = "PORT")]
     pub listen_port: Option<String>,
 
@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long)]
     pub anticomp: bool,
 
-    /// Proxy mode: "regular" (the default) or "reverse:http(s)://HOST[:PORT]", each
+    /// Proxy mode: "regular" (the default), "reverse:http(s)://HOST[:PORT]" or "socks5", each
     /// optionally followed by @[LISTEN_HOST:]LISTEN_PORT.
     #[arg(short = 'm', long = "mode", value_name = "MODE", action = ArgAction::Append)]
     pub mode: Vec<String>,

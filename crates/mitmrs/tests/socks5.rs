@@ -107,3 +107,118 @@ fn refusals_answer_as_rfc_1928_and_say_why() {
         proxy.expect_stdout(log);
     }
 }
+
+/// SOCKS5 greeting + CONNECT request for 127.0.0.1:port, as one byte string.
+fn handshake(port: u16) -> Vec<u8> {
+    let mut v = vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1];
+    v.extend_from_slice(&port.to_be_bytes());
+    v
+}
+
+const SUCCESS: [u8; 12] = [5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+
+fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// A TCP origin that greets first, then echoes one line back in upper case.
+fn banner_origin() -> (std::thread::JoinHandle<()>, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"220 banner.test ESMTP\r\n").unwrap();
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        s.write_all(&line.to_ascii_uppercase()).unwrap();
+    });
+    (h, port)
+}
+
+#[test]
+fn a_server_that_speaks_first_is_relayed() {
+    let (origin, port) = banner_origin();
+    let proxy = Proxy::start(&["--mode", "socks5"]);
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&handshake(port)).unwrap();
+    assert_eq!(read_n(&mut s, SUCCESS.len()), SUCCESS);
+    let greeting = b"220 banner.test ESMTP\r\n";
+    assert_eq!(read_n(&mut s, greeting.len()), greeting);
+    s.write_all(b"ehlo me\n").unwrap();
+    assert_eq!(read_n(&mut s, 7), b"EHLO ME");
+    origin.join().unwrap();
+}
+
+#[test]
+fn a_client_that_is_not_http_is_relayed_even_pipelined_with_the_handshake() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let origin = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = [0u8; 21];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"SSH-2.0-OpenSSH_9.2\r\n");
+        s.write_all(b"SSH-2.0-server\r\n").unwrap();
+    });
+    let proxy = Proxy::start(&["--mode", "socks5"]);
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut all = handshake(port);
+    all.extend_from_slice(b"SSH-2.0-OpenSSH_9.2\r\n");
+    s.write_all(&all).unwrap();
+    assert_eq!(read_n(&mut s, SUCCESS.len()), SUCCESS);
+    assert_eq!(read_n(&mut s, 16), b"SSH-2.0-server\r\n");
+    origin.join().unwrap();
+}
+
+#[test]
+fn a_handshake_sent_byte_by_byte_and_http_to_the_tunnels_target() {
+    // Absolute-form inside the tunnel still goes to the tunnel's target
+    // (mitmproxy's transparent HTTP mode).
+    let origin = Origin::http(|req| Response::ok(format!("{} {}\n", req.method, req.target)));
+    let proxy = Proxy::start(&["--mode", "socks5"]);
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    for b in handshake(origin.port) {
+        s.write_all(&[b]).unwrap();
+    }
+    assert_eq!(read_n(&mut s, SUCCESS.len()), SUCCESS);
+    s.write_all(b"GET http://127.0.0.1:1/abs HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "{resp}\n{}",
+        proxy.output()
+    );
+    assert!(resp.ends_with("GET /abs\n"), "{resp}");
+}
+
+#[cfg(feature = "python")]
+#[test]
+fn scripts_see_a_socks5_mode_object() {
+    let origin = Origin::http(|_| Response::ok("x"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mode.py");
+    std::fs::write(
+        &script,
+        "from mitmproxy.proxy.mode_specs import Socks5Mode\n\
+         def response(flow):\n\
+         \x20   m = flow.client_conn.proxy_mode\n\
+         \x20   flow.response.text = f'{isinstance(m, Socks5Mode)} {m.full_spec} {m.description}'\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start(&["--mode", "socks5", "-s", script.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{}/m", origin.port);
+    let (ok, body, err) = socks_curl(&proxy, "--socks5", &proxy.ca_cert(), &url);
+    assert!(ok, "{err}\n{}", proxy.output());
+    assert_eq!(body, "True socks5 SOCKS v5 proxy");
+}

@@ -180,9 +180,15 @@ pub fn core_option_specs() -> Vec<OptionSpec> {
             "mode",
             T::StrSeq,
             V::StrSeq(vec!["regular".to_string()]),
-            "The proxy server type to spawn: \"regular\" (an HTTP proxy) or \"reverse:http(s)://HOST[:PORT]\", \
+            "The proxy server type to spawn: \"regular\" (an HTTP proxy), \"reverse:http(s)://HOST[:PORT]\" or \"socks5\", \
              each optionally followed by @[LISTEN_HOST:]LISTEN_PORT. mitmrs runs one mode at a time for now; \
-             mitmproxy's other modes (transparent, socks5, upstream:SPEC, wireguard) come later.",
+             mitmproxy's other modes (transparent, upstream:SPEC, wireguard) come later.",
+        ),
+        OptionSpec::new(
+            "rawtcp",
+            T::Bool,
+            V::Bool(true),
+            "Enable/disable raw TCP connections. TCP connections are enabled by default.",
         ),
         OptionSpec::new(
             "keep_host_header",

@@ -222,7 +222,7 @@ impl Session {
             Ok(n) if n > 0 => true,
             _ => {
                 if !self.conn.rbuf.is_empty() {
-                    info!(client = %self.client.peername, "Client closed connection before completing SOCKS5 handshake: {:02x?}", &self.conn.rbuf[..]);
+                    info!(client = %self.client.peername, "Client closed the connection (or went idle) before completing the SOCKS5 handshake: {:02x?}", &self.conn.rbuf[..]);
                 }
                 false
             }
@@ -270,20 +270,50 @@ impl Session {
 
     /// Decides what runs inside the tunnel (TLS, HTTP or raw bytes) and starts it.
     async fn enter_tunnel(&mut self) -> After {
-        while self.conn.rbuf.is_empty() {
-            match self.conn.fill().await {
+        // In CONNECT and SOCKS5 tunnels (not reverse mode, whose layers follow its
+        // target's scheme) the server may speak first (SMTP, FTP, MySQL...): wait
+        // for either side, as mitmproxy's next_layer does.
+        let guess = self.tunnel.as_ref().is_some_and(|t| t.server_tls.is_none());
+        let mut server_first = false;
+        let max = self.rt.cfg.max_header_size;
+        loop {
+            if !self.conn.rbuf.is_empty() {
+                let b = &self.conn.rbuf[..];
+                let tls_or_decided = (b[0] == 0x16) || !guess || http_verdict(b, max).is_some();
+                if tls_or_decided {
+                    break;
+                }
+            }
+            let read = match self.server.as_mut().filter(|_| guess) {
+                Some(sc) if self.conn.rbuf.is_empty() => tokio::select! {
+                    r = self.conn.fill() => r,
+                    _ = sc.conn.fill() => {
+                        server_first = true;
+                        break;
+                    }
+                },
+                _ => self.conn.fill().await,
+            };
+            match read {
                 Ok(0) | Err(_) => return After::Close,
                 Ok(_) => {}
             }
         }
         let server = self.server_record();
-        let b = &self.conn.rbuf;
-        let looks_tls = b[0] == 0x16 && (b.len() < 2 || b[1] == 0x03);
+        let b = &self.conn.rbuf[..];
+        let looks_tls = !b.is_empty() && b[0] == 0x16 && (b.len() < 2 || b[1] == 0x03);
+        // mitmproxy's `rawtcp` guess: what is not TLS and not an HTTP request (or
+        // follows a server greeting) is relayed as raw TCP.
+        let raw = guess
+            && self.rt.cfg.rawtcp
+            && (server_first || (!looks_tls && http_verdict(b, max) == Some(false)));
         let mut nl = NextLayer {
             client: self.client.clone(),
             server,
             data_client: Bytes::copy_from_slice(&b[..b.len().min(4096)]),
-            layer: Some(if looks_tls {
+            layer: Some(if raw {
+                LayerKind::Tcp
+            } else if looks_tls {
                 LayerKind::Tls
             } else {
                 LayerKind::Http
@@ -543,5 +573,66 @@ impl Session {
                 self.tls_failed_client(msg).await
             }
         }
+    }
+}
+
+/// Whether the first bytes of a tunnel are an HTTP request (mitmproxy's
+/// "probably no HTTP" guess): `Some(false)` for a non-letter method, a method
+/// shorter than 3 letters, no space before the end of the first line, or an SSH
+/// banner; `Some(true)` once a first line with a space is complete; `None` while
+/// a request line is still plausibly arriving (mitmproxy decides on the first
+/// read and would take a request line split over two reads for raw TCP). Past
+/// `max` bytes without a line end it is not HTTP.
+pub fn http_verdict(b: &[u8], max: usize) -> Option<bool> {
+    if b.starts_with(b"SSH") {
+        return Some(false);
+    }
+    let method = b.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    if method == b.len() {
+        // Letters so far: a method still arriving, unless absurdly long.
+        return if method > 32 { Some(false) } else { None };
+    }
+    if method < 3 || b[method] != b' ' {
+        return Some(false);
+    }
+    match b.iter().position(|&c| c == b'\n') {
+        Some(_) => Some(true),
+        None if b.len() > max => Some(false),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_verdict;
+
+    #[test]
+    fn http_or_not() {
+        for (b, v) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], Some(true)),
+            (b"POST /x HTTP/1.1\n", Some(true)),
+            (b"GE", None),
+            (b"GET /path-without-end", None),
+            (b"SSH-2.0-OpenSSH_9.2\r\n", Some(false)),
+            (b"\x00\x01binary", Some(false)),
+            (b"AB /x HTTP/1.1\r\n", Some(false)),
+            (b"GET\r\n", Some(false)),
+            (b"EHLO example.com\r\n", Some(true)),
+            (b"HELLOTHEREHELLOTHEREHELLOTHEREHELLOTHERE", Some(false)),
+        ] {
+            assert_eq!(http_verdict(b, 1024), v, "{:?}", String::from_utf8_lossy(b));
+        }
+        assert_eq!(
+            http_verdict(
+                &[b'G'; 3]
+                    .iter()
+                    .chain(b" /".iter())
+                    .copied()
+                    .chain(std::iter::repeat_n(b'a', 2000))
+                    .collect::<Vec<_>>(),
+                1024
+            ),
+            Some(false)
+        );
     }
 }

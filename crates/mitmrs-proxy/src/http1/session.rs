@@ -188,33 +188,38 @@ impl Session {
     async fn handle(&mut self, head: RequestHead) -> After {
         let version = head.version;
         let (scheme, authority, host, port, path) = match (head.target, &self.tunnel) {
-            (RequestTarget::Authority { .. }, Some(t)) if t.server_tls.is_some() => {
-                let msg = format!(
-                    "CONNECT is not accepted in reverse mode: this proxy sends every request to {}",
-                    self.rt.cfg.mode.spec.trim_start_matches("reverse:")
-                );
+            (RequestTarget::Authority { .. }, Some(t)) => {
+                let msg = if t.server_tls.is_some() {
+                    format!(
+                        "CONNECT is not accepted in reverse mode: this proxy sends every request to {}",
+                        self.rt.cfg.mode.spec.trim_start_matches("reverse:")
+                    )
+                } else {
+                    format!(
+                        "CONNECT is not accepted inside a tunnel (this connection already goes to {})",
+                        mitmrs_core::connection::format_host_port(&t.host, t.port)
+                    )
+                };
                 info!(client = %self.client.peername, "HTTP protocol error in client request: {msg}");
                 self.send_error_page(400, &msg).await;
                 return After::Close;
             }
-            // Reverse mode: every request goes to the target, whatever its URL says.
+            // Inside a tunnel (CONNECT, SOCKS5, reverse mode) every request goes to
+            // the tunnel's target, whatever its URL says (mitmproxy's transparent
+            // HTTP mode).
             (RequestTarget::Absolute { path, .. }, Some(t))
-            | (RequestTarget::Origin { path }, Some(t))
-                if t.server_tls.is_some() =>
-            {
-                (
-                    if t.server_tls == Some(true) {
-                        "https"
-                    } else {
-                        "http"
-                    }
-                    .to_string(),
-                    String::new(),
-                    t.host.clone(),
-                    t.port,
-                    path,
-                )
-            }
+            | (RequestTarget::Origin { path }, Some(t)) => (
+                if t.server_tls.unwrap_or(t.tls) {
+                    "https"
+                } else {
+                    "http"
+                }
+                .to_string(),
+                String::new(),
+                t.host.clone(),
+                t.port,
+                path,
+            ),
             (
                 RequestTarget::Authority {
                     authority,
@@ -252,13 +257,6 @@ impl Session {
                 },
                 _,
             ) => (scheme, authority, host, port, path),
-            (RequestTarget::Origin { path }, Some(t)) => (
-                if t.tls { "https" } else { "http" }.to_string(),
-                String::new(),
-                t.host.clone(),
-                t.port,
-                path,
-            ),
             (RequestTarget::Origin { path }, None) => {
                 let msg = format!(
                     "mitmrs is an HTTP proxy: requests must use an absolute URL (\"{} http://host{} ...\"), not \"{}\". Configure the client to use this address as its HTTP proxy.",

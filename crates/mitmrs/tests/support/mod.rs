@@ -261,8 +261,10 @@ pub fn run_bin(args: &[&str]) -> Output {
         Ok(out) => out,
         Err(_) => {
             let _ = Command::new("kill").arg(pid.to_string()).status();
-            rx.recv()
-                .expect("the waiting thread ends once mitmrs is killed")
+            let out = rx
+                .recv()
+                .expect("the waiting thread ends once mitmrs is killed");
+            panic!("mitmrs {args:?} did not exit within 30 s; output: {out:?}");
         }
     };
     out.expect("cannot wait for the mitmrs binary")
