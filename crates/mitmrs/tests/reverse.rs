@@ -41,6 +41,17 @@ fn curl_direct(proxy: &Proxy, urls: &[String]) -> (bool, String, String) {
     )
 }
 
+/// One plain-HTTP GET straight at the proxy: the body, then a line with the status.
+fn plain_get(proxy: &Proxy, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--noproxy", "*", "--max-time", "30"])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{}{path}", proxy.port))
+        .output()
+        .expect("cannot run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn plain_http_target_gets_every_request_with_its_own_host_header() {
     let origin = echo_origin();
@@ -117,20 +128,7 @@ fn untrusted_https_target_gives_502_with_the_reason() {
         "--mode",
         &format!("reverse:https://localhost:{}", origin.port),
     ]);
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "30",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg(format!("http://127.0.0.1:{}/v", proxy.port))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = plain_get(&proxy, "/v");
     assert!(text.ends_with("\n502"), "{text}\n{}", proxy.output());
     assert!(text.to_lowercase().contains("certificate"), "{text}");
     assert!(origin.requests().is_empty());
@@ -140,20 +138,7 @@ fn untrusted_https_target_gives_502_with_the_reason() {
 fn unreachable_target_gives_502_naming_it() {
     let port = closed_port();
     let proxy = Proxy::start(&["--mode", &format!("reverse:http://127.0.0.1:{port}")]);
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "30",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg(format!("http://127.0.0.1:{}/nothing", proxy.port))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = plain_get(&proxy, "/nothing");
     assert!(text.ends_with("\n502"), "{text}\n{}", proxy.output());
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
 }

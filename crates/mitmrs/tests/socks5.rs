@@ -190,8 +190,10 @@ fn a_handshake_sent_byte_by_byte_and_http_to_the_tunnels_target() {
         s.write_all(&[b]).unwrap();
     }
     assert_eq!(read_n(&mut s, SUCCESS.len()), SUCCESS);
-    s.write_all(b"GET http://127.0.0.1:1/abs HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"GET http://127.0.0.1:1/abs HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(

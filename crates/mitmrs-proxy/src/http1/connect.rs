@@ -114,14 +114,7 @@ impl Session {
         }
         self.ctx.chain.http_connected(&mut flow).await;
         flow.live = false;
-        self.tunnel = Some(Tunnel {
-            host,
-            port,
-            tls: false,
-            sni: None,
-            server_error: None,
-            server_tls: None,
-        });
+        self.tunnel = Some(Tunnel::new(host, port, None));
         self.enter_tunnel().await
     }
 
@@ -133,14 +126,7 @@ impl Session {
     /// A failed server connection is reported to each request for the target as a
     /// 502 with the reason (mitmproxy closes the client connection without a word).
     pub async fn start_reverse(&mut self, target: ReverseTarget) -> After {
-        let mut tunnel = Tunnel {
-            host: target.host,
-            port: target.port,
-            tls: false,
-            sni: None,
-            server_error: None,
-            server_tls: Some(target.tls),
-        };
+        let mut tunnel = Tunnel::new(target.host, target.port, Some(target.tls));
         if self.rt.cfg.connection_strategy == ConnectionStrategy::Eager {
             let (host, port) = (&tunnel.host, tunnel.port);
             match upstream::connect(&self.ctx, &self.rt, &self.client, host, port).await {
@@ -205,14 +191,7 @@ impl Session {
         {
             return After::Close;
         }
-        self.tunnel = Some(Tunnel {
-            host,
-            port,
-            tls: false,
-            sni: None,
-            server_error: None,
-            server_tls: None,
-        });
+        self.tunnel = Some(Tunnel::new(host, port, None));
         self.enter_tunnel().await
     }
 

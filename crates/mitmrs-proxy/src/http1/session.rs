@@ -40,6 +40,20 @@ pub struct Tunnel {
     pub server_tls: Option<bool>,
 }
 
+impl Tunnel {
+    /// A tunnel to `host:port` before any TLS; `server_tls` as the field says.
+    pub fn new(host: String, port: u16, server_tls: Option<bool>) -> Self {
+        Self {
+            host,
+            port,
+            tls: false,
+            sni: None,
+            server_error: None,
+            server_tls,
+        }
+    }
+}
+
 /// A boxed future borrowing the session.
 pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
