@@ -7,9 +7,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use support::{closed_port, run_bin, Origin, Proxy, Response, TestPki, WAIT};
+use support::{closed_port, curl_plain, run_bin, Origin, Proxy, Response, TestPki, WAIT};
 
 /// An origin that answers with the request line and the Host it saw.
 fn echo_origin() -> Origin {
@@ -23,22 +23,12 @@ fn echo_origin() -> Origin {
     })
 }
 
-/// curl straight at the proxy (no -x: it is the server), trusting the proxy's CA;
-/// `urls` share one curl run (and so its keep-alive connection).
+/// curl straight at the proxy (it is the server); `urls` share one curl run (and
+/// so its keep-alive connection).
 fn curl_direct(proxy: &Proxy, urls: &[String]) -> (bool, String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--noproxy", "*", "--max-time", "30", "--cacert"])
-        .arg(proxy.ca_cert())
-        .args(urls)
-        .env_remove("CURL_CA_BUNDLE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run curl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut args = vec!["--noproxy", "*"];
+    args.extend(urls.iter().map(String::as_str));
+    curl_plain(proxy, &args)
 }
 
 /// One plain-HTTP GET straight at the proxy: the body, then a line with the status.

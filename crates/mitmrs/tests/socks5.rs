@@ -6,33 +6,14 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 
-use support::{closed_port, Origin, Proxy, Response, TestPki, WAIT};
+use support::{closed_port, curl_plain, Origin, Proxy, Response, TestPki, WAIT};
 
-fn socks_curl(
-    proxy: &Proxy,
-    flag: &str,
-    cacert: &std::path::Path,
-    url: &str,
-) -> (bool, String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", flag])
-        .arg(format!("127.0.0.1:{}", proxy.port))
-        .arg("--cacert")
-        .arg(cacert)
-        .arg(url)
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("CURL_CA_BUNDLE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run curl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// curl through the proxy as its SOCKS5 server (`flag`: `--socks5` or
+/// `--socks5-hostname`), trusting the proxy's CA.
+fn socks_curl(proxy: &Proxy, flag: &str, url: &str) -> (bool, String, String) {
+    let server = format!("127.0.0.1:{}", proxy.port);
+    curl_plain(proxy, &[flag, &server, url])
 }
 
 #[test]
@@ -42,7 +23,7 @@ fn plain_http_through_socks5_with_a_hostname_or_an_address() {
     proxy.expect_stdout("SOCKS v5 proxy listening at 127.0.0.1:");
     for flag in ["--socks5-hostname", "--socks5"] {
         let url = format!("http://127.0.0.1:{}/x?{flag}", origin.port);
-        let (ok, body, err) = socks_curl(&proxy, flag, &proxy.ca_cert(), &url);
+        let (ok, body, err) = socks_curl(&proxy, flag, &url);
         assert!(ok, "{flag}: {err}\n{}", proxy.output());
         assert_eq!(body, format!("GET /x?{flag}\n"));
         proxy.expect_stdout(&format!("GET http://127.0.0.1:{}/x?{flag}", origin.port));
@@ -56,7 +37,7 @@ fn https_through_socks5_is_intercepted() {
     let ca_opt = format!("ssl_verify_upstream_trusted_ca={}", pki.ca_path.display());
     let proxy = Proxy::start(&["--mode", "socks5", "--set", &ca_opt]);
     let url = format!("https://localhost:{}/s", origin.port);
-    let (ok, body, err) = socks_curl(&proxy, "--socks5-hostname", &proxy.ca_cert(), &url);
+    let (ok, body, err) = socks_curl(&proxy, "--socks5-hostname", &url);
     assert!(ok, "{err}\n{}", proxy.output());
     assert_eq!(body, "secure /s\n");
     proxy.expect_stdout(&format!("GET https://localhost:{}/s", origin.port));
@@ -220,7 +201,7 @@ fn scripts_see_a_socks5_mode_object() {
     .unwrap();
     let proxy = Proxy::start(&["--mode", "socks5", "-s", script.to_str().unwrap()]);
     let url = format!("http://127.0.0.1:{}/m", origin.port);
-    let (ok, body, err) = socks_curl(&proxy, "--socks5", &proxy.ca_cert(), &url);
+    let (ok, body, err) = socks_curl(&proxy, "--socks5", &url);
     assert!(ok, "{err}\n{}", proxy.output());
     assert_eq!(body, "True socks5 SOCKS v5 proxy");
 }

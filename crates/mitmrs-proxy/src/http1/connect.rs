@@ -223,26 +223,15 @@ impl Session {
             return;
         };
         let sni = sni_for_host(&t.host);
-        let Some(mut sc) = self.server.take_if(|sc| !sc.info.tls.tls) else {
+        let Some(sc) = self.server.take_if(|sc| !sc.info.tls.tls) else {
             return;
         };
-        let alpn = [b"http/1.1".to_vec()];
-        let started = upstream::start_tls(
-            &self.ctx,
-            &self.rt,
-            &self.client,
-            &mut sc,
-            sni.as_deref(),
-            &alpn,
-        )
-        .await;
-        match started {
-            Ok(()) => self.server = Some(sc),
+        match self.http1_server_tls(sc, sni.as_deref()).await {
+            Ok(sc) => self.server = Some(sc),
             Err(msg) => {
                 if let Some(t) = self.tunnel.as_mut() {
                     t.server_error = Some(msg);
                 }
-                upstream::disconnect(&self.ctx, &self.client, sc).await;
             }
         }
     }
@@ -252,14 +241,19 @@ impl Session {
         // In CONNECT and SOCKS5 tunnels (not reverse mode, whose layers follow its
         // target's scheme) the server may speak first (SMTP, FTP, MySQL...): wait
         // for either side, as mitmproxy's next_layer does.
-        let guess = self.tunnel.as_ref().is_some_and(|t| t.server_tls.is_none());
+        let guess = self.tunnel.as_ref().is_some_and(|t| !t.is_reverse());
         let mut server_first = false;
+        // Whether the client's bytes are HTTP, once known (only when guessing).
+        let mut verdict = None;
         let max = self.rt.cfg.max_header_size;
         loop {
             if !self.conn.rbuf.is_empty() {
                 let b = &self.conn.rbuf[..];
-                let tls_or_decided = (b[0] == 0x16) || !guess || http_verdict(b, max).is_some();
-                if tls_or_decided {
+                if !guess || looks_tls(b) {
+                    break;
+                }
+                verdict = http_verdict(b, max);
+                if verdict.is_some() {
                     break;
                 }
             }
@@ -280,12 +274,10 @@ impl Session {
         }
         let server = self.server_record();
         let b = &self.conn.rbuf[..];
-        let looks_tls = !b.is_empty() && b[0] == 0x16 && (b.len() < 2 || b[1] == 0x03);
+        let looks_tls = looks_tls(b);
         // mitmproxy's `rawtcp` guess: what is not TLS and not an HTTP request (or
         // follows a server greeting) is relayed as raw TCP.
-        let raw = guess
-            && self.rt.cfg.rawtcp
-            && (server_first || (!looks_tls && http_verdict(b, max) == Some(false)));
+        let raw = guess && self.rt.cfg.rawtcp && (server_first || verdict == Some(false));
         let mut nl = NextLayer {
             client: self.client.clone(),
             server,
@@ -417,7 +409,7 @@ impl Session {
         };
         // The SNI towards the server: the client's, except in reverse mode, where it
         // is the target's name unless keep_host_header (as mitmproxy).
-        if t.server_tls.is_none() || self.rt.cfg.keep_host_header {
+        if !t.is_reverse() || self.rt.cfg.keep_host_header {
             t.sni = sni.clone();
         }
         let upstream_tls = t.server_tls.unwrap_or(true);
@@ -521,7 +513,7 @@ impl Session {
                     error: None,
                 };
                 self.ctx.chain.tls_established_client(&data).await;
-                if self.tunnel.as_ref().is_some_and(|t| t.server_tls.is_some()) {
+                if self.tunnel.as_ref().is_some_and(Tunnel::is_reverse) {
                     // Reverse mode chose HTTP inside TLS already (mitmproxy's
                     // layer stack for a reverse target has no second next_layer).
                     return After::KeepAlive;
@@ -553,6 +545,11 @@ impl Session {
             }
         }
     }
+}
+
+/// The start of a TLS handshake record (as far as the bytes go).
+fn looks_tls(b: &[u8]) -> bool {
+    b.first() == Some(&0x16) && (b.len() < 2 || b[1] == 0x03)
 }
 
 /// Whether the first bytes of a tunnel are an HTTP request (mitmproxy's

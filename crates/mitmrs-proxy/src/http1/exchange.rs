@@ -672,22 +672,28 @@ impl Session {
                 Some(t) => t.sni.clone().or_else(|| sni_for_host(&t.host)),
                 None => sni_for_host(&req.host),
             };
-            let alpn = vec![b"http/1.1".to_vec()];
-            if let Err(msg) = Box::pin(upstream::start_tls(
-                &self.ctx,
-                &self.rt,
-                &self.client,
-                &mut sc,
-                sni.as_deref(),
-                &alpn,
-            ))
-            .await
-            {
-                upstream::disconnect(&self.ctx, &self.client, sc).await;
-                return Err(msg);
-            }
+            // Boxed: TLS happens once per server connection, not per request.
+            sc = Box::pin(self.http1_server_tls(sc, sni.as_deref())).await?;
         }
         Ok(sc)
+    }
+
+    /// TLS on a server connection for HTTP/1 requests (ALPN offers http/1.1 only,
+    /// until HTTP/2 lands); on failure the connection is closed (with its hooks)
+    /// and the reason returned.
+    pub async fn http1_server_tls(
+        &mut self,
+        mut sc: ServerConn,
+        sni: Option<&str>,
+    ) -> Result<ServerConn, String> {
+        let alpn = [b"http/1.1".to_vec()];
+        match upstream::start_tls(&self.ctx, &self.rt, &self.client, &mut sc, sni, &alpn).await {
+            Ok(()) => Ok(sc),
+            Err(msg) => {
+                upstream::disconnect(&self.ctx, &self.client, sc).await;
+                Err(msg)
+            }
+        }
     }
 }
 

@@ -52,6 +52,11 @@ impl Tunnel {
             server_tls,
         }
     }
+
+    /// Reverse mode's tunnel (its server side does not follow the client's TLS).
+    pub fn is_reverse(&self) -> bool {
+        self.server_tls.is_some()
+    }
 }
 
 /// A boxed future borrowing the session.
@@ -203,7 +208,7 @@ impl Session {
         let version = head.version;
         let (scheme, authority, host, port, path) = match (head.target, &self.tunnel) {
             (RequestTarget::Authority { .. }, Some(t)) => {
-                let msg = if t.server_tls.is_some() {
+                let msg = if t.is_reverse() {
                     format!(
                         "CONNECT is not accepted in reverse mode: this proxy sends every request to {}",
                         self.rt.cfg.mode.spec.trim_start_matches("reverse:")
@@ -311,9 +316,7 @@ impl Session {
             timestamp_end: None,
             stream: StreamMode::Off,
         };
-        if self.tunnel.as_ref().is_some_and(|t| t.server_tls.is_some())
-            && !self.rt.cfg.keep_host_header
-        {
+        if self.tunnel.as_ref().is_some_and(Tunnel::is_reverse) && !self.rt.cfg.keep_host_header {
             // As mitmproxy: the Host header names the reverse target.
             let value = host_header_value(&req.scheme, &req.host, req.port);
             req.headers.set("Host", value);

@@ -584,6 +584,32 @@ pub fn curl_cmd(proxy: &Proxy, cacert: &Path) -> Command {
     c
 }
 
+/// Runs curl with `args` (no `-x`: for clients that talk to the proxy as a server
+/// or a SOCKS proxy), trusting only the proxy's CA, with no proxy or CA settings
+/// from the environment and a time limit: (success, stdout, stderr).
+pub fn curl_plain(proxy: &Proxy, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(proxy.ca_cert())
+        .args(args)
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("http_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("CURL_CA_BUNDLE")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run curl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs curl for one URL (in `args`) through the proxy and splits off the status.
 pub fn curl(proxy: &Proxy, args: &[&str]) -> CurlResult {
     curl_trusting(proxy, &proxy.ca_cert(), args)
