@@ -34,7 +34,7 @@ pub struct ProxyConfig {
     pub tcp_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
-    /// `regular` or `reverse:…` (its `@` listen address is already in `listen`).
+    /// `regular`, `reverse:…` or `socks5` (its `@` listen address is already in `listen`).
     pub mode: ProxyMode,
     pub keep_host_header: bool,
     /// Relay tunnels that do not look like TLS or HTTP as raw TCP.
