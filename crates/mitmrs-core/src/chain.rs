@@ -93,6 +93,19 @@ impl AddonChain {
 
     /// Appends an addon and runs its `load`.
     pub fn add(&mut self, addon: Arc<dyn Addon>, options: &Options) -> Result<(), OptionsError> {
+        let at = self.addons.len();
+        self.insert(at, addon, options)
+    }
+
+    /// Inserts an addon at `index` (clamped to the end) and runs its `load`. The
+    /// binary uses it to put scripts where mitmproxy has them: after the built-in
+    /// addons that change flows, before the ones that save and print them.
+    pub fn insert(
+        &mut self,
+        index: usize,
+        addon: Arc<dyn Addon>,
+        options: &Options,
+    ) -> Result<(), OptionsError> {
         let mut loader = Loader { options };
         if let Err(e) = catch_unwind(AssertUnwindSafe(|| addon.load(&mut loader)))
             .map_err(|p| panic_message(&*p))
@@ -100,8 +113,17 @@ impl AddonChain {
         {
             tracing::error!(target: "mitmrs::addon", "Addon error: {}: load: {e}", addon.name());
         }
-        self.addons.push(addon);
+        let index = index.min(self.addons.len());
+        self.addons.insert(index, addon);
         Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.addons.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addons.is_empty()
     }
 
     pub fn addons(&self) -> &[Arc<dyn Addon>] {

@@ -1,0 +1,324 @@
+//! Reading and writing flow files: a sequence of tnetstring records, one per flow.
+//!
+//! [`FlowReader`] holds one record at a time (at most `max_record` bytes), so a
+//! file of a million flows is read in the memory of its largest flow. A record
+//! that is well-formed but not a flow we can use (a TCP flow, a bad field) is
+//! reported and skipped; a framing error ends the read, since nothing after it
+//! can be trusted to start a record.
+
+use std::io::{self, BufRead, Read, Write};
+
+use bytes::{Bytes, BytesMut};
+use mitmrs_core::HttpFlow;
+
+use crate::compat;
+use crate::state::{flow_from_state, flow_to_state, flow_type, StateError};
+use crate::tnetstring::{self, DecodeError, Value};
+
+/// Appends the record of `flow` to `out`.
+pub fn encode_flow(flow: &HttpFlow, out: &mut Vec<u8>) {
+    tnetstring::encode(&flow_to_state(flow), out);
+}
+
+/// Writes flows to a file (mitmproxy's `FlowWriter`).
+pub struct FlowWriter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> FlowWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, flow: &HttpFlow) -> io::Result<()> {
+        self.buf.clear();
+        encode_flow(flow, &mut self.buf);
+        self.out.write_all(&self.buf)
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// Why a flow file could not be read (further).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("this looks like a HAR file (it starts with '{{'); mitmrs does not import HAR yet — convert it with `mitmdump -nr FILE.har -w FILE.mitm`")]
+    Har,
+    #[error("flow {index} (at byte {offset}) is cut off: the file ends inside it{}", if *.index > 1 { " (the flows before it were read)" } else { "" })]
+    Truncated { index: usize, offset: u64 },
+    #[error("flow {index} (at byte {offset}) is not a tnetstring record: {error}")]
+    Invalid {
+        index: usize,
+        offset: u64,
+        error: DecodeError,
+    },
+    #[error("flow {index} (at byte {offset}) is {size} bytes, more than the limit of {limit} (raise it with --set rfile_max_flow_size=...)")]
+    TooLarge {
+        index: usize,
+        offset: u64,
+        size: usize,
+        limit: usize,
+    },
+    /// A well-formed record that is not a usable flow; reading goes on after it.
+    #[error("flow {index} (at byte {offset}) was skipped: {error}")]
+    Flow {
+        index: usize,
+        offset: u64,
+        error: StateError,
+    },
+}
+
+impl ReadError {
+    /// Reading can go on after this error.
+    pub fn is_skip(&self) -> bool {
+        matches!(self, ReadError::Flow { .. })
+    }
+}
+
+/// Reads flows from a file (mitmproxy's `FlowReader`), one record at a time.
+pub struct FlowReader<R: Read> {
+    input: io::BufReader<R>,
+    max_record: usize,
+    offset: u64,
+    index: usize,
+    done: bool,
+}
+
+impl<R: Read> FlowReader<R> {
+    /// `max_record`: the largest record (one flow, bodies included) to accept.
+    pub fn new(input: R, max_record: usize) -> Self {
+        Self {
+            input: io::BufReader::with_capacity(64 * 1024, input),
+            max_record,
+            offset: 0,
+            index: 0,
+            done: false,
+        }
+    }
+
+    /// The next record's bytes, or `None` at the end of the file.
+    fn next_record(&mut self) -> Result<Option<Bytes>, ReadError> {
+        let (index, offset) = (self.index, self.offset);
+        let mut prefix = Vec::with_capacity(12);
+        loop {
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
+                return if prefix.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated { index, offset })
+                };
+            }
+            if offset == 0
+                && prefix.is_empty()
+                && (buf.starts_with(b"{") || buf.starts_with(b"\xef\xbb\xbf{"))
+            {
+                return Err(ReadError::Har);
+            }
+            let b = buf[0];
+            self.input.consume(1);
+            prefix.push(b);
+            match tnetstring::parse_prefix(&prefix) {
+                Ok(None) => continue,
+                Ok(Some((len, used))) => {
+                    let total = len.checked_add(used + 1).ok_or(ReadError::TooLarge {
+                        index,
+                        offset,
+                        size: usize::MAX,
+                        limit: self.max_record,
+                    })?;
+                    if total > self.max_record {
+                        return Err(ReadError::TooLarge {
+                            index,
+                            offset,
+                            size: total,
+                            limit: self.max_record,
+                        });
+                    }
+                    let mut rec = BytesMut::with_capacity(total);
+                    rec.extend_from_slice(&prefix);
+                    rec.resize(total, 0);
+                    let mut filled = used;
+                    while filled < total {
+                        match self.input.read(&mut rec[filled..]) {
+                            Ok(0) => return Err(ReadError::Truncated { index, offset }),
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    self.offset += total as u64;
+                    return Ok(Some(rec.freeze()));
+                }
+                Err(error) => {
+                    return Err(ReadError::Invalid {
+                        index,
+                        offset,
+                        error,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The next flow: `Some(Err(e))` with `e.is_skip()` for a record that was
+    /// skipped (call again for the rest), any other error ends the read.
+    pub fn next_flow(&mut self) -> Option<Result<HttpFlow, ReadError>> {
+        if self.done {
+            return None;
+        }
+        self.index += 1;
+        let (index, offset) = (self.index, self.offset);
+        let rec = match self.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        let value = match tnetstring::decode(&rec) {
+            Ok((v, _)) => v,
+            Err(error) => {
+                self.done = true;
+                return Some(Err(ReadError::Invalid {
+                    index,
+                    offset,
+                    error,
+                }));
+            }
+        };
+        Some(read_state(value).map_err(|error| ReadError::Flow {
+            index,
+            offset,
+            error,
+        }))
+    }
+}
+
+fn read_state(value: Value) -> Result<HttpFlow, StateError> {
+    if !matches!(value, Value::Dict(_)) {
+        return Err(StateError {
+            field: "flow".into(),
+            message: format!("expected a dict, found {}", value.type_name()),
+        });
+    }
+    if let Some(t) = flow_type(&value) {
+        if t != "http" {
+            return flow_from_state(&value);
+        }
+    }
+    flow_from_state(&compat::upgrade(value)?)
+}
+
+impl<R: Read> Iterator for FlowReader<R> {
+    type Item = Result<HttpFlow, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_flow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mitmrs_core::{Client, Headers, Request, Server};
+    use std::sync::Arc;
+
+    fn flow(path: &str) -> HttpFlow {
+        HttpFlow::new(
+            Arc::new(Client::new(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
+            Arc::new(Server::new(None)),
+            Request::make("GET", &format!("http://h{path}"), "", Headers::new()).unwrap(),
+        )
+    }
+
+    fn file(paths: &[&str]) -> Vec<u8> {
+        let mut w = FlowWriter::new(Vec::new());
+        for p in paths {
+            w.add(&flow(p)).unwrap();
+        }
+        w.into_inner()
+    }
+
+    #[test]
+    fn reads_what_it_wrote() {
+        let data = file(&["/a", "/b", "/c"]);
+        let paths: Vec<String> = FlowReader::new(&data[..], 1 << 20)
+            .map(|f| f.unwrap().request.path)
+            .collect();
+        assert_eq!(paths, ["/a", "/b", "/c"]);
+        assert_eq!(FlowReader::new(&b""[..], 10).count(), 0);
+    }
+
+    #[test]
+    fn a_cut_off_file_keeps_the_flows_before_the_cut() {
+        let data = file(&["/a", "/b"]);
+        let cut = &data[..data.len() - 10];
+        let got: Vec<_> = FlowReader::new(cut, 1 << 20).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap().request.path, "/a");
+        let e = got[1].as_ref().unwrap_err().to_string();
+        assert!(e.starts_with("flow 2 (at byte "), "{e}");
+        assert!(
+            e.ends_with("is cut off: the file ends inside it (the flows before it were read)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_record_is_skipped_and_reading_goes_on() {
+        let mut data = file(&["/a"]);
+        data.extend_from_slice(b"20:4:type;3:tcp;1:x;0:~}");
+        data.extend_from_slice(&file(&["/c"]));
+        let got: Vec<_> = FlowReader::new(&data[..], 1 << 20).collect();
+        assert_eq!(got.len(), 3);
+        let e = got[1].as_ref().unwrap_err();
+        assert!(e.is_skip());
+        assert!(
+            e.to_string().contains("tcp flows are not supported yet"),
+            "{e}"
+        );
+        assert_eq!(got[2].as_ref().unwrap().request.path, "/c");
+    }
+
+    #[test]
+    fn limits_and_garbage_are_named() {
+        let data = file(&["/a"]);
+        let e = FlowReader::new(&data[..], 100)
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("more than the limit of 100 (raise it with --set rfile_max_flow_size=...)"),
+            "{e}"
+        );
+        let e = FlowReader::new(&b"hello"[..], 100)
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "flow 1 (at byte 0) is not a tnetstring record: byte 0: expected a length digit, found 'h'");
+        let e = FlowReader::new(&b"{\"log\": {}}"[..], 100)
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("this looks like a HAR file"), "{e}");
+    }
+}

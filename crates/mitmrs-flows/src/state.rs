@@ -1,0 +1,790 @@
+//! A flow as mitmproxy's `get_state()` dict (flow format version 21), and back.
+//!
+//! The field names, types and nesting are those mitmproxy 11.0.2 writes and its
+//! `from_state` demands (it rejects missing or extra fields and wrong types), so a
+//! file we write opens in mitmproxy, and a file mitmproxy writes opens here.
+//! Reading is lenient where mitmproxy's own history was (bytes or text for the
+//! same field) and strict where a value would be meaningless; every error names
+//! the field, e.g. `request.port: expected int, found bytes`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mitmrs_core::connection::{CertDer, Client, Server, TlsFacts};
+use mitmrs_core::flow::{FlowError, MetaValue};
+use mitmrs_core::{Headers, HttpFlow, Request, Response};
+
+use crate::tnetstring::Value;
+
+/// The flow format version this module reads and writes (mitmproxy 11.0's).
+pub const FLOW_FORMAT_VERSION: i64 = 21;
+
+/// Why a decoded record is not a flow we can use. `field` is a dotted path.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct StateError {
+    pub field: String,
+    pub message: String,
+}
+
+type Result<T> = std::result::Result<T, StateError>;
+
+fn s(v: &'static str) -> Value {
+    Value::Str(Cow::Borrowed(v))
+}
+
+fn text(v: &str) -> Value {
+    Value::Str(Cow::Owned(v.to_owned()))
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    v.map_or(Value::Null, f)
+}
+
+fn bytes_of(v: &str) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(v.as_bytes()))
+}
+
+// ---------------------------------------------------------------- writing
+
+/// The state dict of an HTTP flow, keys in the order mitmproxy's files have them.
+pub fn flow_to_state(f: &HttpFlow) -> Value {
+    Value::Dict(vec![
+        (s("websocket"), Value::Null),
+        (s("response"), opt(f.response.as_ref(), response_state)),
+        (s("request"), request_state(&f.request)),
+        (s("backup"), Value::Null),
+        (s("timestamp_created"), Value::Float(f.timestamp_created)),
+        (s("comment"), text(&f.comment)),
+        (s("metadata"), meta_map(&f.metadata)),
+        (s("marked"), text(&f.marked)),
+        (s("is_replay"), opt(f.is_replay.as_deref(), text)),
+        (s("intercepted"), Value::Bool(f.intercepted())),
+        (s("server_conn"), server_state(&f.server_conn)),
+        (s("client_conn"), client_state(&f.client_conn)),
+        (
+            s("error"),
+            opt(f.error.as_ref(), |e| {
+                Value::Dict(vec![
+                    (s("msg"), text(&e.msg)),
+                    (s("timestamp"), Value::Float(e.timestamp)),
+                ])
+            }),
+        ),
+        (s("id"), text(&f.id)),
+        (s("type"), s("http")),
+        (s("version"), Value::Int(FLOW_FORMAT_VERSION)),
+    ])
+}
+
+fn headers_state(h: &Headers) -> Value {
+    Value::List(
+        h.fields()
+            .iter()
+            .map(|(n, v)| Value::List(vec![Value::Bytes(n.clone()), Value::Bytes(v.clone())]))
+            .collect(),
+    )
+}
+
+fn content_state(c: &Option<Bytes>) -> Value {
+    opt(c.clone(), Value::Bytes)
+}
+
+fn request_state(r: &Request) -> Value {
+    Value::Dict(vec![
+        (s("path"), bytes_of(&r.path)),
+        (s("authority"), bytes_of(&r.authority)),
+        (s("scheme"), bytes_of(&r.scheme)),
+        (s("method"), bytes_of(&r.method)),
+        (s("port"), Value::Int(i64::from(r.port))),
+        (s("host"), text(&r.host)),
+        (s("timestamp_end"), opt(r.timestamp_end, Value::Float)),
+        (s("timestamp_start"), Value::Float(r.timestamp_start)),
+        (s("trailers"), opt(r.trailers.as_ref(), headers_state)),
+        (s("content"), content_state(&r.content)),
+        (s("headers"), headers_state(&r.headers)),
+        (s("http_version"), bytes_of(&r.http_version)),
+    ])
+}
+
+fn response_state(r: &Response) -> Value {
+    Value::Dict(vec![
+        (s("reason"), bytes_of(&r.reason)),
+        (s("status_code"), Value::Int(i64::from(r.status_code))),
+        (s("timestamp_end"), opt(r.timestamp_end, Value::Float)),
+        (s("timestamp_start"), Value::Float(r.timestamp_start)),
+        (s("trailers"), opt(r.trailers.as_ref(), headers_state)),
+        (s("content"), content_state(&r.content)),
+        (s("headers"), headers_state(&r.headers)),
+        (s("http_version"), bytes_of(&r.http_version)),
+    ])
+}
+
+/// mitmproxy writes socket addresses as Python's `getpeername()` returns them:
+/// `[host, port]` for IPv4, `[host, port, flowinfo, scope_id]` for IPv6.
+fn sockaddr_state(a: &SocketAddr) -> Value {
+    match a {
+        SocketAddr::V4(a) => {
+            Value::List(vec![text(&a.ip().to_string()), Value::Int(a.port().into())])
+        }
+        SocketAddr::V6(a) => Value::List(vec![
+            text(&a.ip().to_string()),
+            Value::Int(a.port().into()),
+            Value::Int(a.flowinfo().into()),
+            Value::Int(a.scope_id().into()),
+        ]),
+    }
+}
+
+fn pem_of(der: &CertDer) -> Value {
+    let p = pem::Pem::new("CERTIFICATE", der.to_vec());
+    let enc = pem::encode_config(
+        &p,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
+    Value::Bytes(Bytes::from(enc))
+}
+
+/// The TLS fields both connection kinds share, then `extra`, in file order.
+fn conn_state(tls: &TlsFacts, head: Vec<(Value, Value)>, tail: Vec<(Value, Value)>) -> Value {
+    let mut d = head;
+    d.extend([(
+        s("timestamp_tls_setup"),
+        opt(tls.timestamp_tls_setup, Value::Float),
+    )]);
+    d.extend(tail);
+    d.extend([
+        (s("sni"), opt(tls.sni.as_deref(), text)),
+        (s("tls_version"), opt(tls.tls_version.as_deref(), text)),
+        (
+            s("cipher_list"),
+            Value::List(tls.cipher_list.iter().map(|c| text(c)).collect()),
+        ),
+        (s("cipher"), opt(tls.cipher.as_deref(), text)),
+        (
+            s("alpn_offers"),
+            Value::List(tls.alpn_offers.iter().cloned().map(Value::Bytes).collect()),
+        ),
+        (s("alpn"), opt(tls.alpn.clone(), Value::Bytes)),
+        (
+            s("certificate_list"),
+            Value::List(tls.certificate_list.iter().map(pem_of).collect()),
+        ),
+        (s("tls"), Value::Bool(tls.tls)),
+    ]);
+    Value::Dict(d)
+}
+
+fn client_state(c: &Client) -> Value {
+    let Value::Dict(mut d) = conn_state(
+        &c.tls,
+        vec![
+            (s("proxy_mode"), text(&c.proxy_mode)),
+            (s("mitmcert"), opt(c.mitmcert.as_ref(), pem_of)),
+        ],
+        vec![
+            (s("timestamp_end"), opt(c.timestamp_end, Value::Float)),
+            (s("timestamp_start"), Value::Float(c.timestamp_start)),
+        ],
+    ) else {
+        unreachable!("conn_state builds a dict")
+    };
+    d.extend([
+        (s("error"), opt(c.error.as_deref(), text)),
+        (s("transport_protocol"), s("tcp")),
+        (s("id"), text(&c.id)),
+        (s("sockname"), sockaddr_state(&c.sockname)),
+        (s("peername"), sockaddr_state(&c.peername)),
+    ]);
+    Value::Dict(d)
+}
+
+fn server_state(c: &Server) -> Value {
+    let Value::Dict(mut d) = conn_state(
+        &c.tls,
+        vec![
+            (s("via"), Value::Null),
+            (
+                s("timestamp_tcp_setup"),
+                opt(c.timestamp_tcp_setup, Value::Float),
+            ),
+            (
+                s("address"),
+                opt(c.address.as_ref(), |(h, p)| {
+                    Value::List(vec![text(h), Value::Int(i64::from(*p))])
+                }),
+            ),
+        ],
+        vec![
+            (s("timestamp_end"), opt(c.timestamp_end, Value::Float)),
+            (s("timestamp_start"), opt(c.timestamp_start, Value::Float)),
+        ],
+    ) else {
+        unreachable!("conn_state builds a dict")
+    };
+    d.extend([
+        (s("error"), opt(c.error.as_deref(), text)),
+        (s("transport_protocol"), s("tcp")),
+        (s("id"), text(&c.id)),
+        (s("sockname"), opt(c.sockname.as_ref(), sockaddr_state)),
+        (s("peername"), opt(c.peername.as_ref(), sockaddr_state)),
+    ]);
+    Value::Dict(d)
+}
+
+fn meta_map(m: &BTreeMap<String, MetaValue>) -> Value {
+    Value::Dict(m.iter().map(|(k, v)| (text(k), meta_state(v))).collect())
+}
+
+fn meta_state(v: &MetaValue) -> Value {
+    match v {
+        MetaValue::Null => Value::Null,
+        MetaValue::Bool(b) => Value::Bool(*b),
+        MetaValue::Int(i) => Value::Int(*i),
+        MetaValue::Float(f) => Value::Float(*f),
+        MetaValue::Str(t) => text(t),
+        MetaValue::Bytes(b) => Value::Bytes(b.clone()),
+        MetaValue::List(l) => Value::List(l.iter().map(meta_state).collect()),
+        MetaValue::Map(m) => meta_map(m),
+    }
+}
+
+// ---------------------------------------------------------------- reading
+
+/// A dict being read, with the dotted path of where it sits for error messages.
+struct Fields<'a> {
+    value: &'a Value,
+    path: String,
+}
+
+impl<'a> Fields<'a> {
+    fn root(value: &'a Value) -> Result<Self> {
+        match value {
+            Value::Dict(_) => Ok(Fields {
+                value,
+                path: String::new(),
+            }),
+            other => Err(StateError {
+                field: "flow".into(),
+                message: format!("expected a dict, found {}", other.type_name()),
+            }),
+        }
+    }
+
+    fn name(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn err(&self, key: &str, message: impl Into<String>) -> StateError {
+        StateError {
+            field: self.name(key),
+            message: message.into(),
+        }
+    }
+
+    fn wrong(&self, key: &str, expected: &str, found: &Value) -> StateError {
+        self.err(
+            key,
+            format!("expected {expected}, found {}", found.type_name()),
+        )
+    }
+
+    fn get(&self, key: &str) -> Result<&'a Value> {
+        self.value
+            .get(key)
+            .ok_or_else(|| self.err(key, "missing (a flow written by mitmproxy has it)"))
+    }
+
+    /// A field that older files may lack.
+    fn maybe(&self, key: &str) -> &'a Value {
+        self.value.get(key).unwrap_or(&Value::Null)
+    }
+
+    fn dict(&self, key: &str) -> Result<Fields<'a>> {
+        match self.get(key)? {
+            v @ Value::Dict(_) => Ok(Fields {
+                value: v,
+                path: self.name(key),
+            }),
+            other => Err(self.wrong(key, "dict", other)),
+        }
+    }
+
+    fn opt_dict(&self, key: &str) -> Result<Option<Fields<'a>>> {
+        match self.maybe(key) {
+            Value::Null => Ok(None),
+            _ => self.dict(key).map(Some),
+        }
+    }
+
+    fn opt_text_of(&self, key: &str, v: &'a Value) -> Result<Option<String>> {
+        match v {
+            Value::Null => Ok(None),
+            Value::Str(t) => Ok(Some(t.to_string())),
+            // Older files stored some text fields as bytes.
+            Value::Bytes(b) => Ok(Some(String::from_utf8_lossy(b).into_owned())),
+            other => Err(self.wrong(key, "str", other)),
+        }
+    }
+
+    fn opt_text(&self, key: &str) -> Result<Option<String>> {
+        self.opt_text_of(key, self.maybe(key))
+    }
+
+    fn text(&self, key: &str) -> Result<String> {
+        let v = self.get(key)?;
+        self.opt_text_of(key, v)?
+            .ok_or_else(|| self.wrong(key, "str", v))
+    }
+
+    fn opt_bytes(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.maybe(key) {
+            Value::Null => Ok(None),
+            Value::Bytes(b) => Ok(Some(b.clone())),
+            Value::Str(t) => Ok(Some(Bytes::copy_from_slice(t.as_bytes()))),
+            other => Err(self.wrong(key, "bytes", other)),
+        }
+    }
+
+    fn int(&self, key: &str) -> Result<i64> {
+        match self.get(key)? {
+            Value::Int(i) => Ok(*i),
+            other => Err(self.wrong(key, "int", other)),
+        }
+    }
+
+    fn opt_float(&self, key: &str) -> Result<Option<f64>> {
+        match self.maybe(key) {
+            Value::Null => Ok(None),
+            Value::Float(f) => Ok(Some(*f)),
+            Value::Int(i) => Ok(Some(*i as f64)),
+            other => Err(self.wrong(key, "float", other)),
+        }
+    }
+
+    fn float(&self, key: &str) -> Result<f64> {
+        let v = self.get(key)?;
+        self.opt_float(key)?
+            .ok_or_else(|| self.wrong(key, "float", v))
+    }
+
+    fn bool(&self, key: &str) -> Result<bool> {
+        match self.maybe(key) {
+            Value::Null => Ok(false),
+            Value::Bool(b) => Ok(*b),
+            other => Err(self.wrong(key, "bool", other)),
+        }
+    }
+
+    fn list(&self, key: &str) -> Result<&'a [Value]> {
+        match self.maybe(key) {
+            Value::Null => Ok(&[]),
+            Value::List(l) => Ok(l),
+            other => Err(self.wrong(key, "list", other)),
+        }
+    }
+
+    fn port(&self, key: &str, v: &Value) -> Result<u16> {
+        match v {
+            Value::Int(i) => {
+                u16::try_from(*i).map_err(|_| self.err(key, format!("port {i} is not in 0..65535")))
+            }
+            other => Err(self.wrong(key, "int (a port)", other)),
+        }
+    }
+
+    /// `[host, port]` (a server's address: host may be a name).
+    fn opt_address(&self, key: &str) -> Result<Option<(String, u16)>> {
+        match self.maybe(key) {
+            Value::Null => Ok(None),
+            Value::List(l) if l.len() >= 2 => {
+                let host = self
+                    .opt_text_of(key, &l[0])?
+                    .ok_or_else(|| self.wrong(key, "[host, port]", &l[0]))?;
+                Ok(Some((host, self.port(key, &l[1])?)))
+            }
+            other => Err(self.wrong(key, "a list [host, port]", other)),
+        }
+    }
+
+    /// A socket address: `[ip, port]` or `[ip, port, flowinfo, scope_id]`.
+    fn opt_sockaddr(&self, key: &str) -> Result<Option<SocketAddr>> {
+        let Some((host, port)) = self.opt_address(key)? else {
+            return Ok(None);
+        };
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| self.err(key, format!("{host:?} is not an IP address")))?;
+        Ok(Some(SocketAddr::new(ip, port)))
+    }
+
+    fn headers(&self, key: &str) -> Result<Option<Headers>> {
+        let v = self.maybe(key);
+        let Value::List(items) = v else {
+            return match v {
+                Value::Null => Ok(None),
+                other => Err(self.wrong(key, "a list of [name, value] pairs", other)),
+            };
+        };
+        let mut fields = Vec::with_capacity(items.len());
+        for item in items {
+            let pair = match item {
+                Value::List(p) if p.len() == 2 => (as_bytes(&p[0]), as_bytes(&p[1])),
+                _ => (None, None),
+            };
+            match pair {
+                (Some(n), Some(v)) => fields.push((n, v)),
+                _ => return Err(self.err(key, "a header is not a [name, value] pair of bytes")),
+            }
+        }
+        Ok(Some(Headers::from_fields(fields)))
+    }
+
+    fn certs(&self, key: &str) -> Result<Vec<CertDer>> {
+        self.list(key)?
+            .iter()
+            .map(|v| self.cert_of(key, v))
+            .collect()
+    }
+
+    fn cert_of(&self, key: &str, v: &Value) -> Result<CertDer> {
+        let raw = as_bytes(v).ok_or_else(|| self.wrong(key, "a PEM certificate (bytes)", v))?;
+        pem::parse(&raw[..])
+            .map(|p| Bytes::from(p.into_contents()))
+            .map_err(|e| self.err(key, format!("not a PEM certificate: {e}")))
+    }
+}
+
+fn as_bytes(v: &Value) -> Option<Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b.clone()),
+        Value::Str(t) => Some(Bytes::copy_from_slice(t.as_bytes())),
+        _ => None,
+    }
+}
+
+fn lossy(b: Option<Bytes>) -> String {
+    b.map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+fn tls_facts(c: &Fields<'_>) -> Result<TlsFacts> {
+    Ok(TlsFacts {
+        tls: c.bool("tls")?,
+        certificate_list: c.certs("certificate_list")?.into(),
+        alpn: c.opt_bytes("alpn")?,
+        alpn_offers: c
+            .list("alpn_offers")?
+            .iter()
+            .map(|v| as_bytes(v).ok_or_else(|| c.wrong("alpn_offers", "a list of bytes", v)))
+            .collect::<Result<_>>()?,
+        cipher: c.opt_text("cipher")?,
+        cipher_list: c
+            .list("cipher_list")?
+            .iter()
+            .map(|v| {
+                c.opt_text_of("cipher_list", v)?
+                    .ok_or_else(|| c.wrong("cipher_list", "a list of str", v))
+            })
+            .collect::<Result<_>>()?,
+        tls_version: c.opt_text("tls_version")?,
+        sni: c.opt_text("sni")?,
+        timestamp_tls_setup: c.opt_float("timestamp_tls_setup")?,
+    })
+}
+
+fn client_from(c: &Fields<'_>) -> Result<Client> {
+    let unknown = || SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut client = Client::new(
+        c.opt_sockaddr("peername")?.unwrap_or_else(unknown),
+        c.opt_sockaddr("sockname")?.unwrap_or_else(unknown),
+    );
+    client.id = c.text("id")?;
+    client.error = c.opt_text("error")?;
+    client.tls = tls_facts(c)?;
+    client.mitmcert = match c.maybe("mitmcert") {
+        Value::Null => None,
+        v => Some(c.cert_of("mitmcert", v)?),
+    };
+    client.proxy_mode = c
+        .opt_text("proxy_mode")?
+        .unwrap_or_else(|| "regular".into());
+    client.timestamp_start = c.opt_float("timestamp_start")?.unwrap_or(0.0);
+    client.timestamp_end = c.opt_float("timestamp_end")?;
+    client.state = mitmrs_core::connection::ConnectionState::Closed;
+    Ok(client)
+}
+
+fn server_from(c: &Fields<'_>) -> Result<Server> {
+    let mut server = Server::new(c.opt_address("address")?);
+    server.id = c.text("id")?;
+    server.peername = c.opt_sockaddr("peername")?;
+    server.sockname = c.opt_sockaddr("sockname")?;
+    server.error = c.opt_text("error")?;
+    server.tls = tls_facts(c)?;
+    server.timestamp_start = c.opt_float("timestamp_start")?;
+    server.timestamp_tcp_setup = c.opt_float("timestamp_tcp_setup")?;
+    server.timestamp_end = c.opt_float("timestamp_end")?;
+    Ok(server)
+}
+
+fn request_from(r: &Fields<'_>) -> Result<Request> {
+    let port = r.port("port", r.get("port")?)?;
+    Ok(Request {
+        method: lossy(r.opt_bytes("method")?),
+        scheme: lossy(r.opt_bytes("scheme")?),
+        authority: lossy(r.opt_bytes("authority")?),
+        host: r.text("host")?,
+        port,
+        path: lossy(r.opt_bytes("path")?),
+        http_version: lossy(r.opt_bytes("http_version")?),
+        headers: r.headers("headers")?.unwrap_or_default(),
+        content: r.opt_bytes("content")?,
+        trailers: r.headers("trailers")?,
+        timestamp_start: r.float("timestamp_start")?,
+        timestamp_end: r.opt_float("timestamp_end")?,
+        stream: Default::default(),
+    })
+}
+
+fn response_from(r: &Fields<'_>) -> Result<Response> {
+    let code = r.int("status_code")?;
+    Ok(Response {
+        http_version: lossy(r.opt_bytes("http_version")?),
+        status_code: u16::try_from(code)
+            .map_err(|_| r.err("status_code", format!("{code} is not an HTTP status code")))?,
+        reason: lossy(r.opt_bytes("reason")?),
+        headers: r.headers("headers")?.unwrap_or_default(),
+        content: r.opt_bytes("content")?,
+        trailers: r.headers("trailers")?,
+        timestamp_start: r.float("timestamp_start")?,
+        timestamp_end: r.opt_float("timestamp_end")?,
+        stream: Default::default(),
+    })
+}
+
+fn meta_from(f: &Fields<'_>, key: &str, v: &Value) -> Result<MetaValue> {
+    Ok(match v {
+        Value::Null => MetaValue::Null,
+        Value::Bool(b) => MetaValue::Bool(*b),
+        Value::Int(i) => MetaValue::Int(*i),
+        Value::Float(x) => MetaValue::Float(*x),
+        Value::Bytes(b) => MetaValue::Bytes(b.clone()),
+        Value::Str(t) => MetaValue::Str(t.to_string()),
+        Value::List(l) => MetaValue::List(
+            l.iter()
+                .map(|x| meta_from(f, key, x))
+                .collect::<Result<_>>()?,
+        ),
+        Value::Dict(d) => MetaValue::Map(meta_dict(f, key, d)?),
+    })
+}
+
+fn meta_dict(
+    f: &Fields<'_>,
+    key: &str,
+    d: &[(Value, Value)],
+) -> Result<BTreeMap<String, MetaValue>> {
+    d.iter()
+        .map(|(k, v)| {
+            let k = f
+                .opt_text_of(key, k)?
+                .ok_or_else(|| f.wrong(key, "text keys", k))?;
+            Ok((k, meta_from(f, key, v)?))
+        })
+        .collect()
+}
+
+/// What kind of flow a state dict holds (mitmproxy's `type`: http, tcp, udp, dns).
+pub fn flow_type(state: &Value) -> Option<String> {
+    match state.get("type") {
+        Some(Value::Str(t)) => Some(t.to_string()),
+        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// An HTTP flow from its state dict (format version 21; see [`crate::compat`]
+/// for older ones). The flow is not live.
+pub fn flow_from_state(state: &Value) -> Result<HttpFlow> {
+    let f = Fields::root(state)?;
+    match flow_type(state).as_deref() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(f.err(
+                "type",
+                format!("{other} flows are not supported yet (only http flows are)"),
+            ))
+        }
+        None => return Err(f.err("type", "missing or not text")),
+    }
+    let version = f.int("version")?;
+    if version != FLOW_FORMAT_VERSION {
+        return Err(f.err(
+            "version",
+            format!("expected {FLOW_FORMAT_VERSION} after upgrading, found {version}"),
+        ));
+    }
+    if !matches!(f.maybe("websocket"), Value::Null) {
+        return Err(f.err(
+            "websocket",
+            "WebSocket flows are not supported yet (they come with WebSocket support)",
+        ));
+    }
+    let client = client_from(&f.dict("client_conn")?)?;
+    let server = server_from(&f.dict("server_conn")?)?;
+    let request = request_from(&f.dict("request")?)?;
+    let mut flow = HttpFlow::new(Arc::new(client), Arc::new(server), request);
+    flow.id = f.text("id")?;
+    flow.response = f
+        .opt_dict("response")?
+        .map(|r| response_from(&r))
+        .transpose()?;
+    flow.error = f
+        .opt_dict("error")?
+        .map(|e| -> Result<FlowError> {
+            Ok(FlowError {
+                msg: e.text("msg")?,
+                timestamp: e.opt_float("timestamp")?.unwrap_or(0.0),
+            })
+        })
+        .transpose()?;
+    flow.metadata = match f.maybe("metadata") {
+        Value::Null => BTreeMap::new(),
+        Value::Dict(d) => meta_dict(&f, "metadata", d)?,
+        other => return Err(f.wrong("metadata", "dict", other)),
+    };
+    flow.marked = match f.maybe("marked") {
+        // Before format 17, `marked` was a bool.
+        Value::Bool(true) => ":default:".into(),
+        Value::Bool(false) | Value::Null => String::new(),
+        _ => f.text("marked")?,
+    };
+    flow.comment = f.opt_text("comment")?.unwrap_or_default();
+    flow.is_replay = f.opt_text("is_replay")?;
+    flow.timestamp_created = f
+        .opt_float("timestamp_created")?
+        .unwrap_or(flow.request.timestamp_start);
+    flow.live = false;
+    Ok(flow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tnetstring;
+
+    fn sample() -> HttpFlow {
+        let mut client = Client::new(
+            "[::1]:5000".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
+        client.tls.tls = true;
+        client.tls.sni = Some("example.com".into());
+        client.tls.alpn_offers = vec![Bytes::from_static(b"h2"), Bytes::from_static(b"http/1.1")];
+        client.tls.alpn = Some(Bytes::new());
+        client.tls.cipher = Some("TLS_AES_256_GCM_SHA384".into());
+        client.tls.tls_version = Some("TLSv1.3".into());
+        client.tls.timestamp_tls_setup = Some(2.5);
+        let mut server = Server::new(Some(("example.com".into(), 443)));
+        server.peername = Some("127.0.0.1:443".parse().unwrap());
+        server.tls.certificate_list = vec![Bytes::from_static(b"\x30\x03\x02\x01\x05")].into();
+        let mut req =
+            Request::make("POST", "https://example.com/a?b=1", "body", Headers::new()).unwrap();
+        req.headers.add("X-Bin", b"\xff\x00".as_slice());
+        req.trailers = Some(Headers::from_pairs([("t", "1")]));
+        let mut f = HttpFlow::new(Arc::new(client), Arc::new(server), req);
+        let mut resp = Response::make(
+            201,
+            "ok",
+            Headers::from_pairs([("Content-Type", "text/plain")]),
+        );
+        resp.timestamp_end = Some(3.25);
+        f.response = Some(resp);
+        f.error = Some(FlowError::new("boom"));
+        f.marked = ":default:".into();
+        f.comment = "c".into();
+        f.metadata.insert(
+            "k".into(),
+            MetaValue::List(vec![
+                MetaValue::Int(1),
+                MetaValue::Str("x".into()),
+                MetaValue::Null,
+            ]),
+        );
+        f
+    }
+
+    #[test]
+    fn a_flow_survives_the_round_trip() {
+        let f = sample();
+        let enc = bytes::Bytes::from(tnetstring::to_vec(&flow_to_state(&f)));
+        let (v, _) = tnetstring::decode(&enc).unwrap();
+        let g = flow_from_state(&v).unwrap();
+        assert_eq!(g.id, f.id);
+        assert_eq!(
+            *g.client_conn,
+            Client {
+                state: g.client_conn.state,
+                ..(*f.client_conn).clone()
+            }
+        );
+        assert_eq!(*g.server_conn, *f.server_conn);
+        assert_eq!(g.request.url(), f.request.url());
+        assert_eq!(g.request.headers.fields(), f.request.headers.fields());
+        assert_eq!(
+            g.request.trailers.as_ref().unwrap().fields(),
+            f.request.trailers.as_ref().unwrap().fields()
+        );
+        assert_eq!(g.request.content, f.request.content);
+        assert_eq!(g.request.timestamp_start, f.request.timestamp_start);
+        let (gr, fr) = (g.response.as_ref().unwrap(), f.response.as_ref().unwrap());
+        assert_eq!(
+            (gr.status_code, &gr.reason, &gr.content),
+            (fr.status_code, &fr.reason, &fr.content)
+        );
+        assert_eq!(gr.timestamp_end, Some(3.25));
+        assert_eq!(g.error, f.error);
+        assert_eq!(g.metadata, f.metadata);
+        assert_eq!((g.marked.as_str(), g.comment.as_str()), (":default:", "c"));
+        assert!(!g.live);
+        // Written again, the record is byte for byte the same.
+        assert_eq!(tnetstring::to_vec(&flow_to_state(&g)), enc.to_vec());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let f = sample();
+        let Value::Dict(mut d) = flow_to_state(&f) else {
+            unreachable!()
+        };
+        for (k, v) in d.iter_mut() {
+            if k == &Value::str("request") {
+                let Value::Dict(r) = v else { unreachable!() };
+                for (rk, rv) in r.iter_mut() {
+                    if rk == &Value::str("port") {
+                        *rv = Value::Bytes(Bytes::from_static(b"80"));
+                    }
+                }
+            }
+        }
+        let e = flow_from_state(&Value::Dict(d)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "request.port: expected int (a port), found bytes"
+        );
+        let e = flow_from_state(&Value::Dict(vec![(Value::str("type"), Value::str("tcp"))]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "type: tcp flows are not supported yet (only http flows are)"
+        );
+    }
+}
