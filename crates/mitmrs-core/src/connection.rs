@@ -19,6 +19,24 @@ pub enum ConnectionState {
     Open,
 }
 
+/// mitmproxy's `transport_protocol`: TCP, or UDP (QUIC, DNS) in flows read from
+/// files written by mitmproxy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl TransportProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportProtocol::Tcp => "tcp",
+            TransportProtocol::Udp => "udp",
+        }
+    }
+}
+
 /// A DER-encoded certificate, shared cheaply between flows.
 pub type CertDer = Bytes;
 
@@ -52,6 +70,7 @@ pub struct Client {
     pub peername: SocketAddr,
     pub sockname: SocketAddr,
     pub state: ConnectionState,
+    pub transport_protocol: TransportProtocol,
     pub error: Option<String>,
     pub tls: TlsFacts,
     /// DER of the certificate we presented to the client.
@@ -69,6 +88,7 @@ impl Client {
             peername,
             sockname,
             state: ConnectionState::Open,
+            transport_protocol: TransportProtocol::Tcp,
             error: None,
             tls: TlsFacts::default(),
             mitmcert: None,
@@ -88,6 +108,7 @@ pub struct Server {
     pub peername: Option<SocketAddr>,
     pub sockname: Option<SocketAddr>,
     pub state: ConnectionState,
+    pub transport_protocol: TransportProtocol,
     pub error: Option<String>,
     pub tls: TlsFacts,
     pub timestamp_start: Option<f64>,
@@ -105,6 +126,7 @@ impl Server {
             peername: None,
             sockname: None,
             state: ConnectionState::Closed,
+            transport_protocol: TransportProtocol::Tcp,
             error: None,
             tls: TlsFacts::default(),
             timestamp_start: None,

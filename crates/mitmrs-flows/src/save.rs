@@ -8,6 +8,11 @@
 //! many flows pass. The file is flushed whenever the queue runs empty, so it is
 //! complete up to the last finished flow while the proxy runs.
 //!
+//! Not done (mitmproxy does it): saving, at shutdown, live flows that have not
+//! finished; they are owned by their connection tasks, which end without a
+//! response or error hook. Flows read with `-r` that lack both are saved in
+//! their `request` hook instead.
+//!
 //! As in mitmproxy, a failed write stops the proxy (exit status 1) with the path
 //! and the reason: a recording tool must not let traffic through unrecorded.
 //! The path may use strftime codes (`flows-%Y%m%d.mitm`); a new file is opened
@@ -89,7 +94,8 @@ fn close(stream: Arc<Stream>) {
     }
 }
 
-fn expand_user(path: &str) -> PathBuf {
+/// `~/` at the start of a path is the home directory, as in mitmproxy.
+pub(crate) fn expand_user(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => Path::new(&home).join(rest),
         _ => PathBuf::from(path),
@@ -195,7 +201,13 @@ impl Addon for Save {
     }
 
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Configure, Hook::Response, Hook::Error, Hook::Done])
+        HookSet::of(&[
+            Hook::Configure,
+            Hook::Request,
+            Hook::Response,
+            Hook::Error,
+            Hook::Done,
+        ])
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
@@ -283,6 +295,15 @@ impl Addon for Save {
         };
         if let Ok(mut s) = self.stream.lock() {
             *s = Some(Arc::new(stream));
+        }
+        Ok(())
+    }
+
+    /// A flow read from a file (`-r`) that has neither a response nor an error will
+    /// see no other hook; it is saved now. (mitmproxy saves it when it shuts down.)
+    async fn request(&self, flow: &mut HttpFlow) -> HookResult {
+        if !flow.live && flow.response.is_none() && flow.error.is_none() {
+            self.save(flow).await?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mitmrs_core::connection::{CertDer, Client, Server, TlsFacts};
+use mitmrs_core::connection::{CertDer, Client, Server, TlsFacts, TransportProtocol};
 use mitmrs_core::flow::{FlowError, MetaValue};
 use mitmrs_core::{Headers, HttpFlow, Request, Response};
 
@@ -69,8 +69,8 @@ pub fn flow_to_state(f: &HttpFlow) -> Value {
             s("error"),
             opt(f.error.as_ref(), |e| {
                 Value::Dict(vec![
-                    (s("msg"), text(&e.msg)),
                     (s("timestamp"), Value::Float(e.timestamp)),
+                    (s("msg"), text(&e.msg)),
                 ])
             }),
         ),
@@ -194,7 +194,7 @@ fn client_state(c: &Client) -> Value {
     };
     d.extend([
         (s("error"), opt(c.error.as_deref(), text)),
-        (s("transport_protocol"), s("tcp")),
+        (s("transport_protocol"), s(c.transport_protocol.as_str())),
         (s("id"), text(&c.id)),
         (s("sockname"), sockaddr_state(&c.sockname)),
         (s("peername"), sockaddr_state(&c.peername)),
@@ -227,7 +227,7 @@ fn server_state(c: &Server) -> Value {
     };
     d.extend([
         (s("error"), opt(c.error.as_deref(), text)),
-        (s("transport_protocol"), s("tcp")),
+        (s("transport_protocol"), s(c.transport_protocol.as_str())),
         (s("id"), text(&c.id)),
         (s("sockname"), opt(c.sockname.as_ref(), sockaddr_state)),
         (s("peername"), opt(c.peername.as_ref(), sockaddr_state)),
@@ -419,10 +419,12 @@ impl<'a> Fields<'a> {
         let Some((host, port)) = self.opt_address(key)? else {
             return Ok(None);
         };
-        let ip: IpAddr = host
-            .parse()
-            .map_err(|_| self.err(key, format!("{host:?} is not an IP address")))?;
-        Ok(Some(SocketAddr::new(ip, port)))
+        // Old formats wrote an unknown address as ("", 0), and some a server's
+        // name where its IP address belongs: both read as "not known".
+        Ok(host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port)))
     }
 
     fn headers(&self, key: &str) -> Result<Option<Headers>> {
@@ -500,6 +502,17 @@ fn tls_facts(c: &Fields<'_>) -> Result<TlsFacts> {
     })
 }
 
+fn transport(c: &Fields<'_>) -> Result<TransportProtocol> {
+    match c.opt_text("transport_protocol")?.as_deref() {
+        None | Some("tcp") => Ok(TransportProtocol::Tcp),
+        Some("udp") => Ok(TransportProtocol::Udp),
+        Some(other) => Err(c.err(
+            "transport_protocol",
+            format!("{other:?} is neither \"tcp\" nor \"udp\""),
+        )),
+    }
+}
+
 fn client_from(c: &Fields<'_>) -> Result<Client> {
     let unknown = || SocketAddr::from(([0, 0, 0, 0], 0));
     let mut client = Client::new(
@@ -507,6 +520,7 @@ fn client_from(c: &Fields<'_>) -> Result<Client> {
         c.opt_sockaddr("sockname")?.unwrap_or_else(unknown),
     );
     client.id = c.text("id")?;
+    client.transport_protocol = transport(c)?;
     client.error = c.opt_text("error")?;
     client.tls = tls_facts(c)?;
     client.mitmcert = match c.maybe("mitmcert") {
@@ -525,6 +539,7 @@ fn client_from(c: &Fields<'_>) -> Result<Client> {
 fn server_from(c: &Fields<'_>) -> Result<Server> {
     let mut server = Server::new(c.opt_address("address")?);
     server.id = c.text("id")?;
+    server.transport_protocol = transport(c)?;
     server.peername = c.opt_sockaddr("peername")?;
     server.sockname = c.opt_sockaddr("sockname")?;
     server.error = c.opt_text("error")?;

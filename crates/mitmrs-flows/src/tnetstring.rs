@@ -61,7 +61,8 @@ impl Value {
         }
     }
 
-    fn key_is(&self, key: &str) -> bool {
+    /// This is a dict key equal to `key` (text or bytes).
+    pub fn key_is(&self, key: &str) -> bool {
         match self {
             Value::Str(s) => s == key,
             Value::Bytes(b) => b.as_ref() == key.as_bytes(),

@@ -227,10 +227,16 @@ impl Dumper {
                 let pad = client.len().saturating_sub(2 + version.len() + replay_len);
                 arrows = format!("{}{}", " ".repeat(pad), arrows);
             }
+            // As mitmdump: HTTP/2 and HTTP/3 carry no reason phrase, so the standard one is shown.
+            let reason = if r.is_http2() || r.is_http3() {
+                mitmrs_core::status::reason(r.status_code)
+            } else {
+                &r.reason
+            };
             lines.push(format!(
                 "{replay}{arrows} {version}{} {} {}",
                 self.style(&r.status_code.to_string(), code_color),
-                self.style(&escape(&r.reason), code_color),
+                self.style(&escape(reason), code_color),
                 self.style(&size, "1")
             ));
             let content = || message_content(r.content(), &r.content);

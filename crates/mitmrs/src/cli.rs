@@ -68,6 +68,19 @@ pub struct Args {
     #[arg(short = 'm', long = "mode", value_name = "MODE", action = ArgAction::Append)]
     pub mode: Vec<String>,
 
+    /// Read flows from file.
+    #[arg(short = 'r', long = "rfile", value_name = "PATH")]
+    pub rfile: Option<String>,
+
+    /// Stream flows to file as they arrive. Prefix path with + to append. The path
+    /// may use strftime codes; a new file is opened when the formatted name changes.
+    #[arg(short = 'w', long = "save-stream-file", value_name = "PATH")]
+    pub save_stream_file: Option<String>,
+
+    /// Do not start a proxy server (with -r: read, print and save flows, then exit).
+    #[arg(short = 'n', long = "no-server")]
+    pub no_server: bool,
+
     /// Execute a Python addon script. May be passed multiple times.
     #[arg(short = 's', long = "scripts", value_name = "SCRIPT", action = ArgAction::Append)]
     pub scripts: Vec<String>,
@@ -112,6 +125,15 @@ pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
         // As mitmdump: -v also shows headers (flow_detail 2), overriding -q.
         opts.set("termlog_verbosity", OptionValue::Str("debug".into()))?;
         opts.set("flow_detail", OptionValue::Int(2))?;
+    }
+    if let Some(p) = &args.rfile {
+        opts.set("rfile", OptionValue::Str(p.clone()))?;
+    }
+    if let Some(p) = &args.save_stream_file {
+        opts.set("save_stream_file", OptionValue::Str(p.clone()))?;
+    }
+    if args.no_server {
+        opts.set("server", OptionValue::Bool(false))?;
     }
     if !args.mode.is_empty() {
         opts.set("mode", OptionValue::StrSeq(args.mode.clone()))?;

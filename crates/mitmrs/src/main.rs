@@ -39,6 +39,11 @@ fn main() -> ExitCode {
     let _ = chain.add(Arc::new(mitmrs_proxy::core_addons::Block::new()), &options);
     let _ = chain.add(Arc::new(RequestToggle::anticache()), &options);
     let _ = chain.add(Arc::new(RequestToggle::anticomp()), &options);
+    let _ = chain.add(Arc::new(mitmrs_flows::ReadFile), &options);
+    // Scripts go here, as in mitmproxy: after the addons that change flows, before
+    // the ones that save and print them (so `-w` and the console show a script's changes).
+    let scripts_at = chain.len();
+    let _ = chain.add(Arc::new(mitmrs_flows::Save::new()), &options);
     let _ = chain.add(Arc::new(Dumper::stdout()), &options);
     if args.options {
         print!("{}", options.help_text());
@@ -50,7 +55,7 @@ fn main() -> ExitCode {
     }
     // --- Python addon support (issue 3): load `-s` scripts before the deferred
     // `--set` check, since scripts may define the options those set.
-    if let Err(code) = load_scripts(&options, &mut chain) {
+    if let Err(code) = load_scripts(&options, &mut chain, scripts_at) {
         return code;
     }
     // --- end Python addon support
@@ -128,24 +133,30 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
                 }
             }));
         }
-        let proxy = Proxy::bind(ctx.clone())
-            .await
-            .map_err(|e| {
-                let addr = ctx.runtime().cfg.listen;
-                anyhow::anyhow!(
-                    "cannot listen on {addr}: {e} (choose another port with -p, or --listen-host)"
-                )
-            })?
-            .with_workers(workers.clone());
-        let addr = proxy.local_addr()?;
-        let hint = if addr.ip().is_loopback() {
-            " Only this machine can connect; use --listen-host 0.0.0.0 to accept other devices."
+        // `-n` (server=false): no listener, for reading (`-r`) and saving (`-w`) files.
+        let proxy = if options.get_bool("server") {
+            let proxy = Proxy::bind(ctx.clone())
+                .await
+                .map_err(|e| {
+                    let addr = ctx.runtime().cfg.listen;
+                    anyhow::anyhow!(
+                        "cannot listen on {addr}: {e} (choose another port with -p, or --listen-host)"
+                    )
+                })?
+                .with_workers(workers.clone());
+            let addr = proxy.local_addr()?;
+            let hint = if addr.ip().is_loopback() {
+                " Only this machine can connect; use --listen-host 0.0.0.0 to accept other devices."
+            } else {
+                ""
+            };
+            // mitmdump's wording: "HTTP(S) proxy listening at …", "reverse proxy to … listening at …".
+            let what = ctx.runtime().cfg.mode.description();
+            tracing::info!("{what} listening at {addr}.{hint}");
+            Some(proxy)
         } else {
-            ""
+            None
         };
-        // mitmdump's wording: "HTTP(S) proxy listening at …", "reverse proxy to … listening at …".
-        let what = ctx.runtime().cfg.mode.description();
-        tracing::info!("{what} listening at {addr}.{hint}");
         let (tx, rx) = tokio::sync::watch::channel(false);
         ctx.chain.running().await;
         // As mitmdump (its errorcheck addon): an error logged while starting up
@@ -157,21 +168,65 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
             ctx.chain.done().await;
             std::process::exit(1);
         }
-        let server = tokio::spawn(proxy.run(rx));
-        wait_for_shutdown().await; // Python addon support: also ctx.master.shutdown()
+        let server = proxy.map(|p| tokio::spawn(p.run(rx)));
+        let mut status = 0;
+        match options.get_str("rfile").filter(|p| !p.is_empty()) {
+            // As mitmdump: after reading the file, stop unless `keepserving`.
+            Some(path) => {
+                if !read_file(&path, &options, &ctx.chain).await {
+                    status = 1;
+                }
+                if options.get_bool("keepserving") {
+                    wait_for_shutdown().await;
+                }
+            }
+            None => wait_for_shutdown().await, // Python addon support: also ctx.master.shutdown()
+        }
         let _ = tx.send(true);
-        let _ = server.await;
+        if let Some(server) = server {
+            let _ = server.await;
+        }
         workers.stop();
         ctx.chain.done().await;
+        if status != 0 {
+            std::process::exit(status);
+        }
         anyhow::Ok(())
     })
+}
+
+/// `-r`: runs the file's flows through the addons. False if the read failed.
+async fn read_file(path: &str, options: &Options, chain: &AddonChain) -> bool {
+    let max = match mitmrs_flows::readfile::max_flow_size(options) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}");
+            return false;
+        }
+    };
+    match mitmrs_flows::load_flows(path, chain, max).await {
+        Ok(summary) => {
+            if summary.skipped > 0 {
+                tracing::warn!(
+                    "{path}: read {} flows, skipped {} (see the warnings above)",
+                    summary.loaded,
+                    summary.skipped
+                );
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            false
+        }
+    }
 }
 
 // --- Python addon support (issue 3) ---
 
 /// Loads the `scripts` option's Python scripts as one addon. Exit status 2 if a
 /// script fails to load, or if this build has no Python support.
-fn load_scripts(options: &Options, chain: &mut AddonChain) -> Result<(), ExitCode> {
+fn load_scripts(options: &Options, chain: &mut AddonChain, at: usize) -> Result<(), ExitCode> {
     let scripts = options.get_seq("scripts");
     if scripts.is_empty() {
         return Ok(());
@@ -186,7 +241,7 @@ fn load_scripts(options: &Options, chain: &mut AddonChain) -> Result<(), ExitCod
         );
         match mitmrs_python::PythonAddon::new(options, &scripts) {
             Ok(addon) => {
-                let _ = chain.add(addon, options);
+                let _ = chain.insert(at, addon, options);
                 Ok(())
             }
             Err(e) => {
@@ -197,7 +252,7 @@ fn load_scripts(options: &Options, chain: &mut AddonChain) -> Result<(), ExitCod
     }
     #[cfg(not(feature = "python"))]
     {
-        let _ = chain;
+        let _ = (chain, at);
         eprintln!("mitmrs: -s/--scripts needs Python addon support; this build was made without the `python` feature");
         Err(ExitCode::from(2))
     }

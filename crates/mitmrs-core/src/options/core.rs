@@ -64,6 +64,7 @@ pub fn core_option_specs() -> Vec<OptionSpec> {
             s("~/.mitmproxy"),
             "Location of the default mitmproxy configuration files, where the CA certificate and key are kept.",
         ),
+        OptionSpec::new("server", T::Bool, V::Bool(true), "Start a proxy server. Enabled by default."),
         OptionSpec::new(
             "listen_host",
             T::Str,
