@@ -52,7 +52,7 @@ pub enum ReadError {
     Io(#[from] io::Error),
     #[error("this looks like a HAR file (it starts with '{{'); mitmrs does not import HAR yet — convert it with `mitmdump -nr FILE.har -w FILE.mitm`")]
     Har,
-    #[error("flow {index} (at byte {offset}) is cut off: the file ends inside it{}", if *.index > 1 { " (the flows before it were read)" } else { "" })]
+    #[error("flow {index} (at byte {offset}) is cut off: the file ends inside it")]
     Truncated { index: usize, offset: u64 },
     #[error("flow {index} (at byte {offset}) is not a tnetstring record: {error}")]
     Invalid {

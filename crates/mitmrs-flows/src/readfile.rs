@@ -153,7 +153,8 @@ pub async fn load_flows(
             Err(e) => {
                 let loaded = match summary.loaded {
                     0 => String::new(),
-                    n => format!(" ({n} flows before it were loaded)"),
+                    1 => " (the flow before it was loaded)".to_string(),
+                    n => format!(" (the {n} flows before it were loaded)"),
                 };
                 return Err(format!("{path}: {e}{loaded}"));
             }

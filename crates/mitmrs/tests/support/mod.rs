@@ -222,6 +222,37 @@ impl Proxy {
         self.stdout.snapshot()
     }
 
+    /// Ctrl-C (SIGINT), as a user stops it: the addons' `done` runs (so `-w` has
+    /// flushed its file). Waits at most 30 s for the exit; returns the exit status.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        // Wait on another thread, so a proxy that does not exit fails the test
+        // after 30 s instead of hanging it (the placeholder child exits at once).
+        let placeholder = Command::new("true").spawn().expect("cannot run true");
+        let mut child = std::mem::replace(&mut self.child, placeholder);
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(status) => status.expect("cannot wait for mitmrs"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!(
+                    "mitmrs did not exit within 30 s of SIGINT\n{}",
+                    self.output()
+                );
+            }
+        };
+        for h in self.readers.drain(..) {
+            let _ = h.join();
+        }
+        status
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
