@@ -113,6 +113,24 @@ fn tls_note(s: &PeerSpec) -> Option<&'static str> {
     (s.kind == Kind::Direct).then_some("TLS straight to the origin")
 }
 
+/// M12's other numbers, as notes on each row.
+fn post_save_flows(m: &mut MetricResult, _: &[MetricResult]) {
+    for row in &mut m.rows {
+        if let Ok(s) = &row.outcome {
+            let get = |k: &str| s.get(k).copied().unwrap_or(f64::NAN);
+            row.notes.push(format!(
+                "{} flows through the proxy at {} flows/s (RSS {:+.1} MiB from the first 10% to the end, \
+                 file {:.0} MiB); then `-nr FILE -w COPY` at {} flows/s (the primary number)",
+                crate::report::thousands(get("flows")),
+                crate::report::thousands(get("live_flows_per_sec")),
+                get("rss_growth_mib"),
+                get("file_mib"),
+                crate::report::thousands(get("flows_per_sec")),
+            ));
+        }
+    }
+}
+
 /// Added latency against the direct row (M7).
 fn post_added_latency(m: &mut MetricResult, _: &[MetricResult]) {
     let direct = m
@@ -416,12 +434,40 @@ pub fn build(ctx: &Ctx, m4s_size: u64) -> Vec<MetricDef> {
             "M11",
             "WebSocket echo msgs/s + 64 MiB message (stream_websockets)",
         ),
-        ("M12", "1 M flows saved with -w"),
     ] {
         let mut m = def(id, id, title, "none", Unit::Rps);
         m.mode = Mode::NotBuilt;
         v.push(m);
     }
+
+    let mut m12 = def(
+        "M12",
+        "M12",
+        "flows saved with -w (1 M through the proxy), then the file read and saved again (-nr/-w)",
+        "flows_per_sec",
+        Unit::FlowsPerSec,
+    );
+    m12.peers = [Mitmdump, Mitmrs]
+        .map(|k| PeerSpec::new(k).with(|o| o.save = true))
+        .to_vec();
+    m12.mode = Mode::Fresh;
+    m12.runs = Some(1);
+    m12.warmup = Some(false);
+    m12.measure = Box::new(metrics::save_flows);
+    m12.post = Some(post_save_flows);
+    m12.targets = vec![
+        Target::Min {
+            key: "flows_per_sec",
+            min: 100_000.0,
+            unit: Unit::FlowsPerSec,
+        },
+        Target::Max {
+            key: "rss_growth_mib",
+            max: 16.0,
+            unit: Unit::MiB,
+        },
+    ];
+    v.push(m12);
 
     let mut m4s = def(
         "M4S",

@@ -279,3 +279,100 @@ pub fn startup(ctx: &Ctx, spec: PeerSpec, dir: &std::path::Path) -> Result<f64> 
     g.stop();
     Ok(ms)
 }
+
+/// M12: `n` requests through a peer started with `-w` (keep-alive, 32
+/// connections), with the RSS read after the first tenth and at the end; then
+/// the peer's binary reads the file and saves it again (`-nqr FILE -w COPY`),
+/// timed: that is the rate at which flows are written with nothing else going on.
+/// mitmdump gets a fiftieth of the flows (it handles ~400/s).
+pub fn save_flows(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
+    let full: u64 = if ctx.quick { 100_000 } else { 1_000_000 };
+    let n = if peer.spec.kind == Kind::Mitmdump {
+        full / 50
+    } else {
+        full
+    };
+    let pid = peer
+        .pid()
+        .ok_or_else(|| anyhow!("{} has no process", peer.name()))?;
+    let dir = peer
+        .dir
+        .clone()
+        .ok_or_else(|| anyhow!("{} has no directory", peer.name()))?;
+    let file = dir.join(peers::FLOWS_FILE);
+    let run = |count: u64| -> Result<Sample> {
+        let extra = [
+            "-c".to_string(),
+            "32".into(),
+            "-n".into(),
+            count.to_string(),
+            "--duration=3600".into(),
+        ];
+        load(
+            ctx,
+            peer,
+            "/small",
+            false,
+            &extra,
+            Duration::from_secs(1800),
+        )
+    };
+    let t0 = Instant::now();
+    let first = run(n / 10)?;
+    let rss1 = procs::rss_kib(pid) as f64;
+    let rest = run(n - n / 10)?;
+    let live_secs = t0.elapsed().as_secs_f64();
+    let rss2 = procs::rss_kib(pid) as f64;
+    let flows = first.get("requests").copied().unwrap_or(0.0)
+        + rest.get("requests").copied().unwrap_or(0.0);
+    // The file is complete once the queue drains; reading it back counts the flows.
+    let copy = dir.join("copy.mitm");
+    let bin = match peer.spec.kind {
+        Kind::Mitmrs => ctx.tools.mitmrs.clone(),
+        Kind::Mitmdump => ctx
+            .tools
+            .mitmdump
+            .clone()
+            .ok_or_else(|| anyhow!("mitmdump not installed"))?,
+        _ => bail!("{} cannot save flows", peer.name()),
+    };
+    // The last flows may still be on their way to the disk: wait (at most 10 s)
+    // until the file stops growing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = u64::MAX;
+    loop {
+        let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        if len == last || Instant::now() > deadline {
+            break;
+        }
+        last = len;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t1 = Instant::now();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-nqr")
+        .arg(&file)
+        .arg("-w")
+        .arg(&copy)
+        .arg("--set")
+        .arg(format!("confdir={}", dir.display()));
+    let (st, _, err) = procs::run_bounded("rewrite", &mut cmd, Duration::from_secs(1800))?;
+    let rw_secs = t1.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("{} -nr/-w failed: {}", peer.name(), err.trim());
+    }
+    let file_len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let copy_len = std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_file(&copy);
+    if copy_len != file_len {
+        bail!("the copy has {copy_len} bytes, the file {file_len}: a flow was lost or changed");
+    }
+    let mut s = Sample::new();
+    s.insert("flows".into(), flows);
+    s.insert("requests".into(), flows);
+    s.insert("live_flows_per_sec".into(), flows / live_secs);
+    s.insert("flows_per_sec".into(), flows / rw_secs);
+    s.insert("rss_growth_mib".into(), (rss2 - rss1) / 1024.0);
+    s.insert("file_mib".into(), file_len as f64 / (1024.0 * 1024.0));
+    Ok(s)
+}

@@ -36,6 +36,8 @@ pub struct Opts {
     pub reverse: bool,
     pub stream_large: bool,
     pub script: bool,
+    /// Save every flow with `-w <peer dir>/flows.mitm` (M12).
+    pub save: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +86,9 @@ impl PeerSpec {
         if self.opts.script {
             s.push_str(" -s");
         }
+        if self.opts.save {
+            s.push_str(" -w");
+        }
         s
     }
 
@@ -93,6 +98,9 @@ impl PeerSpec {
     }
 }
 
+/// The file a peer started with `save` writes its flows to, in its directory.
+pub const FLOWS_FILE: &str = "flows.mitm";
+
 /// A started peer.
 pub struct Peer {
     pub spec: PeerSpec,
@@ -101,6 +109,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// CA that clients trust for intercepted TLS (None for non-intercepting peers).
     pub ca: Option<PathBuf>,
+    /// The peer's confdir / working directory (None for direct).
+    pub dir: Option<PathBuf>,
 }
 
 impl Peer {
@@ -136,6 +146,9 @@ pub fn command(ctx: &Ctx, spec: PeerSpec, port: u16, dir: &std::path::Path) -> R
         }
         if spec.opts.stream_large {
             c.args(["--set", "stream_large_bodies=1m"]);
+        }
+        if spec.opts.save {
+            c.arg("-w").arg(dir.join(FLOWS_FILE));
         }
         if spec.opts.script {
             c.arg("-s")
@@ -239,6 +252,7 @@ pub fn start(ctx: &Ctx, spec: PeerSpec) -> Result<Peer> {
             guard: None,
             addr: ctx.origin.http,
             ca: Some(ctx.origin.ca.clone()),
+            dir: None,
         });
     }
     let port = procs::free_port()?;
@@ -267,5 +281,6 @@ pub fn start(ctx: &Ctx, spec: PeerSpec) -> Result<Peer> {
         guard: Some(guard),
         addr,
         ca,
+        dir: Some(dir),
     })
 }

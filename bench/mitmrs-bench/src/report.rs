@@ -19,6 +19,7 @@ pub enum Unit {
     KiBPerConn,
     Millis,
     MiB,
+    FlowsPerSec,
 }
 
 impl Unit {
@@ -32,6 +33,7 @@ impl Unit {
             Unit::KiBPerConn => format!("{v:.1} KiB/conn"),
             Unit::Millis => format!("{v:.1} ms"),
             Unit::MiB => format!("{v:.1} MiB"),
+            Unit::FlowsPerSec => format!("{} flows/s", thousands(v)),
         }
     }
 }

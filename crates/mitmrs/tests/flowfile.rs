@@ -168,7 +168,10 @@ fn flows_saved_with_w_open_in_mitmproxy_with_every_field() {
         (Some(true), Some(true))
     );
     assert_eq!(tls["client_sni"], "localhost");
-    assert_eq!(tls["server_certs"], 2, "the chain the origin sent (leaf, CA), as PEM");
+    assert_eq!(
+        tls["server_certs"], 2,
+        "the chain the origin sent (leaf, CA), as PEM"
+    );
 
     let down = &flows[3];
     assert_eq!(down["url"], format!("http://127.0.0.1:{dead}/down"));
