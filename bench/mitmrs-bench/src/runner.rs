@@ -299,6 +299,7 @@ fn run_metric(ctx: &Ctx, def: &MetricDef, prev: &[MetricResult]) -> MetricResult
                         guard: None,
                         addr: ([127, 0, 0, 1], 0).into(),
                         ca: None,
+                        dir: None,
                     };
                     (def.measure)(ctx, &peer).map_err(|e| {
                         if spec.kind == Kind::Mitmrs {
