@@ -90,6 +90,7 @@ pub struct FlowReader<R: Read> {
     offset: u64,
     index: usize,
     done: bool,
+    last_len: usize,
 }
 
 impl<R: Read> FlowReader<R> {
@@ -101,6 +102,7 @@ impl<R: Read> FlowReader<R> {
             offset: 0,
             index: 0,
             done: false,
+            last_len: 0,
         }
     }
 
@@ -156,6 +158,7 @@ impl<R: Read> FlowReader<R> {
                         }
                     }
                     self.offset += total as u64;
+                    self.last_len = total;
                     return Ok(Some(rec.freeze()));
                 }
                 Err(error) => {
@@ -167,6 +170,11 @@ impl<R: Read> FlowReader<R> {
                 }
             }
         }
+    }
+
+    /// The size in bytes of the last record read.
+    pub fn last_record_len(&self) -> usize {
+        self.last_len
     }
 
     /// The next flow: `Some(Err(e))` with `e.is_skip()` for a record that was

@@ -4,8 +4,8 @@
 //! response, then `error` if it has an error), so the console shows it, scripts
 //! see it and `-w` saves it.
 //!
-//! The file is read on its own thread, a few flows ahead of the hooks (bounded
-//! channel), so a file of any length is read in the memory of a few flows.
+//! The file is read on its own thread, at most two batches (256 flows or 4 MiB
+//! each) ahead of the hooks, so a file of any length is read in bounded memory.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -109,7 +109,7 @@ pub async fn load_flows(
     chain: &AddonChain,
     max_record: usize,
 ) -> Result<ReadSummary, String> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Result<_, ReadError>>>(2);
     let file_path = crate::save::expand_user(path);
     std::thread::Builder::new()
         .name("mitmrs-readfile".into())
@@ -117,46 +117,65 @@ pub async fn load_flows(
             let file = match File::open(&file_path) {
                 Ok(f) => f,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(ReadError::Io(e)));
+                    let _ = tx.blocking_send(vec![Err(ReadError::Io(e))]);
                     return;
                 }
             };
-            for item in FlowReader::new(file, max_record) {
-                if tx.blocking_send(item).is_err() {
+            // Flows go over in batches (up to 256 flows or 4 MiB), so the two
+            // threads wake each other once per batch, not once per flow.
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let mut reader = FlowReader::new(file, max_record);
+            loop {
+                let item = reader.next();
+                let end = item.is_none();
+                if let Some(item) = item {
+                    bytes += item.as_ref().map_or(0, |_| reader.last_record_len());
+                    batch.push(item);
+                }
+                if (end || batch.len() >= 256 || bytes >= 4 << 20) && !batch.is_empty() {
+                    bytes = 0;
+                    if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                        return;
+                    }
+                }
+                if end {
                     return;
                 }
             }
         })
         .map_err(|e| format!("cannot start the reader thread: {e}"))?;
     let mut summary = ReadSummary::default();
-    while let Some(item) = rx.recv().await {
-        match item {
-            Ok(mut flow) => {
-                chain.requestheaders(&mut flow).await;
-                chain.request(&mut flow).await;
-                if flow.response.is_some() {
-                    chain.responseheaders(&mut flow).await;
-                    chain.response(&mut flow).await;
+    while let Some(batch) = rx.recv().await {
+        for item in batch {
+            match item {
+                Ok(mut flow) => {
+                    chain.requestheaders(&mut flow).await;
+                    chain.request(&mut flow).await;
+                    if flow.response.is_some() {
+                        chain.responseheaders(&mut flow).await;
+                        chain.response(&mut flow).await;
+                    }
+                    if flow.error.is_some() {
+                        chain.error(&mut flow).await;
+                    }
+                    summary.loaded += 1;
                 }
-                if flow.error.is_some() {
-                    chain.error(&mut flow).await;
+                Err(e) if e.is_skip() => {
+                    tracing::warn!("{path}: {e}");
+                    summary.skipped += 1;
                 }
-                summary.loaded += 1;
-            }
-            Err(e) if e.is_skip() => {
-                tracing::warn!("{path}: {e}");
-                summary.skipped += 1;
-            }
-            Err(ReadError::Io(e)) if summary.loaded == 0 => {
-                return Err(format!("cannot read flows from {path}: {e}"));
-            }
-            Err(e) => {
-                let loaded = match summary.loaded {
-                    0 => String::new(),
-                    1 => " (the flow before it was loaded)".to_string(),
-                    n => format!(" (the {n} flows before it were loaded)"),
-                };
-                return Err(format!("{path}: {e}{loaded}"));
+                Err(ReadError::Io(e)) if summary.loaded == 0 => {
+                    return Err(format!("cannot read flows from {path}: {e}"));
+                }
+                Err(e) => {
+                    let loaded = match summary.loaded {
+                        0 => String::new(),
+                        1 => " (the flow before it was loaded)".to_string(),
+                        n => format!(" (the {n} flows before it were loaded)"),
+                    };
+                    return Err(format!("{path}: {e}{loaded}"));
+                }
             }
         }
     }
