@@ -67,16 +67,8 @@ impl Addon for ReadFile {
     }
 
     fn configure(&self, options: &Options, updated: &BTreeSet<String>) -> Result<(), OptionsError> {
-        if updated.contains("readfile_filter")
-            && options
-                .get_str("readfile_filter")
-                .is_some_and(|f| !f.is_empty())
-        {
-            return Err(OptionsError::Rejected {
-                name: "readfile_filter".into(),
-                message: "filter expressions are not built yet; read all flows (unset it) for now"
-                    .into(),
-            });
+        if updated.contains("readfile_filter") {
+            crate::refuse_filter(options, "readfile_filter", "read all flows")?;
         }
         if updated.contains("rfile_max_flow_size") {
             size_option(options, "rfile_max_flow_size")?;

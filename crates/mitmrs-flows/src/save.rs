@@ -245,16 +245,7 @@ impl Addon for Save {
         if !relevant.iter().any(|k| updated.contains(*k)) {
             return Ok(());
         }
-        if options
-            .get_str("save_stream_filter")
-            .is_some_and(|f| !f.is_empty())
-        {
-            return Err(OptionsError::Rejected {
-                name: "save_stream_filter".into(),
-                message: "filter expressions are not built yet; save all flows (unset it) for now"
-                    .into(),
-            });
-        }
+        crate::refuse_filter(options, "save_stream_filter", "save all flows")?;
         let buffer = size_option(options, "save_stream_buffer")?
             .unwrap_or(16 << 20)
             .clamp(1, u64::from(u32::MAX)) as usize;

@@ -89,38 +89,56 @@ fn headers_state(h: &Headers) -> Value {
     )
 }
 
-fn content_state(c: &Option<Bytes>) -> Value {
-    opt(c.clone(), Value::Bytes)
+/// The fields requests and responses share, in file order.
+fn message_fields(
+    (start, end): (f64, Option<f64>),
+    trailers: &Option<Headers>,
+    content: &Option<Bytes>,
+    headers: &Headers,
+    http_version: &str,
+) -> [(Value, Value); 6] {
+    [
+        (s("timestamp_end"), opt(end, Value::Float)),
+        (s("timestamp_start"), Value::Float(start)),
+        (s("trailers"), opt(trailers.as_ref(), headers_state)),
+        (s("content"), opt(content.clone(), Value::Bytes)),
+        (s("headers"), headers_state(headers)),
+        (s("http_version"), bytes_of(http_version)),
+    ]
 }
 
 fn request_state(r: &Request) -> Value {
-    Value::Dict(vec![
+    let mut d = vec![
         (s("path"), bytes_of(&r.path)),
         (s("authority"), bytes_of(&r.authority)),
         (s("scheme"), bytes_of(&r.scheme)),
         (s("method"), bytes_of(&r.method)),
         (s("port"), Value::Int(i64::from(r.port))),
         (s("host"), text(&r.host)),
-        (s("timestamp_end"), opt(r.timestamp_end, Value::Float)),
-        (s("timestamp_start"), Value::Float(r.timestamp_start)),
-        (s("trailers"), opt(r.trailers.as_ref(), headers_state)),
-        (s("content"), content_state(&r.content)),
-        (s("headers"), headers_state(&r.headers)),
-        (s("http_version"), bytes_of(&r.http_version)),
-    ])
+    ];
+    d.extend(message_fields(
+        (r.timestamp_start, r.timestamp_end),
+        &r.trailers,
+        &r.content,
+        &r.headers,
+        &r.http_version,
+    ));
+    Value::Dict(d)
 }
 
 fn response_state(r: &Response) -> Value {
-    Value::Dict(vec![
+    let mut d = vec![
         (s("reason"), bytes_of(&r.reason)),
         (s("status_code"), Value::Int(i64::from(r.status_code))),
-        (s("timestamp_end"), opt(r.timestamp_end, Value::Float)),
-        (s("timestamp_start"), Value::Float(r.timestamp_start)),
-        (s("trailers"), opt(r.trailers.as_ref(), headers_state)),
-        (s("content"), content_state(&r.content)),
-        (s("headers"), headers_state(&r.headers)),
-        (s("http_version"), bytes_of(&r.http_version)),
-    ])
+    ];
+    d.extend(message_fields(
+        (r.timestamp_start, r.timestamp_end),
+        &r.trailers,
+        &r.content,
+        &r.headers,
+        &r.http_version,
+    ));
+    Value::Dict(d)
 }
 
 /// mitmproxy writes socket addresses as Python's `getpeername()` returns them:
@@ -173,14 +191,20 @@ fn der_of_pem(pem: &[u8]) -> std::result::Result<Vec<u8>, String> {
         .map_err(|e| format!("bad base64: {e}"))
 }
 
-/// The TLS fields both connection kinds share, then `extra`, in file order.
-fn conn_state(tls: &TlsFacts, head: Vec<(Value, Value)>, tail: Vec<(Value, Value)>) -> Value {
+/// A connection's dict in file order: `head`, `timestamp_tls_setup`, `middle`, the
+/// other TLS fields both connection kinds share, then `rest`.
+fn conn_state(
+    tls: &TlsFacts,
+    head: Vec<(Value, Value)>,
+    middle: [(Value, Value); 2],
+    rest: [(Value, Value); 5],
+) -> Value {
     let mut d = head;
     d.extend([(
         s("timestamp_tls_setup"),
         opt(tls.timestamp_tls_setup, Value::Float),
     )]);
-    d.extend(tail);
+    d.extend(middle);
     d.extend([
         (s("sni"), opt(tls.sni.as_deref(), text)),
         (s("tls_version"), opt(tls.tls_version.as_deref(), text)),
@@ -200,35 +224,33 @@ fn conn_state(tls: &TlsFacts, head: Vec<(Value, Value)>, tail: Vec<(Value, Value
         ),
         (s("tls"), Value::Bool(tls.tls)),
     ]);
+    d.extend(rest);
     Value::Dict(d)
 }
 
 fn client_state(c: &Client) -> Value {
-    let Value::Dict(mut d) = conn_state(
+    conn_state(
         &c.tls,
         vec![
             (s("proxy_mode"), text(&c.proxy_mode)),
             (s("mitmcert"), opt(c.mitmcert.as_ref(), pem_of)),
         ],
-        vec![
+        [
             (s("timestamp_end"), opt(c.timestamp_end, Value::Float)),
             (s("timestamp_start"), Value::Float(c.timestamp_start)),
         ],
-    ) else {
-        unreachable!("conn_state builds a dict")
-    };
-    d.extend([
-        (s("error"), opt(c.error.as_deref(), text)),
-        (s("transport_protocol"), s(c.transport_protocol.as_str())),
-        (s("id"), text(&c.id)),
-        (s("sockname"), sockaddr_state(&c.sockname)),
-        (s("peername"), sockaddr_state(&c.peername)),
-    ]);
-    Value::Dict(d)
+        [
+            (s("error"), opt(c.error.as_deref(), text)),
+            (s("transport_protocol"), s(c.transport_protocol.as_str())),
+            (s("id"), text(&c.id)),
+            (s("sockname"), sockaddr_state(&c.sockname)),
+            (s("peername"), sockaddr_state(&c.peername)),
+        ],
+    )
 }
 
 fn server_state(c: &Server) -> Value {
-    let Value::Dict(mut d) = conn_state(
+    conn_state(
         &c.tls,
         vec![
             (s("via"), Value::Null),
@@ -243,21 +265,18 @@ fn server_state(c: &Server) -> Value {
                 }),
             ),
         ],
-        vec![
+        [
             (s("timestamp_end"), opt(c.timestamp_end, Value::Float)),
             (s("timestamp_start"), opt(c.timestamp_start, Value::Float)),
         ],
-    ) else {
-        unreachable!("conn_state builds a dict")
-    };
-    d.extend([
-        (s("error"), opt(c.error.as_deref(), text)),
-        (s("transport_protocol"), s(c.transport_protocol.as_str())),
-        (s("id"), text(&c.id)),
-        (s("sockname"), opt(c.sockname.as_ref(), sockaddr_state)),
-        (s("peername"), opt(c.peername.as_ref(), sockaddr_state)),
-    ]);
-    Value::Dict(d)
+        [
+            (s("error"), opt(c.error.as_deref(), text)),
+            (s("transport_protocol"), s(c.transport_protocol.as_str())),
+            (s("id"), text(&c.id)),
+            (s("sockname"), opt(c.sockname.as_ref(), sockaddr_state)),
+            (s("peername"), opt(c.peername.as_ref(), sockaddr_state)),
+        ],
+    )
 }
 
 fn meta_map(m: &BTreeMap<String, MetaValue>) -> Value {
