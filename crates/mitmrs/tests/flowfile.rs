@@ -11,9 +11,11 @@ use std::process::{Command, Output};
 
 use support::{closed_port, curl, curl_trusting, run_bin, Origin, Proxy, Response, TestPki};
 
+/// Flow files written by mitmproxy releases (copied, unchanged, from mitmproxy's
+/// test data; see tests/data/mitmproxy-flows/README.md).
 fn fixture(name: &str) -> PathBuf {
-    support::workspace_root()
-        .join("../shared/fixtures/mitmproxy-flows")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/mitmproxy-flows")
         .join(name)
 }
 
