@@ -66,8 +66,11 @@ hooks! {
     TlsEstablishedServer => "tls_established_server",
     TlsFailedClient => "tls_failed_client",
     TlsFailedServer => "tls_failed_server",
-    // WebSocket and TCP hooks (websocket_start, websocket_message, tcp_start, ...)
-    // are added here by the issue that builds those flows.
+    WebsocketStart => "websocket_start",
+    WebsocketMessage => "websocket_message",
+    WebsocketEnd => "websocket_end",
+    // TCP hooks (tcp_start, tcp_message, ...) are added here by the issue that
+    // builds those flows.
 }
 
 /// A set of hooks, as a bit set.
@@ -251,6 +254,20 @@ pub trait Addon: Send + Sync + 'static {
         Ok(())
     }
     async fn error(&self, flow: &mut HttpFlow) -> HookResult {
+        Ok(())
+    }
+
+    /// The 101 has been sent to the client; messages follow.
+    async fn websocket_start(&self, flow: &mut HttpFlow) -> HookResult {
+        Ok(())
+    }
+    /// A whole message arrived: it is the last of `flow.websocket.messages`,
+    /// and may be changed or dropped before it is sent on.
+    async fn websocket_message(&self, flow: &mut HttpFlow) -> HookResult {
+        Ok(())
+    }
+    /// The WebSocket connection ended (`close_code` says how).
+    async fn websocket_end(&self, flow: &mut HttpFlow) -> HookResult {
         Ok(())
     }
 

@@ -193,4 +193,7 @@ impl AddonChain {
     dispatch!(flow responseheaders, ResponseHeaders);
     dispatch!(flow response, Response);
     dispatch!(flow error, Error);
+    dispatch!(flow websocket_start, WebsocketStart);
+    dispatch!(flow websocket_message, WebsocketMessage);
+    dispatch!(flow websocket_end, WebsocketEnd);
 }

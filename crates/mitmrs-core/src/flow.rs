@@ -5,7 +5,7 @@
 //! (resuming an intercepted flow) goes through [`InterceptHandle`].
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -40,11 +40,46 @@ pub enum MetaValue {
     Null,
     Bool(bool),
     Int(i64),
+    /// An integer beyond 64 bits (Python's have no limit), as decimal digits.
+    BigInt(String),
     Float(f64),
     Str(String),
     Bytes(Bytes),
     List(Vec<MetaValue>),
-    Map(BTreeMap<String, MetaValue>),
+    Dict(MetaDict),
+}
+
+/// A Python dict as a flow file holds it: pairs in insertion order, keys
+/// usually text but not necessarily (a script may use ints or tuples).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetaDict(pub Vec<(MetaValue, MetaValue)>);
+
+impl MetaDict {
+    /// The value under the text key `key`.
+    pub fn get(&self, key: &str) -> Option<&MetaValue> {
+        self.0
+            .iter()
+            .find(|(k, _)| matches!(k, MetaValue::Str(s) if s == key))
+            .map(|(_, v)| v)
+    }
+
+    /// Sets the text key `key`, replacing its value in place if it exists (as
+    /// a Python dict keeps the first insertion's position).
+    pub fn insert(&mut self, key: impl Into<String>, value: MetaValue) {
+        let key = key.into();
+        match self
+            .0
+            .iter_mut()
+            .find(|(k, _)| matches!(k, MetaValue::Str(s) if *s == key))
+        {
+            Some((_, v)) => *v = value,
+            None => self.0.push((MetaValue::Str(key), value)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Typed per-flow storage for addons (for example the Python bridge keeps its
@@ -100,6 +135,85 @@ impl InterceptHandle {
     }
 }
 
+/// A WebSocket message's type (mitmproxy's `Opcode.TEXT`/`BINARY`; the
+/// numbers are the opcodes, as flow files store them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageType {
+    Text = 1,
+    Binary = 2,
+}
+
+/// One WebSocket message (mitmproxy's `websocket.WebSocketMessage`): all of
+/// its frames joined.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebSocketMessage {
+    pub kind: MessageType,
+    pub from_client: bool,
+    pub content: Bytes,
+    pub timestamp: f64,
+    /// An addon dropped it: recorded, not sent on.
+    pub dropped: bool,
+    /// An addon made it, not a peer.
+    pub injected: bool,
+}
+
+impl WebSocketMessage {
+    pub fn new(kind: MessageType, from_client: bool, content: Bytes) -> Self {
+        Self {
+            kind,
+            from_client,
+            content,
+            timestamp: now(),
+            dropped: false,
+            injected: false,
+        }
+    }
+
+    pub fn is_text(&self) -> bool {
+        self.kind == MessageType::Text
+    }
+}
+
+/// The WebSocket part of a flow whose request was upgraded (mitmproxy's
+/// `websocket.WebSocketData`).
+///
+/// Unlike mitmproxy, the history is bounded: [`WebSocketData::push`] drops
+/// the oldest messages once their content passes the flow's limit (the
+/// `websocket_history` option), so a connection that runs for days does not
+/// grow without end. `messages_trimmed` counts what was dropped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WebSocketData {
+    pub messages: std::collections::VecDeque<WebSocketMessage>,
+    pub closed_by_client: Option<bool>,
+    pub close_code: Option<u16>,
+    pub close_reason: Option<String>,
+    pub timestamp_end: Option<f64>,
+    /// Old messages dropped from `messages` to keep it within its limit.
+    pub messages_trimmed: u64,
+    history_bytes: usize,
+}
+
+impl WebSocketData {
+    /// Appends a message, first dropping the oldest ones while the history's
+    /// content would pass `limit` bytes (the new message is always kept).
+    pub fn push(&mut self, message: WebSocketMessage, limit: usize) {
+        let len = message.content.len();
+        while !self.messages.is_empty() && self.history_bytes + len > limit {
+            if let Some(old) = self.messages.pop_front() {
+                self.history_bytes -= old.content.len().min(self.history_bytes);
+                self.messages_trimmed += 1;
+            }
+        }
+        self.history_bytes += len;
+        self.messages.push_back(message);
+    }
+
+    /// Recounts the history's size after messages were changed in place.
+    pub fn recount(&mut self) {
+        self.history_bytes = self.messages.iter().map(|m| m.content.len()).sum();
+    }
+}
+
 /// One HTTP exchange (mitmproxy's `http.HTTPFlow`).
 #[derive(Debug)]
 pub struct HttpFlow {
@@ -109,7 +223,9 @@ pub struct HttpFlow {
     pub request: Request,
     pub response: Option<Response>,
     pub error: Option<FlowError>,
-    pub metadata: BTreeMap<String, MetaValue>,
+    /// Set when the request was upgraded to a WebSocket (before `response`).
+    pub websocket: Option<WebSocketData>,
+    pub metadata: MetaDict,
     /// mitmproxy's `marked`: "" when unmarked, else the marker (e.g. ":default:").
     pub marked: String,
     pub comment: String,
@@ -133,7 +249,8 @@ impl HttpFlow {
             request,
             response: None,
             error: None,
-            metadata: BTreeMap::new(),
+            websocket: None,
+            metadata: MetaDict::default(),
             marked: String::new(),
             comment: String::new(),
             is_replay: None,
@@ -195,6 +312,7 @@ impl HttpFlow {
         );
         f.response = self.response.as_ref().map(copy_response);
         f.error = self.error.clone();
+        f.websocket = self.websocket.clone();
         f.metadata = self.metadata.clone();
         f.marked = self.marked.clone();
         f.comment = self.comment.clone();

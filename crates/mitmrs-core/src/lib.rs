@@ -22,7 +22,7 @@ pub mod status;
 pub use addon::{Addon, Hook, HookResult, HookSet};
 pub use chain::AddonChain;
 pub use connection::{Client, Server};
-pub use flow::{FlowError, HttpFlow};
+pub use flow::{FlowError, HttpFlow, MessageType, WebSocketData, WebSocketMessage};
 pub use headers::Headers;
 pub use message::{Request, Response, StreamMode};
 pub use options::Options;

@@ -240,6 +240,34 @@ impl Request {
         }
     }
 
+    /// `host[:port]` as a Host header names this request's destination: the
+    /// port only if it is not the scheme's default, IPv6 in brackets.
+    pub fn hostport(&self) -> String {
+        match (self.port == self.default_port(), self.host.contains(':')) {
+            (true, false) => self.host.clone(),
+            (true, true) => format!("[{}]", self.host),
+            (false, _) => crate::connection::format_host_port(&self.host, self.port),
+        }
+    }
+
+    /// Points the request at another server, as setting mitmproxy's `scheme`,
+    /// `host` and `port` does: a Host header present is rewritten, and so is
+    /// the authority if the request has one. (mitmproxy rewrites them when
+    /// host and port are set, before the scheme, so its default-port check uses
+    /// the old scheme; here it uses the new one.)
+    pub fn set_destination(&mut self, scheme: &str, host: &str, port: u16) {
+        self.scheme = scheme.to_string();
+        self.host = host.to_string();
+        self.port = port;
+        let value = self.hostport();
+        if self.headers.get("host").is_some() {
+            self.headers.set("Host", value.clone());
+        }
+        if !self.authority.is_empty() {
+            self.authority = value;
+        }
+    }
+
     /// The Host header (HTTP/1) or authority (HTTP/2).
     pub fn host_header(&self) -> Option<String> {
         if (self.is_http2() || self.is_http3()) && !self.authority.is_empty() {

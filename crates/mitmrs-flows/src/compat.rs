@@ -4,7 +4,9 @@
 //! (fields a format lacks get mitmproxy's upgrade defaults, extra fields are
 //! ignored, bytes and text are both accepted), so what is left to do here is
 //! the renames: `alpn_proto_negotiated` → `alpn` (format 11), the connection
-//! addresses and `cipher_name` (format 19), and QUIC's TLS version name (21).
+//! addresses, `cipher_name` and `via2` (format 19), QUIC's TLS version name
+//! (21), and two fix-ups: `tls_established` dropped (19) and a missing response
+//! `timestamp_start` (mitmproxy issue 4576, fixed up in format 14).
 //! Older formats (mitmproxy 0.x to 3) reshaped flows release by release; until
 //! that chain is built (with the flow-file issue) they get an error that says how
 //! to upgrade the file with mitmproxy itself.
@@ -55,9 +57,16 @@ pub fn upgrade(mut state: Value) -> Result<Value, StateError> {
                         upgrade_conn(
                             val,
                             v,
-                            &[("ip_address", "peername"), ("source_address", "sockname")],
+                            &[
+                                ("ip_address", "peername"),
+                                ("source_address", "sockname"),
+                                ("via2", "via"),
+                            ],
                         );
                     }
+                }
+                if v < 14 {
+                    fix_response_start(items);
                 }
             }
             Ok(state)
@@ -71,6 +80,32 @@ pub fn upgrade(mut state: Value) -> Result<Value, StateError> {
     }
 }
 
+/// Before format 14 a response could lack `timestamp_start`: it becomes the
+/// request's end, and its end one second later (as mitmproxy's upgrade does).
+fn fix_response_start(flow: &mut [(Value, Value)]) {
+    let request_end = flow
+        .iter()
+        .find(|(k, _)| k.key_is("request"))
+        .and_then(|(_, r)| match r.get("timestamp_end") {
+            Some(Value::Float(t)) => Some(*t),
+            Some(Value::Int(t)) => Some(*t as f64),
+            _ => None,
+        });
+    let Some(end) = request_end else { return };
+    let Some((_, Value::Dict(resp))) = flow.iter_mut().find(|(k, _)| k.key_is("response")) else {
+        return;
+    };
+    if !matches!(
+        resp.iter().find(|(k, _)| k.key_is("timestamp_start")),
+        None | Some((_, Value::Null))
+    ) {
+        return;
+    }
+    resp.retain(|(k, _)| !k.key_is("timestamp_start") && !k.key_is("timestamp_end"));
+    resp.push((Value::str("timestamp_start"), Value::Float(end)));
+    resp.push((Value::str("timestamp_end"), Value::Float(end + 1.0)));
+}
+
 /// Renames one connection's fields from format `from` to 21.
 fn upgrade_conn(conn: &mut Value, from: i64, addresses: &[(&'static str, &'static str)]) {
     let Value::Dict(items) = conn else { return };
@@ -81,7 +116,8 @@ fn upgrade_conn(conn: &mut Value, from: i64, addresses: &[(&'static str, &'stati
     if from < 19 {
         renames.extend_from_slice(addresses);
         renames.push(("cipher_name", "cipher"));
-        renames.push(("tls_established", "tls"));
+        // Formats 10 to 18 hold both `tls` and the older `tls_established`.
+        items.retain(|(k, _)| !k.key_is("tls_established"));
     }
     for (key, _) in items.iter_mut() {
         if let Some((_, to)) = renames.iter().find(|(from, _)| key.key_is(from)) {
@@ -107,5 +143,58 @@ fn upgrade_conn(conn: &mut Value, from: i64, addresses: &[(&'static str, &'stati
             // mitmproxy 11 calls QUIC's version "QUICv1" (format 21).
             *v = Value::str("QUICv1");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{flow_from_state, flow_to_state};
+    use mitmrs_core::{Client, Headers, HttpFlow, Request, Response, Server};
+    use std::sync::Arc;
+
+    fn set(dict: &mut Value, key: &str, v: Value) {
+        let Value::Dict(items) = dict else { panic!() };
+        items.retain(|(k, _)| !k.key_is(key));
+        items.insert(0, (Value::str(key.to_string()), v));
+    }
+
+    fn child<'a>(dict: &'a mut Value, key: &str) -> &'a mut Value {
+        let Value::Dict(items) = dict else { panic!() };
+        &mut items.iter_mut().find(|(k, _)| k.key_is(key)).unwrap().1
+    }
+
+    #[test]
+    fn old_fields_are_dropped_and_missing_timestamps_fixed_up() {
+        let mut flow = HttpFlow::new(
+            Arc::new(Client::new(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
+            Arc::new(Server::new(None)),
+            Request::make("GET", "http://h/", "", Headers::new()).unwrap(),
+        );
+        flow.request.timestamp_end = Some(100.5);
+        flow.response = Some(Response::make(200, "", Headers::new()));
+        let mut state = flow_to_state(&flow);
+        set(&mut state, "version", Value::Int(13));
+        // Written before `tls`, so a rename would shadow the real value.
+        set(
+            child(&mut state, "client_conn"),
+            "tls_established",
+            Value::Bool(true),
+        );
+        set(
+            child(&mut state, "response"),
+            "timestamp_start",
+            Value::Null,
+        );
+        let up = upgrade(state).unwrap();
+        let client = up.get("client_conn").unwrap();
+        assert!(client.get("tls_established").is_none());
+        assert_eq!(client.get("tls"), Some(&Value::Bool(false)));
+        let f = flow_from_state(&up).unwrap();
+        let r = f.response.unwrap();
+        assert_eq!((r.timestamp_start, r.timestamp_end), (100.5, Some(101.5)));
     }
 }

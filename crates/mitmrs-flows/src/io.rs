@@ -3,12 +3,14 @@
 //! [`FlowReader`] holds one record at a time (at most `max_record` bytes), so a
 //! file of a million flows is read in the memory of its largest flow. A record
 //! that is well-formed but not a flow we can use (a TCP flow, a bad field) is
-//! reported and skipped; a framing error ends the read, since nothing after it
-//! can be trusted to start a record.
+//! reported and skipped, and so is a record whose length is right but whose
+//! contents do not decode; an error in the framing itself (a bad length prefix,
+//! a cut-off record) ends the read, since nothing after it can be trusted to
+//! start a record.
 
 use std::io::{self, BufRead, Read, Write};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mitmrs_core::HttpFlow;
 
 use crate::compat;
@@ -67,6 +69,14 @@ pub enum ReadError {
         size: usize,
         limit: usize,
     },
+    /// A complete record whose contents are not valid tnetstring; reading goes
+    /// on after it.
+    #[error("flow {index} (at byte {offset}) was skipped: it is damaged ({error}, counting from the flow's start)")]
+    Damaged {
+        index: usize,
+        offset: u64,
+        error: DecodeError,
+    },
     /// A well-formed record that is not a usable flow; reading goes on after it.
     #[error("flow {index} (at byte {offset}) was skipped: {error}")]
     Flow {
@@ -79,7 +89,7 @@ pub enum ReadError {
 impl ReadError {
     /// Reading can go on after this error.
     pub fn is_skip(&self) -> bool {
-        matches!(self, ReadError::Flow { .. })
+        matches!(self, ReadError::Flow { .. } | ReadError::Damaged { .. })
     }
 }
 
@@ -145,21 +155,19 @@ impl<R: Read> FlowReader<R> {
                             limit: self.max_record,
                         });
                     }
-                    let mut rec = BytesMut::with_capacity(total);
+                    // The buffer grows as the data arrives, so a prefix that
+                    // claims a gigabyte in a short file costs nothing.
+                    let mut rec = Vec::with_capacity(total.min(1 << 20));
                     rec.extend_from_slice(&prefix);
-                    rec.resize(total, 0);
-                    let mut filled = used;
-                    while filled < total {
-                        match self.input.read(&mut rec[filled..]) {
-                            Ok(0) => return Err(ReadError::Truncated { index, offset }),
-                            Ok(n) => filled += n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e.into()),
-                        }
+                    (&mut self.input)
+                        .take((total - used) as u64)
+                        .read_to_end(&mut rec)?;
+                    if rec.len() < total {
+                        return Err(ReadError::Truncated { index, offset });
                     }
                     self.offset += total as u64;
                     self.last_len = total;
-                    return Ok(Some(rec.freeze()));
+                    return Ok(Some(Bytes::from(rec)));
                 }
                 Err(error) => {
                     return Err(ReadError::Invalid {
@@ -196,11 +204,12 @@ impl<R: Read> FlowReader<R> {
                 return Some(Err(e));
             }
         };
-        let value = match tnetstring::decode(&rec) {
+        // A flow's fields average well over 6 bytes of file per value; the
+        // budget keeps a record of nulls from becoming 10x its size in memory.
+        let value = match tnetstring::decode_limited(&rec, rec.len() / 6 + 4096) {
             Ok((v, _)) => v,
             Err(error) => {
-                self.done = true;
-                return Some(Err(ReadError::Invalid {
+                return Some(Err(ReadError::Damaged {
                     index,
                     offset,
                     error,
@@ -299,6 +308,38 @@ mod tests {
             "{e}"
         );
         assert_eq!(got[2].as_ref().unwrap().request.path, "/c");
+    }
+
+    #[test]
+    fn a_damaged_record_is_skipped_and_reading_goes_on() {
+        let mut data = file(&["/a"]);
+        data.extend_from_slice(b"4:1:x;}");
+        data.extend_from_slice(&file(&["/c"]));
+        let got: Vec<_> = FlowReader::new(&data[..], 1 << 20).collect();
+        assert_eq!(got.len(), 3);
+        let e = got[1].as_ref().unwrap_err();
+        assert!(e.is_skip());
+        assert!(e.to_string().starts_with("flow 2 (at byte "), "{e}");
+        assert!(e.to_string().contains("was skipped: it is damaged"), "{e}");
+        assert_eq!(got[2].as_ref().unwrap().request.path, "/c");
+    }
+
+    #[test]
+    fn a_huge_length_in_a_short_file_is_cut_off_not_allocated() {
+        let e = FlowReader::new(&b"999999999:abc"[..], usize::MAX)
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReadError::Truncated {
+                    index: 1,
+                    offset: 0
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::fs::File;
 
 use async_trait::async_trait;
 use mitmrs_core::addon::{Addon, HookResult, HookSet, Loader};
+use mitmrs_core::mode::ReverseTarget;
 use mitmrs_core::options::{
     size_option, OptionSpec, OptionType, OptionValue, Options, OptionsError,
 };
@@ -96,10 +97,14 @@ pub fn max_flow_size(options: &Options) -> Result<usize, OptionsError> {
 /// Records that are not usable flows are logged and skipped; an error that ends
 /// the read (a missing file, a cut-off or corrupt file) is returned, naming the
 /// file, after the flows before it have been loaded.
+///
+/// `reverse`: in reverse mode, each request is pointed at the reverse target
+/// first (as mitmproxy's `load_flow` does, so saved flows replay against it).
 pub async fn load_flows(
     path: &str,
     chain: &AddonChain,
     max_record: usize,
+    reverse: Option<&ReverseTarget>,
 ) -> Result<ReadSummary, String> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Result<_, ReadError>>>(2);
     let file_path = crate::save::expand_user(path);
@@ -142,6 +147,9 @@ pub async fn load_flows(
         for item in batch {
             match item {
                 Ok(mut flow) => {
+                    if let Some(t) = reverse {
+                        flow.request.set_destination(t.scheme(), &t.host, t.port);
+                    }
                     chain.requestheaders(&mut flow).await;
                     chain.request(&mut flow).await;
                     if flow.response.is_some() {

@@ -57,19 +57,27 @@ impl Save {
         Self::default()
     }
 
+    /// The open stream; the lock is held only to clone an Arc.
+    fn current(&self) -> Option<Arc<Stream>> {
+        self.stream.lock().map_or(None, |s| s.clone())
+    }
+
     async fn save(&self, flow: &HttpFlow) -> HookResult {
-        // The lock is held only to clone an Arc; it is taken once per finished flow.
-        let Some(stream) = self.stream.lock().map_or(None, |s| s.clone()) else {
+        if self.current().is_none() {
             return Ok(());
-        };
+        }
         let mut buf = Vec::new();
         encode_flow(flow, &mut buf);
-        // A flow larger than the whole budget takes all of it, and goes alone.
-        let permits = buf.len().clamp(1, stream.buffer) as u32;
-        let Ok(permit) = stream.budget.clone().acquire_many_owned(permits).await else {
-            return Ok(()); // the stream was closed meanwhile
-        };
-        let _ = stream.tx.send((buf, permit));
+        // If `save_stream_file` changes while this flow waits for room, the old
+        // stream is closed: the flow goes to the new one instead of being lost.
+        while let Some(stream) = self.current() {
+            // A flow larger than the whole budget takes all of it, and goes alone.
+            let permits = buf.len().clamp(1, stream.buffer) as u32;
+            if let Ok(permit) = stream.budget.clone().acquire_many_owned(permits).await {
+                let _ = stream.tx.send((buf, permit));
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -129,11 +137,11 @@ fn format_path(path: &str) -> String {
     }
 }
 
-/// Opens the file a spec names now: parents created, `+` appends.
-fn open(spec: &str) -> std::io::Result<(PathBuf, File)> {
+/// Opens the file a spec names now: parents created, `+` (or `append`) appends.
+fn open(spec: &str, append: bool) -> std::io::Result<(PathBuf, File)> {
     let (append, raw) = match spec.strip_prefix('+') {
         Some(rest) => (true, rest),
-        None => (false, spec),
+        None => (append, spec),
     };
     let path = expand_user(&format_path(raw));
     if let Some(parent) = path.parent() {
@@ -170,7 +178,7 @@ fn writer(spec: String, mut path: PathBuf, file: File, mut rx: mpsc::UnboundedRe
                 if let Err(e) = out.flush() {
                     write_failed(&path, e);
                 }
-                match open(&spec) {
+                match open(&spec, false) {
                     Ok((p, f)) => {
                         path = p;
                         out = BufWriter::with_capacity(256 * 1024, f);
@@ -252,16 +260,24 @@ impl Addon for Save {
         let spec = options
             .get_str("save_stream_file")
             .filter(|s| !s.is_empty());
-        let current = self.stream.lock().ok().and_then(|s| s.clone());
-        if let (Some(cur), Some(spec)) = (&current, &spec) {
-            if &cur.spec == spec && cur.buffer == buffer {
-                return Ok(());
+        // Held until the new stream is in place, so a flow whose old stream
+        // closes under it finds the new one (see `save`).
+        let mut slot = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let same_file = match (slot.as_ref(), &spec) {
+            (Some(cur), Some(spec)) if &cur.spec == spec => {
+                if cur.buffer == buffer {
+                    return Ok(());
+                }
+                true
             }
+            _ => false,
+        };
+        if let Some(old) = slot.take() {
+            close(old);
         }
-        drop(current);
-        self.stop();
         let Some(spec) = spec else { return Ok(()) };
-        let (path, file) = open(&spec).map_err(|e| OptionsError::Rejected {
+        // Only the buffer changed: go on appending to the same file.
+        let (path, file) = open(&spec, same_file).map_err(|e| OptionsError::Rejected {
             name: "save_stream_file".into(),
             message: format!(
                 "cannot open {} for writing: {e}",
@@ -284,9 +300,7 @@ impl Addon for Save {
             budget: Arc::new(Semaphore::new(buffer)),
             thread,
         };
-        if let Ok(mut s) = self.stream.lock() {
-            *s = Some(Arc::new(stream));
-        }
+        *slot = Some(Arc::new(stream));
         Ok(())
     }
 
@@ -316,6 +330,64 @@ impl Addon for Save {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mitmrs_core::{AddonChain, Client, Headers, Request, Server};
+
+    fn flow() -> HttpFlow {
+        HttpFlow::new(
+            Arc::new(Client::new(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
+            Arc::new(Server::new(None)),
+            Request::make("GET", "http://h/", "", Headers::new()).unwrap(),
+        )
+    }
+
+    fn count(path: &Path) -> usize {
+        let data = std::fs::read(path).unwrap();
+        crate::FlowReader::new(&data[..], 1 << 20)
+            .map(|f| f.unwrap())
+            .count()
+    }
+
+    /// Flows waiting for room when `save_stream_file` changes go to the new
+    /// file; none is lost.
+    #[test]
+    fn switching_files_at_runtime_loses_no_waiting_flow() {
+        let dir = std::env::temp_dir().join(format!("mitmrs-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.mitm"), dir.join("b.mitm"));
+        let options = Options::new();
+        let save = Arc::new(Save::new());
+        let mut chain = AddonChain::new();
+        chain.add(save.clone(), &options).unwrap();
+        let set = |k: &str, v: &str| {
+            options.parse_set(&format!("{k}={v}"), false).unwrap();
+            chain
+                .configure(&options, &BTreeSet::from([k.to_string()]))
+                .unwrap();
+        };
+        // A one-byte budget: every flow but one waits for the disk.
+        set("save_stream_buffer", "1");
+        set("save_stream_file", a.to_str().unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let save = save.clone();
+                rt.spawn(async move { save.save(&flow()).await })
+            })
+            .collect();
+        set("save_stream_file", b.to_str().unwrap());
+        for t in tasks {
+            rt.block_on(t).unwrap().unwrap();
+        }
+        rt.block_on(chain.done());
+        assert_eq!(count(&a) + count(&b), 40);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn strftime_paths_are_formatted_and_plain_ones_kept() {

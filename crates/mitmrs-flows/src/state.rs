@@ -8,13 +8,12 @@
 //! the field, e.g. `request.port: expected int, found bytes`.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use mitmrs_core::connection::{CertDer, Client, Server, TlsFacts, TransportProtocol};
-use mitmrs_core::flow::{FlowError, MetaValue};
+use mitmrs_core::flow::{FlowError, MetaDict, MetaValue};
 use mitmrs_core::{Headers, HttpFlow, Request, Response};
 
 use crate::tnetstring::Value;
@@ -279,8 +278,12 @@ fn server_state(c: &Server) -> Value {
     )
 }
 
-fn meta_map(m: &BTreeMap<String, MetaValue>) -> Value {
-    Value::Dict(m.iter().map(|(k, v)| (text(k), meta_state(v))).collect())
+fn meta_map(m: &MetaDict) -> Value {
+    Value::Dict(
+        m.0.iter()
+            .map(|(k, v)| (meta_state(k), meta_state(v)))
+            .collect(),
+    )
 }
 
 fn meta_state(v: &MetaValue) -> Value {
@@ -288,11 +291,12 @@ fn meta_state(v: &MetaValue) -> Value {
         MetaValue::Null => Value::Null,
         MetaValue::Bool(b) => Value::Bool(*b),
         MetaValue::Int(i) => Value::Int(*i),
+        MetaValue::BigInt(s) => Value::BigInt(s.clone()),
         MetaValue::Float(f) => Value::Float(*f),
         MetaValue::Str(t) => text(t),
         MetaValue::Bytes(b) => Value::Bytes(b.clone()),
         MetaValue::List(l) => Value::List(l.iter().map(meta_state).collect()),
-        MetaValue::Map(m) => meta_map(m),
+        MetaValue::Dict(m) => meta_map(m),
     }
 }
 
@@ -629,36 +633,27 @@ fn response_from(r: &Fields<'_>) -> Result<Response> {
     })
 }
 
-fn meta_from(f: &Fields<'_>, key: &str, v: &Value) -> Result<MetaValue> {
-    Ok(match v {
+/// Metadata as the file holds it; every tnetstring value has a metadata twin.
+fn meta_from(v: &Value) -> MetaValue {
+    match v {
         Value::Null => MetaValue::Null,
         Value::Bool(b) => MetaValue::Bool(*b),
         Value::Int(i) => MetaValue::Int(*i),
+        Value::BigInt(s) => MetaValue::BigInt(s.clone()),
         Value::Float(x) => MetaValue::Float(*x),
         Value::Bytes(b) => MetaValue::Bytes(b.clone()),
         Value::Str(t) => MetaValue::Str(t.to_string()),
-        Value::List(l) => MetaValue::List(
-            l.iter()
-                .map(|x| meta_from(f, key, x))
-                .collect::<Result<_>>()?,
-        ),
-        Value::Dict(d) => MetaValue::Map(meta_dict(f, key, d)?),
-    })
+        Value::List(l) => MetaValue::List(l.iter().map(meta_from).collect()),
+        Value::Dict(d) => MetaValue::Dict(meta_dict(d)),
+    }
 }
 
-fn meta_dict(
-    f: &Fields<'_>,
-    key: &str,
-    d: &[(Value, Value)],
-) -> Result<BTreeMap<String, MetaValue>> {
-    d.iter()
-        .map(|(k, v)| {
-            let k = f
-                .opt_text_of(key, k)?
-                .ok_or_else(|| f.wrong(key, "text keys", k))?;
-            Ok((k, meta_from(f, key, v)?))
-        })
-        .collect()
+fn meta_dict(d: &[(Value, Value)]) -> MetaDict {
+    MetaDict(
+        d.iter()
+            .map(|(k, v)| (meta_from(k), meta_from(v)))
+            .collect(),
+    )
 }
 
 /// What kind of flow a state dict holds (mitmproxy's `type`: http, tcp, udp, dns).
@@ -716,8 +711,8 @@ pub fn flow_from_state(state: &Value) -> Result<HttpFlow> {
         })
         .transpose()?;
     flow.metadata = match f.maybe("metadata") {
-        Value::Null => BTreeMap::new(),
-        Value::Dict(d) => meta_dict(&f, "metadata", d)?,
+        Value::Null => MetaDict::default(),
+        Value::Dict(d) => meta_dict(d),
         other => return Err(f.wrong("metadata", "dict", other)),
     };
     flow.marked = match f.maybe("marked") {
@@ -771,13 +766,19 @@ mod tests {
         f.marked = ":default:".into();
         f.comment = "c".into();
         f.metadata.insert(
-            "k".into(),
+            "k",
             MetaValue::List(vec![
                 MetaValue::Int(1),
                 MetaValue::Str("x".into()),
                 MetaValue::Null,
+                MetaValue::BigInt("-123456789012345678901234567890".into()),
             ]),
         );
+        // Python allows any hashable key; the file keeps it, and the order.
+        f.metadata
+            .0
+            .push((MetaValue::Int(7), MetaValue::Bool(true)));
+        f.metadata.insert("a", MetaValue::Null);
         f
     }
 

@@ -25,6 +25,9 @@ pub enum Value {
     Null,
     Bool(bool),
     Int(i64),
+    /// An integer beyond 64 bits, as its decimal digits (Python ints have no
+    /// limit; kept as written so a re-save does not change it).
+    BigInt(String),
     Float(f64),
     Bytes(Bytes),
     Str(Cow<'static, str>),
@@ -43,7 +46,7 @@ impl Value {
         match self {
             Value::Null => "None",
             Value::Bool(_) => "bool",
-            Value::Int(_) => "int",
+            Value::Int(_) | Value::BigInt(_) => "int",
             Value::Float(_) => "float",
             Value::Bytes(_) => "bytes",
             Value::Str(_) => "str",
@@ -130,10 +133,29 @@ fn show_byte(b: u8) -> String {
 
 /// Decodes one value from the start of `buf`; returns it and the bytes it used.
 pub fn decode(buf: &Bytes) -> Result<(Value, usize), DecodeError> {
-    decode_at(buf, 0, 0)
+    decode_limited(buf, usize::MAX)
 }
 
-fn decode_at(buf: &Bytes, start: usize, depth: usize) -> Result<(Value, usize), DecodeError> {
+/// [`decode`], refusing a value made of more than `max_values` values in all
+/// (a list of ten million nulls is 30 MB of file but 300 MB of [`Value`]s).
+pub fn decode_limited(buf: &Bytes, max_values: usize) -> Result<(Value, usize), DecodeError> {
+    let mut budget = max_values;
+    decode_at(buf, 0, 0, &mut budget)
+}
+
+fn decode_at(
+    buf: &Bytes,
+    start: usize,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<(Value, usize), DecodeError> {
+    if *budget == 0 {
+        return Err(invalid(
+            start,
+            "more values than a flow of this size can plausibly hold",
+        ));
+    }
+    *budget -= 1;
     let shift = |e: DecodeError| match e {
         DecodeError::Invalid { offset, what } => DecodeError::Invalid {
             offset: offset + start,
@@ -167,10 +189,11 @@ fn decode_at(buf: &Bytes, start: usize, depth: usize) -> Result<(Value, usize), 
         )),
         b'#' => {
             let s = std::str::from_utf8(payload).map_err(|_| bad("an integer is not ASCII"))?;
-            Value::Int(
-                s.parse()
-                    .map_err(|_| bad(&format!("{s:?} is not a 64-bit integer")))?,
-            )
+            match s.parse() {
+                Ok(i) => Value::Int(i),
+                Err(_) if is_big_int(s) => Value::BigInt(s.to_owned()),
+                Err(_) => return Err(bad(&format!("{s:?} is not an integer"))),
+            }
         }
         b'^' => {
             let s = std::str::from_utf8(payload).map_err(|_| bad("a float is not ASCII"))?;
@@ -203,7 +226,7 @@ fn decode_at(buf: &Bytes, start: usize, depth: usize) -> Result<(Value, usize), 
             let mut items = Vec::new();
             let mut pos = body_start;
             while pos < end {
-                let (v, used) = decode_at(&inner, pos, depth + 1).map_err(|e| match e {
+                let (v, used) = decode_at(&inner, pos, depth + 1, budget).map_err(|e| match e {
                     DecodeError::Truncated { .. } => {
                         invalid(pos, "an element runs past the end of its list or dict")
                     }
@@ -234,6 +257,12 @@ fn decode_at(buf: &Bytes, start: usize, depth: usize) -> Result<(Value, usize), 
         }
     };
     Ok((value, end + 1 - start))
+}
+
+/// Python's `int()` would read `s` (an optional sign, then digits).
+fn is_big_int(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Appends the encoding of `v` to `out`.
@@ -320,6 +349,7 @@ fn measure(v: &Value, lens: &mut Vec<usize>) -> usize {
         Value::Bool(true) => 4,
         Value::Bool(false) => 5,
         Value::Int(i) => display_len(i),
+        Value::BigInt(s) => s.len(),
         Value::Float(x) => display_len(PyFloat(*x)),
         Value::Bytes(b) => b.len(),
         Value::Str(s) => s.len(),
@@ -351,6 +381,10 @@ fn write(v: &Value, out: &mut Vec<u8>, lens: &mut std::slice::Iter<'_, usize>) {
         }
         Value::Int(i) => {
             let _ = write!(out, "{i}#");
+        }
+        Value::BigInt(s) => {
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'#');
         }
         Value::Float(x) => {
             let _ = write!(out, "{}^", PyFloat(*x));
@@ -439,7 +473,7 @@ mod tests {
         );
         assert_eq!(d(b"x:"), "byte 0: expected a length digit, found 'x'");
         assert_eq!(d(b"3:abcX"), "byte 5: unknown type tag 'X'");
-        assert_eq!(d(b"3:1a2#"), "byte 2: \"1a2\" is not a 64-bit integer");
+        assert_eq!(d(b"3:1a2#"), "byte 2: \"1a2\" is not an integer");
         assert_eq!(
             d(b"4:9:a,}"),
             "byte 2: an element runs past the end of its list or dict"
@@ -454,11 +488,29 @@ mod tests {
         assert!(e.ends_with("nested deeper than 64 levels"), "{e}");
     }
 
+    #[test]
+    fn keeps_integers_beyond_64_bits() {
+        let enc = Bytes::from_static(b"30:123456789012345678901234567890#");
+        let (v, _) = decode(&enc).unwrap();
+        assert_eq!(v, Value::BigInt("123456789012345678901234567890".into()));
+        assert_eq!(to_vec(&v), enc.as_ref());
+    }
+
+    #[test]
+    fn value_budget_bounds_memory() {
+        let nulls = "0:~".repeat(100);
+        let list = Bytes::from(format!("{}:{}]", nulls.len(), nulls));
+        assert!(decode_limited(&list, 101).is_ok());
+        let e = decode_limited(&list, 100).unwrap_err().to_string();
+        assert!(e.contains("more values than"), "{e}");
+    }
+
     fn value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Int),
+            "-?[1-9][0-9]{19,40}".prop_map(Value::BigInt),
             any::<f64>()
                 .prop_filter("nan != nan", |f| !f.is_nan())
                 .prop_map(Value::Float),

@@ -53,6 +53,7 @@ mod error;
 mod framing;
 mod head;
 mod target;
+pub mod websocket;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use encode::{

@@ -3,16 +3,15 @@
 //! order is documented in `_mitmrs.py`, "flow sync"), and what the hook changed
 //! comes back as a [`FlowOut`] (only the parts that changed) applied to the Rust flow.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use mitmrs_core::connection::{Client, ConnectionState, Server};
-use mitmrs_core::flow::MetaValue;
+use mitmrs_core::flow::{MetaDict, MetaValue};
 use mitmrs_core::message::ChunkTransform;
 use mitmrs_core::{Headers, HttpFlow, Request, Response, StreamMode};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyTuple};
 
 /// The Python flow object, kept in the Rust flow's extensions between hooks.
 pub(crate) struct PyFlow(pub Py<PyAny>);
@@ -28,7 +27,7 @@ pub(crate) enum V {
     L(Vec<V>),
     T(Vec<V>),
     D(Vec<(&'static str, V)>),
-    Meta(BTreeMap<String, MetaValue>),
+    Meta(MetaDict),
     Handle(mitmrs_core::flow::InterceptHandle),
     /// Converted when Python first calls it (a [`Lazy`]).
     Lazy(Box<V>),
@@ -62,6 +61,11 @@ fn meta_to_py(py: Python<'_>, m: &MetaValue) -> PyResult<PyObject> {
         MetaValue::Null => py.None(),
         MetaValue::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
         MetaValue::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        MetaValue::BigInt(s) => py
+            .import("builtins")?
+            .getattr("int")?
+            .call1((s.as_str(),))?
+            .unbind(),
         MetaValue::Float(f) => f.into_pyobject(py)?.into_any().unbind(),
         MetaValue::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
         MetaValue::Bytes(b) => PyBytes::new(py, b).into_any().unbind(),
@@ -72,16 +76,32 @@ fn meta_to_py(py: Python<'_>, m: &MetaValue) -> PyResult<PyObject> {
                 .collect::<PyResult<_>>()?;
             PyList::new(py, items)?.into_any().unbind()
         }
-        MetaValue::Map(m) => {
-            let d = PyDict::new(py);
-            for (k, v) in m {
-                d.set_item(k, meta_to_py(py, v)?)?;
-            }
-            d.into_any().unbind()
-        }
+        MetaValue::Dict(m) => meta_dict_to_py(py, m)?,
     })
 }
 
+fn meta_dict_to_py(py: Python<'_>, m: &MetaDict) -> PyResult<PyObject> {
+    let d = PyDict::new(py);
+    for (k, v) in &m.0 {
+        // A list key (a tuple, as the file keeps it) must be a tuple to hash.
+        let key = match k {
+            MetaValue::List(items) => {
+                let items: Vec<PyObject> = items
+                    .iter()
+                    .map(|x| meta_to_py(py, x))
+                    .collect::<PyResult<_>>()?;
+                PyTuple::new(py, items)?.into_any().unbind()
+            }
+            k => meta_to_py(py, k)?,
+        };
+        d.set_item(key, meta_to_py(py, v)?)?;
+    }
+    Ok(d.into_any().unbind())
+}
+
+/// A Python value as flow metadata, or `None` if a flow file cannot hold it
+/// (mitmproxy could not save it either). Inside a dict or list, what cannot be
+/// held is left out with a warning naming it, and the rest is kept.
 fn meta_from_py(v: &Bound<'_, PyAny>) -> Option<MetaValue> {
     if v.is_none() {
         return Some(MetaValue::Null);
@@ -89,11 +109,14 @@ fn meta_from_py(v: &Bound<'_, PyAny>) -> Option<MetaValue> {
     if let Ok(b) = v.downcast::<PyBool>() {
         return Some(MetaValue::Bool(b.is_true()));
     }
-    if let Ok(i) = v.extract::<i64>() {
-        return Some(MetaValue::Int(i));
+    if v.downcast::<PyInt>().is_ok() {
+        return Some(match v.extract::<i64>() {
+            Ok(i) => MetaValue::Int(i),
+            Err(_) => MetaValue::BigInt(v.str().ok()?.to_string()),
+        });
     }
-    if let Ok(f) = v.extract::<f64>() {
-        return Some(MetaValue::Float(f));
+    if let Ok(f) = v.downcast::<PyFloat>() {
+        return Some(MetaValue::Float(f.value()));
     }
     if let Ok(s) = v.extract::<String>() {
         return Some(MetaValue::Str(s));
@@ -102,20 +125,54 @@ fn meta_from_py(v: &Bound<'_, PyAny>) -> Option<MetaValue> {
         return Some(MetaValue::Bytes(Bytes::copy_from_slice(b.as_bytes())));
     }
     if let Ok(d) = v.downcast::<PyDict>() {
-        let mut m = BTreeMap::new();
+        let mut m = MetaDict::default();
         for (k, v) in d.iter() {
-            m.insert(k.extract::<String>().ok()?, meta_from_py(&v)?);
+            match (meta_from_py(&k), meta_from_py(&v)) {
+                (Some(k), Some(v)) => m.0.push((k, v)),
+                _ => unsaveable(&k, &v),
+            }
         }
-        return Some(MetaValue::Map(m));
+        return Some(MetaValue::Dict(m));
     }
-    if let Ok(l) = v.try_iter() {
+    if v.downcast::<PyList>().is_ok() || v.downcast::<PyTuple>().is_ok() {
         let mut out = Vec::new();
-        for x in l {
-            out.push(meta_from_py(&x.ok()?)?);
+        for x in v.try_iter().ok()? {
+            let x = x.ok()?;
+            match meta_from_py(&x) {
+                Some(m) => out.push(m),
+                None => unsaveable(v, &x),
+            }
         }
         return Some(MetaValue::List(out));
     }
     None
+}
+
+fn unsaveable(at: &Bound<'_, PyAny>, what: &Bound<'_, PyAny>) {
+    let repr = |o: &Bound<'_, PyAny>| {
+        o.repr()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
+    // Once per type: metadata goes back to Rust after every hook.
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let ty = what
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.contains(&ty) {
+        return;
+    }
+    tracing::warn!(
+        "flow.metadata: {} (in {}) is a {ty}, which a flow file cannot hold; Python addons still see it, \
+         but it is left out of what Rust addons and -w see (use None, bool, int, float, str, bytes, \
+         list, tuple or dict to have it saved)",
+        repr(what),
+        repr(at),
+    );
+    warned.push(ty);
 }
 
 impl V {
@@ -166,13 +223,7 @@ impl V {
                 }
                 d.into_any().unbind()
             }
-            V::Meta(m) => {
-                let d = PyDict::new(py);
-                for (k, v) in m {
-                    d.set_item(k, meta_to_py(py, v)?)?;
-                }
-                d.into_any().unbind()
-            }
+            V::Meta(m) => meta_dict_to_py(py, m)?,
             V::Handle(h) => Py::new(py, crate::native::ResumeHandle(h.clone()))?.into_any(),
             V::Headers(h) => {
                 let items: Vec<Bound<'_, PyTuple>> = h
@@ -361,7 +412,7 @@ pub(crate) struct FlowOut {
     marked: String,
     comment: String,
     /// None: unchanged.
-    metadata: Option<BTreeMap<String, MetaValue>>,
+    metadata: Option<MetaDict>,
 }
 
 fn ex_headers(v: &Bound<'_, PyAny>) -> PyResult<Headers> {
@@ -453,7 +504,7 @@ impl FlowOut {
         })?;
         let metadata = changed(t.get_item(6)?, |m| {
             Ok(match meta_from_py(m) {
-                Some(MetaValue::Map(m)) => Some(m),
+                Some(MetaValue::Dict(m)) => Some(m),
                 _ => None,
             })
         })?

@@ -172,14 +172,19 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
         let mut status = 0;
         match options.get_str("rfile").filter(|p| !p.is_empty()) {
             // As mitmdump: after reading the file, stop unless `keepserving`.
-            Some(path) => {
-                if !read_file(&path, &options, &ctx.chain).await {
-                    status = 1;
+            // A signal during the read stops it between flows, so `-w` ends
+            // on a whole record.
+            Some(path) => tokio::select! {
+                ok = read_file(&path, &options, &ctx) => {
+                    if !ok {
+                        status = 1;
+                    }
+                    if options.get_bool("keepserving") {
+                        wait_for_shutdown().await;
+                    }
                 }
-                if options.get_bool("keepserving") {
-                    wait_for_shutdown().await;
-                }
-            }
+                _ = wait_for_shutdown() => {}
+            },
             None => wait_for_shutdown().await, // Python addon support: also ctx.master.shutdown()
         }
         let _ = tx.send(true);
@@ -196,7 +201,7 @@ fn run(options: Options, chain: AddonChain) -> anyhow::Result<()> {
 }
 
 /// `-r`: runs the file's flows through the addons. False if the read failed.
-async fn read_file(path: &str, options: &Options, chain: &AddonChain) -> bool {
+async fn read_file(path: &str, options: &Options, ctx: &ProxyCtx) -> bool {
     let max = match mitmrs_flows::readfile::max_flow_size(options) {
         Ok(m) => m,
         Err(e) => {
@@ -204,17 +209,22 @@ async fn read_file(path: &str, options: &Options, chain: &AddonChain) -> bool {
             return false;
         }
     };
-    match mitmrs_flows::load_flows(path, chain, max).await {
-        Ok(summary) => {
-            if summary.skipped > 0 {
-                tracing::warn!(
-                    "{path}: read {} flows, skipped {} (see the warnings above)",
-                    summary.loaded,
-                    summary.skipped
-                );
-            }
-            true
+    let reverse = match &ctx.runtime().cfg.mode.kind {
+        mitmrs_core::mode::ModeKind::Reverse(t) => Some(t.clone()),
+        _ => None,
+    };
+    match mitmrs_flows::load_flows(path, &ctx.chain, max, reverse.as_ref()).await {
+        // Skipped flows make the exit status 1 (mitmdump stops at the first
+        // bad flow, with status 1); the summary shows even with -q.
+        Ok(summary) if summary.skipped > 0 => {
+            tracing::error!(
+                "{path}: read {} flows, skipped {} (see the warnings above)",
+                summary.loaded,
+                summary.skipped
+            );
+            false
         }
+        Ok(_) => true,
         Err(e) => {
             tracing::error!("{e}");
             false
@@ -258,13 +268,23 @@ fn load_scripts(options: &Options, chain: &mut AddonChain, at: usize) -> Result<
     }
 }
 
-/// Ctrl-C, or (with Python support) a script's `ctx.master.shutdown()`.
+/// Ctrl-C, SIGTERM, or (with Python support) a script's `ctx.master.shutdown()`.
 async fn wait_for_shutdown() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
     #[cfg(feature = "python")]
+    let script = mitmrs_python::shutdown_requested();
+    #[cfg(not(feature = "python"))]
+    let script = std::future::pending::<()>();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = mitmrs_python::shutdown_requested() => {}
+        _ = terminate => {}
+        _ = script => {}
     }
-    #[cfg(not(feature = "python"))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -240,6 +240,19 @@ fn mitmproxy_files_read_and_save_as_in_mitmdump() {
             ),
         }
     }
+    // In reverse mode every loaded request is pointed at the target first
+    // (mitmdump prints the same lines).
+    let reverse = stdout(&run_bin(&[
+        "-nr",
+        fixture("successful_log.mitm").to_str().unwrap(),
+        "--mode",
+        "reverse:http://127.0.0.1:9999",
+    ]));
+    assert!(
+        reverse.contains("127.0.0.1:51407: GET http://127.0.0.1:9999/ HTTP/2.0\n")
+            && reverse.contains("127.0.0.1:51727: POST http://127.0.0.1:9999/post HTTP/2.0\n"),
+        "{reverse}"
+    );
     let quic = stdout(&run_bin(&[
         "-nr",
         fixture("dumpfile-19.mitm").to_str().unwrap(),
@@ -295,15 +308,20 @@ fn broken_and_unsupported_files_say_what_and_where() {
     let o = run_bin(&["-nr", fixture("successful_log.har").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("this looks like a HAR file"), "{o:?}");
-    // Records mitmrs cannot use yet are skipped with a warning each; the read goes on.
+    // Records mitmrs cannot use yet are skipped with a warning each; the read
+    // goes on, and the exit status says something was skipped. With -q the
+    // warnings are quiet but the summary is not.
     let o = run_bin(&["-nr", fixture("websocket.mitm").to_str().unwrap()]);
-    assert!(o.status.success(), "{o:?}");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
     let out = stdout(&o);
     assert_eq!(
         out.matches("WebSocket flows are not supported yet").count(),
         3,
         "{out}"
     );
+    let o = run_bin(&["-nqr", fixture("websocket.mitm").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stdout(&o).contains("read 0 flows, skipped 3"), "{o:?}");
     let o = run_bin(&["-nr", fixture("dumpfile-010.mitm").to_str().unwrap()]);
     assert!(
         stdout(&o).contains("flow format 0.10 is not readable yet")
@@ -337,6 +355,19 @@ fn broken_and_unsupported_files_say_what_and_where() {
 }
 
 #[test]
+fn sigterm_stops_cleanly_with_the_file_complete() {
+    let origin = Origin::http(|_| Response::ok("x"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flows.mitm");
+    let proxy = Proxy::start(&["-w", file.to_str().unwrap()]);
+    let r = curl(&proxy, &[&format!("http://127.0.0.1:{}/t", origin.port)]);
+    assert!(r.ok, "{}", r.stderr);
+    let status = proxy.terminate();
+    assert!(status.success(), "mitmrs exited with {status}");
+    assert_eq!(read_with_mitmproxy(&file).len(), 1);
+}
+
+#[test]
 fn plus_appends_and_scripts_changes_are_saved() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.mitm");
@@ -352,11 +383,12 @@ fn plus_appends_and_scripts_changes_are_saved() {
     let script = dir.path().join("tag.py");
     std::fs::write(
         &script,
-        "def response(flow):\n    flow.response.headers['x-tagged'] = 'yes'\n    flow.comment = 'seen'\n",
+        "def response(flow):\n    flow.response.headers['x-tagged'] = 'yes'\n    flow.comment = 'seen'\n    \
+         flow.metadata.update({'big': -2**70, 3: ('t', 1), 'obj': object()})\n",
     )
     .unwrap();
     let o = run_bin(&[
-        "-nqr",
+        "-nr",
         input,
         "-s",
         script.to_str().unwrap(),
@@ -364,11 +396,15 @@ fn plus_appends_and_scripts_changes_are_saved() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{o:?}");
+    // What a flow file cannot hold is named once, and left out.
+    let err = stdout(&o) + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("a flow file cannot hold").count(), 1, "{err}");
     const CHECK: &str = r#"
 import sys
 from mitmproxy import io
 fs = list(io.FlowReader(open(sys.argv[1], "rb")).stream())
 print(len(fs), [f.response.headers.get("x-tagged") for f in fs], [f.comment for f in fs])
+print(fs[0].metadata)
 "#;
     let check = Command::new(venv_python())
         .args(["-c", CHECK])
@@ -377,7 +413,7 @@ print(len(fs), [f.response.headers.get("x-tagged") for f in fs], [f.comment for 
         .unwrap();
     assert_eq!(
         stdout(&check).trim(),
-        "2 ['yes', 'yes'] ['seen', 'seen']",
+        "2 ['yes', 'yes'] ['seen', 'seen']\n{'big': -1180591620717411303424, 3: ['t', 1]}",
         "{check:?}"
     );
 }

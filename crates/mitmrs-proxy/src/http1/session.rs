@@ -318,8 +318,7 @@ impl Session {
         };
         if self.tunnel.as_ref().is_some_and(Tunnel::is_reverse) && !self.rt.cfg.keep_host_header {
             // As mitmproxy: the Host header names the reverse target.
-            let value = host_header_value(&req.scheme, &req.host, req.port);
-            req.headers.set("Host", value);
+            req.headers.set("Host", req.hostport());
         }
         let server_info = match &mut self.server {
             Some(sc) => sc.shared(),
@@ -358,19 +357,5 @@ impl Session {
             }
         }
         After::Close
-    }
-}
-
-/// mitmproxy's `url.hostport`: `host`, or `host:port` when the port is not the
-/// scheme's default; IPv6 addresses in brackets.
-fn host_header_value(scheme: &str, host: &str, port: u16) -> String {
-    let default = match scheme {
-        "https" => 443,
-        _ => 80,
-    };
-    match (port == default, host.contains(':')) {
-        (true, false) => host.to_string(),
-        (true, true) => format!("[{host}]"),
-        (false, _) => mitmrs_core::connection::format_host_port(host, port),
     }
 }

@@ -224,9 +224,18 @@ impl Proxy {
 
     /// Ctrl-C (SIGINT), as a user stops it: the addons' `done` runs (so `-w` has
     /// flushed its file). Waits at most 30 s for the exit; returns the exit status.
-    pub fn interrupt(mut self) -> std::process::ExitStatus {
+    pub fn interrupt(self) -> std::process::ExitStatus {
+        self.stop_with("INT")
+    }
+
+    /// SIGTERM, as a service manager stops it; otherwise as [`Proxy::interrupt`].
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
         let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status();
         // Wait on another thread, so a proxy that does not exit fails the test
         // after 30 s instead of hanging it (the placeholder child exits at once).
@@ -242,7 +251,7 @@ impl Proxy {
             Err(_) => {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
                 panic!(
-                    "mitmrs did not exit within 30 s of SIGINT\n{}",
+                    "mitmrs did not exit within 30 s of SIG{signal}\n{}",
                     self.output()
                 );
             }
