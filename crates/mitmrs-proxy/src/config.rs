@@ -39,6 +39,12 @@ pub struct ProxyConfig {
     pub keep_host_header: bool,
     /// Relay tunnels that do not look like TLS or HTTP as raw TCP.
     pub rawtcp: bool,
+    /// Turn 101 upgrades to `websocket` into WebSocket flows.
+    pub websocket: bool,
+    pub stream_websockets: bool,
+    /// Bytes of message content a WebSocket flow keeps.
+    pub websocket_history: usize,
+    pub websocket_max_message_size: u64,
 }
 
 /// Expands a leading `~` to $HOME.
@@ -142,6 +148,12 @@ impl ProxyConfig {
             mode,
             keep_host_header: o.get_bool("keep_host_header"),
             rawtcp: o.get_bool("rawtcp"),
+            websocket: o.get_bool("websocket"),
+            stream_websockets: o.get_bool("stream_websockets"),
+            websocket_history: size_option(o, "websocket_history")?
+                .map_or(16 << 20, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            websocket_max_message_size: size_option(o, "websocket_max_message_size")?
+                .unwrap_or(256 << 20),
         })
     }
 }

@@ -252,7 +252,88 @@ impl Dumper {
         if self.detail.load(Ordering::Relaxed) <= 0 {
             return;
         }
-        let text = self.render(f).join("\n");
+        self.write_lines(&self.render(f));
+    }
+
+    /// `server:port/path` as mitmdump ends its WebSocket lines.
+    fn server_and_path(f: &HttpFlow) -> String {
+        let server = match &f.server_conn.address {
+            Some((h, p)) => mitmrs_core::connection::format_host_port(h, *p),
+            None => format_address(&f.client_conn.sockname),
+        };
+        format!("{server}{}", f.request.path)
+    }
+
+    /// mitmdump's line for a WebSocket message (and its content from level 3).
+    pub fn websocket_message_lines(
+        &self,
+        f: &HttpFlow,
+        m: &mitmrs_core::WebSocketMessage,
+    ) -> Vec<String> {
+        let detail = self.detail.load(Ordering::Relaxed);
+        let d = if m.from_client { "->" } else { "<-" };
+        let kind = if m.is_text() { "text" } else { "binary" };
+        let mut lines = vec![format!(
+            "{} {d} WebSocket {kind} message {d} {}",
+            format_address(&f.client_conn.peername),
+            Self::server_and_path(f)
+        )];
+        if detail >= 3 {
+            self.body(&mut lines, Some(m.content.clone()), &Headers::new(), detail);
+        }
+        lines
+    }
+
+    /// mitmdump's line for the end of a WebSocket connection.
+    pub fn websocket_end_line(&self, f: &HttpFlow) -> Option<String> {
+        let ws = f.websocket.as_ref()?;
+        let code = ws.close_code?;
+        let reason = ws.close_reason.as_deref();
+        Some(if matches!(code, 1000 | 1001 | 1005) {
+            let by = if ws.closed_by_client == Some(true) {
+                "client"
+            } else {
+                "server"
+            };
+            format!(
+                "WebSocket connection closed by {by}: {code} {}",
+                reason.unwrap_or("None")
+            )
+        } else {
+            let name = match code {
+                1002 => "PROTOCOL_ERROR".to_string(),
+                1003 => "UNSUPPORTED_DATA".into(),
+                1006 => "ABNORMAL_CLOSURE".into(),
+                1007 => "INVALID_FRAME_PAYLOAD_DATA".into(),
+                1008 => "POLICY_VIOLATION".into(),
+                1009 => "MESSAGE_TOO_BIG".into(),
+                1010 => "MANDATORY_EXT".into(),
+                1011 => "INTERNAL_ERROR".into(),
+                1012 => "SERVICE_RESTART".into(),
+                1013 => "TRY_AGAIN_LATER".into(),
+                1015 => "TLS_HANDSHAKE_FAILED".into(),
+                c => format!("UNKNOWN_ERROR={c}"),
+            };
+            let reason = match reason {
+                Some(r) if !r.is_empty() => format!(" (reason: {r})"),
+                _ => String::new(),
+            };
+            let server = Self::server_and_path(f);
+            let server = server.strip_suffix(&f.request.path).unwrap_or(&server);
+            self.style(
+                &format!(
+                    "Error in WebSocket connection to {server}: WebSocket Error: {name}{reason}"
+                ),
+                "31",
+            )
+        })
+    }
+
+    fn write_lines(&self, lines: &[String]) {
+        if self.detail.load(Ordering::Relaxed) <= 0 {
+            return;
+        }
+        let text = lines.join("\n");
         let mut out = match self.out.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -282,7 +363,13 @@ impl Addon for Dumper {
         if self.detail.load(Ordering::Relaxed) <= 0 {
             HookSet::EMPTY.with(Hook::Configure)
         } else {
-            HookSet::of(&[Hook::Configure, Hook::Response, Hook::Error])
+            HookSet::of(&[
+                Hook::Configure,
+                Hook::Response,
+                Hook::Error,
+                Hook::WebsocketMessage,
+                Hook::WebsocketEnd,
+            ])
         }
     }
 
@@ -311,6 +398,21 @@ impl Addon for Dumper {
 
     async fn error(&self, flow: &mut HttpFlow) -> HookResult {
         self.echo(flow);
+        Ok(())
+    }
+
+    async fn websocket_message(&self, flow: &mut HttpFlow) -> HookResult {
+        if let Some(m) = flow.websocket.as_ref().and_then(|w| w.messages.back()) {
+            let lines = self.websocket_message_lines(flow, m);
+            self.write_lines(&lines);
+        }
+        Ok(())
+    }
+
+    async fn websocket_end(&self, flow: &mut HttpFlow) -> HookResult {
+        if let Some(line) = self.websocket_end_line(flow) {
+            self.write_lines(&[line]);
+        }
         Ok(())
     }
 }

@@ -133,7 +133,7 @@ pub struct Conn {
 /// with no read completing, so the limit is kept to within a quarter: a connection
 /// goes after between 1 and 1.25 times `tcp_timeout` of silence.
 #[derive(Default)]
-struct IdleTimer {
+pub(crate) struct IdleTimer {
     /// Armed on the first read that has to wait.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Reads completed so far, and the count when the timer last fired.
@@ -153,7 +153,7 @@ impl IdleTimer {
     }
 
     /// Waits for the next quarter of `timeout` to pass.
-    async fn quarter(&mut self, timeout: Duration) {
+    pub(crate) async fn quarter(&mut self, timeout: Duration) {
         let quarter = timeout / 4;
         let sleep = self
             .sleep
@@ -164,7 +164,7 @@ impl IdleTimer {
 
     /// Notes the reads completed so far at the end of a quarter; `true` once
     /// four quarters in a row saw none.
-    fn quiet_since(&mut self, reads: u64) -> bool {
+    pub(crate) fn quiet_since(&mut self, reads: u64) -> bool {
         if reads == self.seen {
             self.quiet += 1;
         } else {

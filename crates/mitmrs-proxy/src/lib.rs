@@ -25,6 +25,7 @@ pub mod socks5;
 pub mod splice;
 pub mod tlsinfo;
 pub mod upstream;
+pub mod websocket;
 pub mod wire;
 
 pub use config::ProxyConfig;

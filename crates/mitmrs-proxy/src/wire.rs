@@ -118,6 +118,13 @@ pub fn request_head(
         if !h.contains("connection") {
             h.add("Connection", "Upgrade");
         }
+        // No WebSocket extension is negotiated, so messages stay readable and
+        // changeable (permessage-deflate would compress them). mitmproxy lets
+        // the offer through and decompresses; the flow keeps the header here
+        // too, only the server does not see it.
+        if h.has_token("upgrade", "websocket") {
+            h.remove("sec-websocket-extensions");
+        }
     }
     let target = if req.method.eq_ignore_ascii_case("CONNECT") {
         req.authority.as_str()

@@ -192,6 +192,38 @@ pub fn core_option_specs() -> Vec<OptionSpec> {
             "Enable/disable raw TCP connections. TCP connections are enabled by default.",
         ),
         OptionSpec::new(
+            "websocket",
+            T::Bool,
+            V::Bool(true),
+            "Enable/disable WebSocket support. WebSocket support is enabled by default.",
+        ),
+        OptionSpec::new(
+            "stream_websockets",
+            T::Bool,
+            V::Bool(false),
+            "mitmrs (mitmproxy 6 had it; 7 to 11 accept and ignore it): pass WebSocket frames on as they arrive \
+             instead of joining each message first, so a message of any size goes through in bounded memory. \
+             websocket_message still runs once per message, after it has passed, with its content empty; \
+             changing or dropping it has no effect.",
+        ),
+        OptionSpec::new(
+            "websocket_history",
+            T::Str,
+            V::Str("16m".into()),
+            "mitmrs-specific (not in mitmproxy): how much message content a WebSocket flow keeps in \
+             flow.websocket.messages (and saves with -w). Older messages are dropped first; the current message \
+             is always kept. mitmproxy keeps every message, so a long-lived connection grows without end. \
+             Understands k/m/g suffixes.",
+        ),
+        OptionSpec::new(
+            "websocket_max_message_size",
+            T::Str,
+            V::Str("256m".into()),
+            "mitmrs-specific (not in mitmproxy): the largest WebSocket message joined in memory. A larger one \
+             closes the connection with 1009 (message too big) and a log line naming this option; set \
+             stream_websockets to pass such messages on unjoined. Understands k/m/g suffixes.",
+        ),
+        OptionSpec::new(
             "keep_host_header",
             T::Bool,
             V::Bool(false),
@@ -226,7 +258,13 @@ pub fn validate_core(opts: &Options) -> Result<(), OptionsError> {
     range("listen_port", 0, 65535, "a port number from 0 to 65535")?;
     range("flow_detail", 0, 4, "a detail level from 0 to 4")?;
     range("tcp_timeout", 0, i64::MAX, "a number of seconds, 0 or more")?;
-    for name in ["stream_large_bodies", "body_size_limit", "max_header_size"] {
+    for name in [
+        "stream_large_bodies",
+        "body_size_limit",
+        "max_header_size",
+        "websocket_history",
+        "websocket_max_message_size",
+    ] {
         size_option(opts, name)?;
     }
     proxy_mode(opts)?;

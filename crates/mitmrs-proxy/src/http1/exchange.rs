@@ -497,11 +497,17 @@ impl Session {
         }
     }
 
-    /// A 101 response: relay it, then bytes both ways until either side closes.
-    async fn relay_upgrade(&mut self, mut flow: Box<HttpFlow>, sc: ServerConn) -> After {
+    /// A 101 response: relay it, then WebSocket frames (see [`crate::websocket`])
+    /// or, for any other protocol, bytes both ways until either side closes.
+    async fn relay_upgrade(&mut self, mut flow: Box<HttpFlow>, mut sc: ServerConn) -> After {
         if let Some(r) = flow.response.as_mut() {
             r.content = Some(Bytes::new());
             r.timestamp_end = Some(now());
+        }
+        // Set before `response`, so addons can tell (and may unset it to have
+        // the connection relayed as raw bytes), as in mitmproxy.
+        if crate::websocket::is_websocket(&flow, &self.rt.cfg) {
+            flow.websocket = Some(Default::default());
         }
         self.ctx.chain.response(&mut flow).await;
         let Some(resp) = flow.response.as_ref() else {
@@ -510,6 +516,13 @@ impl Session {
         let mut out = BytesMut::new();
         wire::response_head(resp, BodyPlan::None, true, true, false, &mut out);
         if self.conn.write_all(&out).await.is_err() {
+            upstream::disconnect(&self.ctx, &self.client, sc).await;
+            return After::Close;
+        }
+        if flow.websocket.is_some() && !flow.killed() {
+            let rt = self.rt.clone();
+            crate::websocket::relay(&self.ctx, &rt.cfg, &mut flow, &mut self.conn, &mut sc.conn)
+                .await;
             upstream::disconnect(&self.ctx, &self.client, sc).await;
             return After::Close;
         }
