@@ -1,8 +1,9 @@
 //! Reading a flow file at start-up (`-r`/`rfile`), as mitmproxy's `ReadFile`
 //! addon does: each flow goes through the hooks a live flow would have seen
 //! (`requestheaders`, `request`, then `responseheaders` and `response` if it has a
-//! response, then `error` if it has an error), so the console shows it, scripts
-//! see it and `-w` saves it.
+//! response, then for a WebSocket flow `websocket_start`, `websocket_message`
+//! per message and `websocket_end`, else `error` if it has an error), so the
+//! console shows it, scripts see it and `-w` saves it.
 //!
 //! The file is read on its own thread, at most two batches (256 flows or 4 MiB
 //! each) ahead of the hooks, so a file of any length is read in bounded memory.
@@ -156,7 +157,19 @@ pub async fn load_flows(
                         chain.responseheaders(&mut flow).await;
                         chain.response(&mut flow).await;
                     }
-                    if flow.error.is_some() {
+                    if let Some(ws) = flow.websocket.as_mut() {
+                        // As mitmproxy: the messages are handed over one by one,
+                        // the list growing as they go.
+                        let queue = std::mem::take(&mut ws.messages);
+                        chain.websocket_start(&mut flow).await;
+                        for m in queue {
+                            if let Some(ws) = flow.websocket.as_mut() {
+                                ws.push(m, usize::MAX);
+                            }
+                            chain.websocket_message(&mut flow).await;
+                        }
+                        chain.websocket_end(&mut flow).await;
+                    } else if flow.error.is_some() {
                         chain.error(&mut flow).await;
                     }
                     summary.loaded += 1;

@@ -214,6 +214,7 @@ impl Addon for Save {
             Hook::Request,
             Hook::Response,
             Hook::Error,
+            Hook::WebsocketEnd,
             Hook::Done,
         ])
     }
@@ -313,7 +314,15 @@ impl Addon for Save {
         Ok(())
     }
 
+    /// A WebSocket flow is saved when it ends, with its messages.
     async fn response(&self, flow: &mut HttpFlow) -> HookResult {
+        if flow.websocket.is_some() {
+            return Ok(());
+        }
+        self.save(flow).await
+    }
+
+    async fn websocket_end(&self, flow: &mut HttpFlow) -> HookResult {
         self.save(flow).await
     }
 

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mitmrs_core::connection::{CertDer, Client, Server, TlsFacts, TransportProtocol};
 use mitmrs_core::flow::{FlowError, MetaDict, MetaValue};
-use mitmrs_core::{Headers, HttpFlow, Request, Response};
+use mitmrs_core::{
+    Headers, HttpFlow, MessageType, Request, Response, WebSocketData, WebSocketMessage,
+};
 
 use crate::tnetstring::Value;
 
@@ -49,10 +51,39 @@ fn bytes_of(v: &str) -> Value {
 
 // ---------------------------------------------------------------- writing
 
+/// mitmproxy's `WebSocketData` state; each message is
+/// `[type, from_client, content, timestamp, dropped, injected]`.
+fn websocket_state(w: &WebSocketData) -> Value {
+    Value::Dict(vec![
+        (s("timestamp_end"), opt(w.timestamp_end, Value::Float)),
+        (s("close_reason"), opt(w.close_reason.as_deref(), text)),
+        (s("close_code"), opt(w.close_code, |c| Value::Int(c.into()))),
+        (s("closed_by_client"), opt(w.closed_by_client, Value::Bool)),
+        (
+            s("messages"),
+            Value::List(
+                w.messages
+                    .iter()
+                    .map(|m| {
+                        Value::List(vec![
+                            Value::Int(m.kind as i64),
+                            Value::Bool(m.from_client),
+                            Value::Bytes(m.content.clone()),
+                            Value::Float(m.timestamp),
+                            Value::Bool(m.dropped),
+                            Value::Bool(m.injected),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
 /// The state dict of an HTTP flow, keys in the order mitmproxy's files have them.
 pub fn flow_to_state(f: &HttpFlow) -> Value {
     Value::Dict(vec![
-        (s("websocket"), Value::Null),
+        (s("websocket"), opt(f.websocket.as_ref(), websocket_state)),
         (s("response"), opt(f.response.as_ref(), response_state)),
         (s("request"), request_state(&f.request)),
         (s("backup"), Value::Null),
@@ -656,6 +687,58 @@ fn meta_dict(d: &[(Value, Value)]) -> MetaDict {
     )
 }
 
+fn websocket_from(w: &Fields<'_>) -> Result<WebSocketData> {
+    let mut data = WebSocketData::default();
+    data.closed_by_client = match w.maybe("closed_by_client") {
+        Value::Null => None,
+        _ => Some(w.bool("closed_by_client")?),
+    };
+    data.close_code = match w.maybe("close_code") {
+        Value::Null => None,
+        _ => Some(
+            u16::try_from(w.int("close_code")?)
+                .map_err(|_| w.err("close_code", "not a close code (0 to 65535)"))?,
+        ),
+    };
+    data.close_reason = w.opt_text("close_reason")?;
+    data.timestamp_end = w.opt_float("timestamp_end")?;
+    for (i, m) in w.list("messages")?.iter().enumerate() {
+        let bad = |what: &str| w.err(&format!("messages[{i}]"), what.to_string());
+        let Value::List(parts) = m else {
+            return Err(bad("expected a list"));
+        };
+        let kind = match parts.first() {
+            Some(Value::Int(1)) => MessageType::Text,
+            Some(Value::Int(2)) => MessageType::Binary,
+            _ => return Err(bad("the type is not 1 (text) or 2 (binary)")),
+        };
+        let flag = |n: usize| matches!(parts.get(n), Some(Value::Bool(true)));
+        let content = match parts.get(2) {
+            Some(Value::Bytes(b)) => b.clone(),
+            Some(Value::Str(t)) => Bytes::copy_from_slice(t.as_bytes()),
+            _ => return Err(bad("the content is not bytes")),
+        };
+        let timestamp = match parts.get(3) {
+            Some(Value::Float(t)) => *t,
+            Some(Value::Int(t)) => *t as f64,
+            _ => return Err(bad("the timestamp is not a number")),
+        };
+        // Every message of a file is kept, whatever `websocket_history` says.
+        data.push(
+            WebSocketMessage {
+                kind,
+                from_client: flag(1),
+                content,
+                timestamp,
+                dropped: flag(4),
+                injected: flag(5),
+            },
+            usize::MAX,
+        );
+    }
+    Ok(data)
+}
+
 /// What kind of flow a state dict holds (mitmproxy's `type`: http, tcp, udp, dns).
 pub fn flow_type(state: &Value) -> Option<String> {
     match state.get("type") {
@@ -686,17 +769,16 @@ pub fn flow_from_state(state: &Value) -> Result<HttpFlow> {
             format!("expected {FLOW_FORMAT_VERSION} after upgrading, found {version}"),
         ));
     }
-    if !matches!(f.maybe("websocket"), Value::Null) {
-        return Err(f.err(
-            "websocket",
-            "WebSocket flows are not supported yet (they come with WebSocket support)",
-        ));
-    }
+    let websocket = f
+        .opt_dict("websocket")?
+        .map(|w| websocket_from(&w))
+        .transpose()?;
     let client = client_from(&f.dict("client_conn")?)?;
     let server = server_from(&f.dict("server_conn")?)?;
     let request = request_from(&f.dict("request")?)?;
     let mut flow = HttpFlow::new(Arc::new(client), Arc::new(server), request);
     flow.id = f.text("id")?;
+    flow.websocket = websocket;
     flow.response = f
         .opt_dict("response")?
         .map(|r| response_from(&r))

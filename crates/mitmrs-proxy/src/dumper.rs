@@ -164,11 +164,19 @@ impl Dumper {
             "DELETE" => "1;31",
             _ => "1;35",
         };
-        let url = if self.showhost.load(Ordering::Relaxed) {
+        let mut url = if self.showhost.load(Ordering::Relaxed) {
             f.request.pretty_url()
         } else {
             f.request.url()
         };
+        if detail == 1 {
+            // As mitmdump: long URLs are cut to the terminal's width.
+            let limit = terminal_width().saturating_sub(25).max(50);
+            if let Some((at, _)) = url.char_indices().nth(limit) {
+                url.truncate(at);
+                url.push('…');
+            }
+        }
         let resp_version = f
             .response
             .as_ref()
@@ -341,6 +349,28 @@ impl Dumper {
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
     }
+}
+
+/// The terminal's width as Python's `shutil.get_terminal_size` finds it:
+/// `COLUMNS`, else the size of the terminal on stdout, else 80.
+fn terminal_width() -> usize {
+    if let Some(c) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|c| *c > 0)
+    {
+        return c;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: TIOCGWINSZ writes a `winsize` into the struct we own.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+        if r == 0 && ws.ws_col > 0 {
+            return usize::from(ws.ws_col);
+        }
+    }
+    80
 }
 
 /// The decoded body, or the raw one if it cannot be decoded (mitmproxy's

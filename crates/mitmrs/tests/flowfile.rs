@@ -205,6 +205,7 @@ fn mitmproxy_files_read_and_save_as_in_mitmdump() {
         "dumpfile-19.mitm",
         "successful_log.mitm",
         "error_log.mitm",
+        "websocket.mitm",
     ] {
         let input = fixture(name);
         let input = input.to_str().unwrap();
@@ -308,20 +309,25 @@ fn broken_and_unsupported_files_say_what_and_where() {
     let o = run_bin(&["-nr", fixture("successful_log.har").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("this looks like a HAR file"), "{o:?}");
-    // Records mitmrs cannot use yet are skipped with a warning each; the read
-    // goes on, and the exit status says something was skipped. With -q the
-    // warnings are quiet but the summary is not.
-    let o = run_bin(&["-nr", fixture("websocket.mitm").to_str().unwrap()]);
+    // Records mitmrs cannot use are skipped with a warning each; the read goes
+    // on, and the exit status says something was skipped. With -q the warnings
+    // are quiet but the summary is not.
+    let mut data = std::fs::read(fixture("error_log.mitm")).unwrap();
+    data.extend_from_slice(b"20:4:type;3:tcp;1:x;0:~}");
+    data.extend_from_slice(&std::fs::read(fixture("error_log.mitm")).unwrap());
+    let mixed = dir.path().join("mixed.mitm");
+    std::fs::write(&mixed, &data).unwrap();
+    let o = run_bin(&["-nr", mixed.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let out = stdout(&o);
     assert_eq!(
-        out.matches("WebSocket flows are not supported yet").count(),
-        3,
+        out.matches("tcp flows are not supported yet").count(),
+        1,
         "{out}"
     );
-    let o = run_bin(&["-nqr", fixture("websocket.mitm").to_str().unwrap()]);
+    let o = run_bin(&["-nqr", mixed.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
-    assert!(stdout(&o).contains("read 0 flows, skipped 3"), "{o:?}");
+    assert!(stdout(&o).contains("read 4 flows, skipped 1"), "{o:?}");
     let o = run_bin(&["-nr", fixture("dumpfile-010.mitm").to_str().unwrap()]);
     assert!(
         stdout(&o).contains("flow format 0.10 is not readable yet")
