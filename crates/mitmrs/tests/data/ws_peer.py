@@ -1,0 +1,57 @@
+"""WebSocket peers for crates/mitmrs/tests/websocket.rs (Python `websockets`).
+
+server: echoes every message; "close-me" makes it close with 1001. Prints its
+        port on the first line, then serves until stdin closes.
+client PORT PROXY [BIG]: talks to the server through the proxy and prints
+        what came back, one line per exchange.
+"""
+import asyncio
+import sys
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+
+async def echo(ws):
+    async for m in ws:
+        if m == "close-me":
+            await ws.close(1001, "going away")
+            return
+        await ws.send(m)
+
+
+async def server():
+    async with serve(echo, "127.0.0.1", 0, compression="deflate", max_size=None) as s:
+        print(s.sockets[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def client(port, proxy, big):
+    url = f"ws://127.0.0.1:{port}/chat?x=1"
+    async with connect(url, proxy=proxy, max_size=None, open_timeout=20) as ws:
+        await ws.send("hello")
+        print("text", await ws.recv(), flush=True)
+        await ws.send(b"\x00\x01bin")
+        print("binary", await ws.recv(), flush=True)
+        await ws.send(["frag1-", "frag2-", "frag3"])
+        print("fragmented", await ws.recv(), flush=True)
+        await (await ws.ping(b"pingdata"))
+        print("pong", flush=True)
+        if big:
+            data = bytes(range(256)) * (big // 256)
+            await ws.send(data)
+            back = await ws.recv()
+            print("big", len(back), back == data, flush=True)
+        await ws.send("close-me")
+        try:
+            await ws.recv()
+        except Exception:
+            pass
+    print("closed", ws.close_code, ws.close_reason, flush=True)
+
+
+if sys.argv[1] == "server":
+    asyncio.run(server())
+else:
+    big = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    asyncio.run(client(sys.argv[2], sys.argv[3], big))

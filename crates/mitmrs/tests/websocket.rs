@@ -1,0 +1,263 @@
+//! WebSocket flows through the real binary: a Python `websockets` client and
+//! server talk through mitmrs; the console shows mitmdump's lines, `-w` saves
+//! flows that mitmproxy 11.0.2 reads with every message, and bad peers and
+//! limits end the connection with the close code that names them.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use support::Proxy;
+
+fn venv_python() -> PathBuf {
+    let p = support::workspace_root().join(".venv/bin/python");
+    assert!(
+        p.is_file(),
+        "{} not found: run ./scripts/test-all, which installs mitmproxy and websockets into .venv",
+        p.display()
+    );
+    p
+}
+
+fn peer_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_peer.py")
+}
+
+/// The echo server; it stops when dropped (its stdin closes).
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(venv_python())
+            .arg(peer_script())
+            .arg("server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot start the WebSocket server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the server prints its port");
+        Server { child, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(server: &Server, proxy: &Proxy, big: usize) -> Output {
+    Command::new(venv_python())
+        .arg(peer_script())
+        .arg("client")
+        .arg(server.port.to_string())
+        .arg(format!("http://127.0.0.1:{}", proxy.port))
+        .arg(big.to_string())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The flows of a file as mitmproxy reads them, one JSON line each.
+fn read_with_mitmproxy(path: &Path) -> Vec<serde_json::Value> {
+    const SCRIPT: &str = r#"
+import json, sys
+from mitmproxy import io
+for f in io.FlowReader(open(sys.argv[1], "rb")).stream():
+    ws = f.websocket
+    print(json.dumps({
+        "status": f.response.status_code,
+        "messages": [[m.type.name, m.from_client, m.content.decode("latin-1"), m.dropped] for m in ws.messages],
+        "close_code": int(ws.close_code), "close_reason": ws.close_reason,
+        "closed_by_client": ws.closed_by_client,
+    }))
+"#;
+    let out = Command::new(venv_python())
+        .args(["-c", SCRIPT])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn messages_pass_show_and_save_as_in_mitmproxy() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ws.mitm");
+    let proxy = Proxy::start(&["-w", file.to_str().unwrap()]);
+    let o = client(&server, &proxy, 3 << 20);
+    assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "text hello\nbinary b'\\x00\\x01bin'\nfragmented frag1-frag2-frag3\npong\nbig 3145728 True\n\
+         closed 1001 going away\n"
+    );
+    let status = proxy.interrupt();
+    assert!(status.success());
+
+    let flows = read_with_mitmproxy(&file);
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    let f = &flows[0];
+    assert_eq!(f["status"], 101);
+    let msgs = f["messages"].as_array().unwrap();
+    let summary: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            let content = m[2].as_str().unwrap();
+            let n = content.chars().count();
+            let shown = if n > 20 {
+                format!("{n} bytes")
+            } else {
+                content.into()
+            };
+            format!("{} {} {shown}", m[0].as_str().unwrap(), m[1])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "TEXT true hello",
+            "TEXT false hello",
+            "BINARY true \u{0}\u{1}bin",
+            "BINARY false \u{0}\u{1}bin",
+            "TEXT true frag1-frag2-frag3",
+            "TEXT false frag1-frag2-frag3",
+            "BINARY true 3145728 bytes",
+            "BINARY false 3145728 bytes",
+            "TEXT true close-me",
+        ]
+    );
+    assert_eq!(
+        (&f["close_code"], &f["close_reason"], &f["closed_by_client"]),
+        (
+            &serde_json::json!(1001),
+            &serde_json::json!("going away"),
+            &serde_json::json!(false)
+        )
+    );
+}
+
+#[test]
+fn console_lines_are_mitmdumps() {
+    let server = Server::start();
+    let proxy = Proxy::start(&[]);
+    let o = client(&server, &proxy, 0);
+    assert!(o.status.success(), "{}", text(&o));
+    let path = format!("127.0.0.1:{}/chat?x=1", server.port);
+    for line in [
+        format!("-> WebSocket text message -> {path}"),
+        format!("<- WebSocket text message <- {path}"),
+        format!("-> WebSocket binary message -> {path}"),
+        "<< 101 Switching Protocols 0b".to_string(),
+        "Received WebSocket ping from client (payload: b'pingdata')".into(),
+        "Received WebSocket pong from server (payload: b'pingdata')".into(),
+        "WebSocket connection closed by server: 1001 going away".into(),
+    ] {
+        proxy.expect_stdout(&line);
+    }
+}
+
+#[test]
+fn streamed_messages_pass_whole_and_are_recorded_empty() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ws.mitm");
+    let proxy = Proxy::start(&[
+        "-w",
+        file.to_str().unwrap(),
+        "--set",
+        "stream_websockets=true",
+    ]);
+    let o = client(&server, &proxy, 4 << 20);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("big 4194304 True"), "{}", text(&o));
+    assert!(proxy.interrupt().success());
+    let flows = read_with_mitmproxy(&file);
+    let msgs = flows[0]["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 9);
+    assert!(msgs.iter().all(|m| m[2] == ""), "{msgs:?}");
+}
+
+/// A raw client: the upgrade through the proxy, then whatever `frames` holds;
+/// returns what came back after the 101's head.
+fn raw_exchange(proxy: &Proxy, port: u16, frames: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET http://127.0.0.1:{port}/raw HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "the proxy closed before the 101"
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(frames).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    rest
+}
+
+#[test]
+fn bad_frames_and_limits_close_with_the_code_that_names_them() {
+    let server = Server::start();
+    let proxy = Proxy::start(&["--set", "websocket_max_message_size=1k"]);
+    // An unmasked frame from a client: 1002, reason as wsproto words it.
+    let back = raw_exchange(&proxy, server.port, b"\x81\x02hi");
+    let mut want = vec![0x88, 43, 0x03, 0xEA];
+    want.extend_from_slice(b"server received unexpected unmasked frame");
+    assert_eq!(back, want, "{}", String::from_utf8_lossy(&back));
+    // A message over websocket_max_message_size: 1009, naming the option.
+    let mut big = vec![0x82, 0xFE, 0x08, 0x00, 0, 0, 0, 0];
+    big.extend_from_slice(&[0u8; 2048]);
+    let back = raw_exchange(&proxy, server.port, &big);
+    assert_eq!(&back[2..4], &[0x03, 0xF1], "{back:?}");
+    assert!(
+        String::from_utf8_lossy(&back[4..]).contains("websocket_max_message_size"),
+        "{}",
+        String::from_utf8_lossy(&back)
+    );
+    proxy.expect_stdout(&format!(
+        "Error in WebSocket connection to 127.0.0.1:{}: WebSocket Error: PROTOCOL_ERROR (reason: server received \
+         unexpected unmasked frame)",
+        server.port
+    ));
+    proxy.expect_stdout("WebSocket Error: MESSAGE_TOO_BIG");
+}
