@@ -113,6 +113,21 @@ fn tls_note(s: &PeerSpec) -> Option<&'static str> {
     (s.kind == Kind::Direct).then_some("TLS straight to the origin")
 }
 
+/// M11's 64 MiB message, as a note on each row.
+fn post_websocket(m: &mut MetricResult, _: &[MetricResult]) {
+    for row in &mut m.rows {
+        if let Ok(s) = &row.outcome {
+            let get = |k: &str| s.get(k).copied().unwrap_or(f64::NAN);
+            row.notes.push(format!(
+                "64 MiB message echoed in {:.2} s ({:.0} MB/s each way); peak RSS {:.1} MiB over both parts",
+                get("big_secs"),
+                get("big_bytes_per_sec") / 1e6,
+                get("hwm_mib"),
+            ));
+        }
+    }
+}
+
 /// M12's other numbers, as notes on each row.
 fn post_save_flows(m: &mut MetricResult, _: &[MetricResult]) {
     for row in &mut m.rows {
@@ -428,17 +443,43 @@ pub fn build(ctx: &Ctx, m4s_size: u64) -> Vec<MetricDef> {
     }];
     v.push(m9);
 
-    for (id, title) in [
-        ("M10", "HTTP/2 through a TLS reverse proxy (h2load)"),
-        (
-            "M11",
-            "WebSocket echo msgs/s + 64 MiB message (stream_websockets)",
-        ),
-    ] {
-        let mut m = def(id, id, title, "none", Unit::Rps);
-        m.mode = Mode::NotBuilt;
-        v.push(m);
-    }
+    let mut m10 = def(
+        "M10",
+        "M10",
+        "HTTP/2 through a TLS reverse proxy (h2load)",
+        "none",
+        Unit::Rps,
+    );
+    m10.mode = Mode::NotBuilt;
+    v.push(m10);
+
+    let mut m11 = def(
+        "M11",
+        "M11",
+        "WebSocket echo of 32-byte messages (c32), then one 64 MiB message (mitmrs with stream_websockets)",
+        "msgs_per_sec",
+        Unit::MsgsPerSec,
+    );
+    m11.peers = vec![
+        PeerSpec::new(Direct),
+        PeerSpec::new(Mitmdump),
+        PeerSpec::new(Mitmrs).with(|o| o.stream_ws = true),
+    ];
+    m11.mode = Mode::Fresh;
+    m11.measure = Box::new(metrics::websocket);
+    m11.post = Some(post_websocket);
+    m11.targets = vec![
+        Target::VsPeer {
+            peer: "mitmdump",
+            min: 20.0,
+        },
+        Target::Max {
+            key: "hwm_mib",
+            max: 32.0,
+            unit: Unit::MiB,
+        },
+    ];
+    v.push(m11);
 
     let mut m12 = def(
         "M12",

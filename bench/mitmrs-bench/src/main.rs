@@ -20,6 +20,7 @@ mod report;
 mod runner;
 mod tlsutil;
 mod ws;
+mod wsload;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,8 @@ enum Cmd {
     Origin(origin::OriginArgs),
     /// Run the load client; prints `RESULT key=value ...`.
     Load(load::LoadArgs),
+    /// The WebSocket load client (M11).
+    Wsload(wsload::WsArgs),
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn main() {
         Cmd::All(a) => runner::run_all(a),
         Cmd::Origin(a) => origin::run(a),
         Cmd::Load(a) => load::run(a),
+        Cmd::Wsload(a) => wsload::run(a),
     };
     if let Err(e) = res {
         eprintln!("mitmrs-bench: {e:#}");

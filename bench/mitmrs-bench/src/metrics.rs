@@ -280,6 +280,54 @@ pub fn startup(ctx: &Ctx, spec: PeerSpec, dir: &std::path::Path) -> Result<f64> 
     Ok(ms)
 }
 
+/// M11: 32-byte WebSocket messages echoed on 32 connections for the run
+/// time, then one 64 MiB message (one frame) echoed on a fresh connection.
+/// The peak RSS covers both.
+pub fn websocket(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
+    let url = format!("--url=http://{}/ws", ctx.origin.http);
+    let proxy = (peer.spec.kind != Kind::Direct).then(|| format!("--proxy={}", peer.addr));
+    let dur = ctx.duration.max(1.0);
+    let run = |extra: &[String], bound: f64| -> Result<Sample> {
+        let mut cmd = Command::new(&ctx.tools.self_exe);
+        cmd.arg("wsload").arg(&url).args(proxy.iter()).args(extra);
+        let (_, out, err) = procs::run_bounded("wsload", &mut cmd, Duration::from_secs_f64(bound))?;
+        parse_result(&out, &err)
+    };
+    let mut s = with_proc_stats(peer, || {
+        let mut s = run(
+            &["-c".into(), "32".into(), "-d".into(), format!("{dur}")],
+            dur + 60.0,
+        )?;
+        // Bounded: mitmdump needs minutes for it (wsproto joins and re-frames
+        // the message in Python); a row that does not finish says so.
+        let bound = if ctx.quick { 60.0 } else { 180.0 };
+        match run(&[format!("--big={}", 64u64 << 20)], bound) {
+            Ok(big) => {
+                s.insert(
+                    "big_secs".into(),
+                    big.get("secs").copied().unwrap_or(f64::NAN),
+                );
+                s.insert(
+                    "big_bytes_per_sec".into(),
+                    big.get("bytes_per_sec").copied().unwrap_or(f64::NAN),
+                );
+            }
+            Err(_) => {
+                s.insert("big_secs".into(), f64::INFINITY);
+                s.insert("big_bytes_per_sec".into(), 0.0);
+            }
+        }
+        Ok(s)
+    })?;
+    if let Some(r) = s.get("rps").copied() {
+        s.insert("msgs_per_sec".into(), r);
+    }
+    if let Some(h) = s.get("hwm_kib").copied() {
+        s.insert("hwm_mib".into(), h / 1024.0);
+    }
+    Ok(s)
+}
+
 /// M12: `n` requests through a peer started with `-w` (keep-alive, 32
 /// connections), with the RSS read after the first tenth and at the end; then
 /// the peer's binary reads the file and saves it again (`-nqr FILE -w COPY`),

@@ -38,6 +38,9 @@ pub struct Opts {
     pub script: bool,
     /// Save every flow with `-w <peer dir>/flows.mitm` (M12).
     pub save: bool,
+    /// mitmrs only: `--set stream_websockets=true` (M11; mitmdump 11 has no
+    /// such option and always joins messages).
+    pub stream_ws: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +152,9 @@ pub fn command(ctx: &Ctx, spec: PeerSpec, port: u16, dir: &std::path::Path) -> R
         }
         if spec.opts.save {
             c.arg("-w").arg(dir.join(FLOWS_FILE));
+        }
+        if spec.opts.stream_ws && spec.kind == Kind::Mitmrs {
+            c.args(["--set", "stream_websockets=true"]);
         }
         if spec.opts.script {
             c.arg("-s")

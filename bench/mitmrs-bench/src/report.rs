@@ -20,6 +20,7 @@ pub enum Unit {
     Millis,
     MiB,
     FlowsPerSec,
+    MsgsPerSec,
 }
 
 impl Unit {
@@ -34,6 +35,7 @@ impl Unit {
             Unit::Millis => format!("{v:.1} ms"),
             Unit::MiB => format!("{v:.1} MiB"),
             Unit::FlowsPerSec => format!("{} flows/s", thousands(v)),
+            Unit::MsgsPerSec => format!("{} msgs/s", thousands(v)),
         }
     }
 }

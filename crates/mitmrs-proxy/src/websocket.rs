@@ -37,7 +37,8 @@ use tracing::info;
 
 use crate::config::ProxyConfig;
 use crate::ctx::ProxyCtx;
-use crate::io::{Conn, IdleTimer};
+use crate::io::{Conn, IdleTimer, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bytes read from a side at a time.
 const READ: usize = 64 * 1024;
@@ -113,13 +114,53 @@ struct Closed {
     reason: Option<String>,
 }
 
+/// What the relay loop waited for.
+enum Event {
+    Read(usize, std::io::Result<usize>),
+    Wrote(usize, std::io::Result<usize>),
+    Tick,
+}
+
+/// Bytes that may wait to be written to a side before the other side is no
+/// longer read.
+const PENDING: usize = 1 << 20;
+
 /// Frames waiting to be written to one side.
 #[derive(Default)]
 struct Out {
-    bufs: Vec<Bytes>,
+    bufs: std::collections::VecDeque<Bytes>,
 }
 
 impl Out {
+    fn pending(&self) -> usize {
+        self.bufs.iter().map(Bytes::len).sum()
+    }
+
+    /// The first buffers, for one vectored write.
+    fn slices(&self) -> Vec<std::io::IoSlice<'_>> {
+        self.bufs
+            .iter()
+            .take(64)
+            .map(|b| std::io::IoSlice::new(b))
+            .collect()
+    }
+
+    /// Drops the first `n` bytes (written).
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.bufs.front_mut() else {
+                return;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.bufs.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+
     /// Queues one frame; `to_server` frames are masked with a fresh key.
     fn frame(&mut self, fin: bool, opcode: u8, payload: &Bytes, to_server: bool) {
         let mask = to_server.then(fastrand_key);
@@ -133,14 +174,14 @@ impl Out {
             },
             &mut head,
         );
-        self.bufs.push(Bytes::from(head));
+        self.bufs.push_back(Bytes::from(head));
         match mask {
             Some(k) => {
                 let mut p = BytesMut::from(&payload[..]);
                 apply_mask(&mut p, k, 0);
-                self.bufs.push(p.freeze());
+                self.bufs.push_back(p.freeze());
             }
-            None => self.bufs.push(payload.clone()),
+            None => self.bufs.push_back(payload.clone()),
         }
     }
 }
@@ -165,13 +206,21 @@ pub async fn relay(
     let mut idle = IdleTimer::default();
     let mut reads = 0u64;
     let timeout = client.read_timeout;
+    // Each side's stream is split so that writing to a side never stops
+    // reading from it: an echoing peer that is sent a large message writes
+    // back while it reads, and must be read meanwhile or both would wait.
+    let (mut cr, mut cw) = tokio::io::split(std::mem::replace(&mut client.io, Stream::empty()));
+    let (mut sr, mut sw) = tokio::io::split(std::mem::replace(&mut server.io, Stream::empty()));
+    let mut bufs = [
+        std::mem::take(&mut client.rbuf),
+        std::mem::take(&mut server.rbuf),
+    ];
     let closed = 'relay: loop {
-        // Everything buffered on both sides first, then write what it made.
+        // Everything buffered on both sides first.
         for i in 0..2 {
-            let conn: &mut Conn = if i == 0 { &mut *client } else { &mut *server };
             let (side, other_out, own_out) = split(&mut sides, &mut outs, i);
             loop {
-                let item = match side.reader.next(&mut conn.rbuf) {
+                let item = match side.reader.next(&mut bufs[i]) {
                     Ok(Some(item)) => item,
                     Ok(None) => break,
                     Err(e) => {
@@ -189,41 +238,53 @@ pub async fn relay(
                 }
             }
         }
-        for (i, out) in outs.iter_mut().enumerate() {
-            if out.bufs.is_empty() {
-                continue;
+        for b in bufs.iter_mut() {
+            if b.capacity() - b.len() < READ / 4 {
+                b.reserve(READ);
             }
-            let conn: &mut Conn = if i == 0 { &mut *client } else { &mut *server };
-            if let Err(e) = conn.write_bufs(&mut out.bufs).await {
-                info!(client = %peer, "WebSocket: cannot write to the {}: {e}", sides[i].name());
+        }
+        // A side is read only while what it sent has mostly been written on
+        // (backpressure: at most PENDING bytes wait per direction).
+        let (p0, p1) = (outs[0].pending(), outs[1].pending());
+        let [b0, b1] = &mut bufs;
+        let [o0, o1] = &outs;
+        let (w0, w1) = (o0.slices(), o1.slices());
+        let event = tokio::select! {
+            biased;
+            r = cw.write_vectored(&w0), if p0 > 0 => Event::Wrote(0, r),
+            r = sw.write_vectored(&w1), if p1 > 0 => Event::Wrote(1, r),
+            r = cr.read_buf(b0), if p1 < PENDING => Event::Read(0, r),
+            r = sr.read_buf(b1), if p0 < PENDING => Event::Read(1, r),
+            () = idle.quarter(timeout) => Event::Tick,
+        };
+        drop((w0, w1));
+        match event {
+            Event::Tick => {
+                if idle.quiet_since(reads) {
+                    info!(client = %peer, "WebSocket idle for longer than tcp_timeout; closing it");
+                    break 'relay Closed {
+                        by_client: None,
+                        code: CLOSE_ABNORMAL,
+                        reason: None,
+                    };
+                }
+            }
+            Event::Wrote(i, Ok(n)) if n > 0 => {
+                reads += 1;
+                outs[i].advance(n);
+            }
+            Event::Wrote(i, r) => {
+                if let Err(e) = r {
+                    info!(client = %peer, "WebSocket: cannot write to the {}: {e}", sides[i].name());
+                }
                 break 'relay Closed {
                     by_client: Some(i == 1),
                     code: CLOSE_ABNORMAL,
                     reason: None,
                 };
             }
-            out.bufs.clear();
-        }
-        for c in [&mut *client, &mut *server] {
-            if c.rbuf.capacity() - c.rbuf.len() < READ / 4 {
-                c.rbuf.reserve(READ);
-            }
-        }
-        let read = tokio::select! {
-            biased;
-            r = tokio::io::AsyncReadExt::read_buf(&mut client.io, &mut client.rbuf) => (0, r),
-            r = tokio::io::AsyncReadExt::read_buf(&mut server.io, &mut server.rbuf) => (1, r),
-            () = idle.quarter(timeout) => {
-                if idle.quiet_since(reads) {
-                    info!(client = %peer, "WebSocket idle for longer than tcp_timeout; closing it");
-                    break 'relay Closed { by_client: None, code: CLOSE_ABNORMAL, reason: None };
-                }
-                continue;
-            }
-        };
-        reads += 1;
-        match read {
-            (i, Ok(0)) | (i, Err(_)) => {
+            Event::Read(_, Ok(n)) if n > 0 => reads += 1,
+            Event::Read(i, _) => {
                 // The peer went away without a close frame (1006); the other
                 // peer is told 1000 (1006 must not be sent).
                 let other = 1 - i;
@@ -239,16 +300,18 @@ pub async fn relay(
                     reason: None,
                 };
             }
-            _ => {}
         }
     };
     // Last frames (close), then both connections end.
     for (i, out) in outs.iter_mut().enumerate() {
-        let conn: &mut Conn = if i == 0 { &mut *client } else { &mut *server };
-        if !out.bufs.is_empty() {
-            let _ = conn.write_bufs(&mut out.bufs).await;
+        let w: &mut (dyn tokio::io::AsyncWrite + Unpin + Send) =
+            if i == 0 { &mut cw } else { &mut sw };
+        for b in out.bufs.drain(..) {
+            if w.write_all(&b).await.is_err() {
+                break;
+            }
         }
-        conn.shutdown().await;
+        let _ = w.shutdown().await;
     }
     let ws = flow.websocket.get_or_insert_with(Default::default);
     ws.closed_by_client = closed.by_client;
@@ -331,7 +394,7 @@ async fn handle(
                 let mask = to_server.then(fastrand_key);
                 let mut head = Vec::with_capacity(14);
                 encode_header(&FrameHeader { mask, ..h }, &mut head);
-                other.bufs.push(Bytes::from(head));
+                other.bufs.push_back(Bytes::from(head));
                 side.out_mask = mask.map(|k| (k, 0));
             } else if side.message_len + h.len > cfg.websocket_max_message_size {
                 return Err(ProtocolError::new(
@@ -364,9 +427,9 @@ async fn handle(
                         let mut p = BytesMut::from(&data[..]);
                         apply_mask(&mut p, *k, *pos);
                         *pos = (*pos + p.len()) % 4;
-                        other.bufs.push(p.freeze());
+                        other.bufs.push_back(p.freeze());
                     }
-                    None => other.bufs.push(data),
+                    None => other.bufs.push_back(data),
                 }
             } else if !data.is_empty() {
                 side.pieces.push(data);

@@ -9,7 +9,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{closed_port, curl, curl_trusting, run_bin, Origin, Proxy, Response, TestPki};
+use support::{
+    closed_port, curl, curl_trusting, run_bin, venv_python, Origin, Proxy, Response, TestPki,
+};
 
 /// Flow files written by mitmproxy releases (copied, unchanged, from mitmproxy's
 /// test data; see tests/data/mitmproxy-flows/README.md).
@@ -17,17 +19,6 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/mitmproxy-flows")
         .join(name)
-}
-
-/// The venv's Python with mitmproxy 11.0.2 (installed by `scripts/test-all`).
-fn venv_python() -> PathBuf {
-    let p = support::workspace_root().join(".venv/bin/python");
-    assert!(
-        p.is_file(),
-        "{} not found: run ./scripts/test-all, which installs mitmproxy 11.0.2 into .venv",
-        p.display()
-    );
-    p
 }
 
 fn mitmdump(args: &[&str]) -> Output {

@@ -11,17 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use support::Proxy;
-
-fn venv_python() -> PathBuf {
-    let p = support::workspace_root().join(".venv/bin/python");
-    assert!(
-        p.is_file(),
-        "{} not found: run ./scripts/test-all, which installs mitmproxy and websockets into .venv",
-        p.display()
-    );
-    p
-}
+use support::{venv_python, Proxy};
 
 fn peer_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_peer.py")

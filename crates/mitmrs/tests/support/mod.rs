@@ -19,6 +19,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mitmrs");
 /// How long to wait for the proxy to start or for an expected output line.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The venv's Python with mitmproxy 11.0.2 and `websockets` (installed by
+/// `scripts/test-all`).
+pub fn venv_python() -> PathBuf {
+    let p = workspace_root().join(".venv/bin/python");
+    assert!(
+        p.is_file(),
+        "{} not found: run ./scripts/test-all, which installs mitmproxy 11.0.2 and websockets into .venv",
+        p.display()
+    );
+    p
+}
+
 /// The workspace root (for `.venv/bin/mitmdump`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
