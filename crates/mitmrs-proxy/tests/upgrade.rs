@@ -1,5 +1,5 @@
-//! `Upgrade` (101): until WebSocket flows exist, the proxy relays the 101 and then
-//! the raw bytes both ways, for absolute-form requests and inside CONNECT tunnels.
+//! `Upgrade` (101) to a protocol that is not a WebSocket: the proxy relays the 101 and
+//! then the raw bytes both ways, for absolute-form requests and inside CONNECT tunnels.
 
 mod support;
 
@@ -37,10 +37,12 @@ async fn upgrade_origin() -> RawOrigin {
     .await
 }
 
-/// A WebSocket upgrade request for `target` on the origin at `port`.
+/// An upgrade request for `target` on the origin at `port` that is not a
+/// WebSocket as mitmproxy defines it (no `Sec-WebSocket-Version: 13`), so the
+/// proxy relays the upgraded connection as raw bytes.
 fn upgrade_request(target: &str, port: u16) -> Vec<u8> {
     format!(
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
     .into_bytes()
 }
