@@ -193,24 +193,33 @@ pub struct WebSocketData {
     history_bytes: usize,
 }
 
+/// What a message costs the history besides its content (its record), so
+/// that a stream of empty messages (`stream_websockets`) is bounded too.
+const MESSAGE_OVERHEAD: usize = 64;
+
 impl WebSocketData {
-    /// Appends a message, first dropping the oldest ones while the history's
-    /// content would pass `limit` bytes (the new message is always kept).
+    /// Appends a message, first dropping the oldest ones while the history
+    /// would pass `limit` bytes (content plus a small per-message cost; the
+    /// new message is always kept).
     pub fn push(&mut self, message: WebSocketMessage, limit: usize) {
-        let len = message.content.len();
-        while !self.messages.is_empty() && self.history_bytes + len > limit {
+        let cost = message.content.len() + MESSAGE_OVERHEAD;
+        while !self.messages.is_empty() && self.history_bytes.saturating_add(cost) > limit {
             if let Some(old) = self.messages.pop_front() {
-                self.history_bytes -= old.content.len().min(self.history_bytes);
+                let old_cost = old.content.len() + MESSAGE_OVERHEAD;
+                self.history_bytes -= old_cost.min(self.history_bytes);
                 self.messages_trimmed += 1;
             }
         }
-        self.history_bytes += len;
+        self.history_bytes += cost;
         self.messages.push_back(message);
     }
 
-    /// Recounts the history's size after messages were changed in place.
-    pub fn recount(&mut self) {
-        self.history_bytes = self.messages.iter().map(|m| m.content.len()).sum();
+    /// The last message's content was `old_len` bytes when pushed and may
+    /// have been changed since (by a hook): keeps the history's size right.
+    pub fn last_changed(&mut self, old_len: usize) {
+        if let Some(m) = self.messages.back() {
+            self.history_bytes = (self.history_bytes + m.content.len()).saturating_sub(old_len);
+        }
     }
 }
 
@@ -352,5 +361,33 @@ fn copy_response(r: &Response) -> Response {
         timestamp_start: r.timestamp_start,
         timestamp_end: r.timestamp_end,
         stream: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: usize) -> WebSocketMessage {
+        WebSocketMessage::new(MessageType::Binary, true, Bytes::from(vec![0u8; n]))
+    }
+
+    #[test]
+    fn websocket_history_stays_within_its_limit() {
+        let mut w = WebSocketData::default();
+        // Empty (streamed) messages are bounded too.
+        for _ in 0..1000 {
+            w.push(msg(0), 10 * MESSAGE_OVERHEAD);
+        }
+        assert_eq!(w.messages.len(), 10);
+        assert_eq!(w.messages_trimmed, 990);
+        // A message bigger than the limit is still kept, alone.
+        w.push(msg(5000), 1000);
+        assert_eq!(w.messages.len(), 1);
+        // A hook that shrinks the last message frees its room.
+        w.messages.back_mut().unwrap().content = Bytes::new();
+        w.last_changed(5000);
+        w.push(msg(100), 1000);
+        assert_eq!(w.messages.len(), 2);
     }
 }

@@ -494,7 +494,7 @@ async fn message(
         return Ok(());
     }
     let (content, dropped) = match flow.websocket.as_mut().and_then(|w| {
-        w.recount();
+        w.last_changed(content.len());
         w.messages.back()
     }) {
         Some(m) => (m.content.clone(), m.dropped),
