@@ -150,34 +150,30 @@ async fn big(args: &WsArgs, n: u64) -> Result<()> {
         anyhow::Ok(w)
     };
     let reader = async move {
+        // The echo may come in several frames; one reader for all of them.
+        let mut br = BufReader::with_capacity(PIECE, &mut r);
         let mut got = 0u64;
         let mut buf = vec![0u8; PIECE];
         while got < n {
-            let len = {
-                let mut br = BufReader::new(&mut r);
-                let b0 = br.read_u8().await?;
-                let b1 = br.read_u8().await?;
-                if b0 & 0x0F == 0x8 {
-                    bail!("the proxy closed the WebSocket after {got} bytes");
-                }
-                let len = match b1 & 0x7F {
-                    126 => u64::from(br.read_u16().await?),
-                    127 => br.read_u64().await?,
-                    k => u64::from(k),
-                };
-                let mut left = len;
-                while left > 0 {
-                    let k = left.min(PIECE as u64) as usize;
-                    br.read_exact(&mut buf[..k]).await?;
-                    if buf[0] != ((got % 251) as u8) {
-                        bail!("echo corrupted at byte {got}");
-                    }
-                    got += k as u64;
-                    left -= k as u64;
-                }
-                len
+            let b0 = br.read_u8().await?;
+            let b1 = br.read_u8().await?;
+            if b0 & 0x0F == 0x8 {
+                bail!("the proxy closed the WebSocket after {got} bytes");
+            }
+            let mut left = match b1 & 0x7F {
+                126 => u64::from(br.read_u16().await?),
+                127 => br.read_u64().await?,
+                k => u64::from(k),
             };
-            let _ = len;
+            while left > 0 {
+                let k = left.min(PIECE as u64) as usize;
+                br.read_exact(&mut buf[..k]).await?;
+                if buf[0] != ((got % 251) as u8) {
+                    bail!("echo corrupted at byte {got}");
+                }
+                got += k as u64;
+                left -= k as u64;
+            }
         }
         anyhow::Ok(())
     };

@@ -263,13 +263,12 @@ impl Dumper {
         self.write_lines(&self.render(f));
     }
 
-    /// `server:port/path` as mitmdump ends its WebSocket lines.
-    fn server_and_path(f: &HttpFlow) -> String {
-        let server = match &f.server_conn.address {
+    /// The server's `host:port`, as mitmdump names it in its WebSocket lines.
+    fn server_address(f: &HttpFlow) -> String {
+        match &f.server_conn.address {
             Some((h, p)) => mitmrs_core::connection::format_host_port(h, *p),
             None => format_address(&f.client_conn.sockname),
-        };
-        format!("{server}{}", f.request.path)
+        }
     }
 
     /// mitmdump's line for a WebSocket message (and its content from level 3).
@@ -282,9 +281,10 @@ impl Dumper {
         let d = if m.from_client { "->" } else { "<-" };
         let kind = if m.is_text() { "text" } else { "binary" };
         let mut lines = vec![format!(
-            "{} {d} WebSocket {kind} message {d} {}",
+            "{} {d} WebSocket {kind} message {d} {}{}",
             format_address(&f.client_conn.peername),
-            Self::server_and_path(f)
+            Self::server_address(f),
+            f.request.path
         )];
         if detail >= 3 {
             self.body(&mut lines, Some(m.content.clone()), &Headers::new(), detail);
@@ -326,8 +326,7 @@ impl Dumper {
                 Some(r) if !r.is_empty() => format!(" (reason: {r})"),
                 _ => String::new(),
             };
-            let server = Self::server_and_path(f);
-            let server = server.strip_suffix(&f.request.path).unwrap_or(&server);
+            let server = Self::server_address(f);
             self.style(
                 &format!(
                     "Error in WebSocket connection to {server}: WebSocket Error: {name}{reason}"
