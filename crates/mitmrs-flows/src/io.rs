@@ -14,12 +14,12 @@ use bytes::Bytes;
 use mitmrs_core::HttpFlow;
 
 use crate::compat;
-use crate::state::{flow_from_state, flow_to_state, flow_type, StateError};
+use crate::state::{flow_from_state, flow_type, write_flow, StateError};
 use crate::tnetstring::{self, DecodeError, Value};
 
 /// Appends the record of `flow` to `out`.
 pub fn encode_flow(flow: &HttpFlow, out: &mut Vec<u8>) {
-    tnetstring::encode(&flow_to_state(flow), out);
+    write_flow(flow, out);
 }
 
 /// Writes flows to a file (mitmproxy's `FlowWriter`).

@@ -7,7 +7,6 @@
 //! same field) and strict where a value would be meaningless; every error names
 //! the field, e.g. `request.port: expected int, found bytes`.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use mitmrs_core::{
     Headers, HttpFlow, MessageType, Request, Response, WebSocketData, WebSocketMessage,
 };
 
-use crate::tnetstring::Value;
+use crate::tnetstring::{Value, Writer};
 
 /// The flow format version this module reads and writes (mitmproxy 11.0's).
 pub const FLOW_FORMAT_VERSION: i64 = 21;
@@ -33,164 +32,195 @@ pub struct StateError {
 
 type Result<T> = std::result::Result<T, StateError>;
 
-fn s(v: &'static str) -> Value {
-    Value::Str(Cow::Borrowed(v))
-}
-
-fn text(v: &str) -> Value {
-    Value::Str(Cow::Owned(v.to_owned()))
-}
-
-fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
-    v.map_or(Value::Null, f)
-}
-
-fn bytes_of(v: &str) -> Value {
-    Value::Bytes(Bytes::copy_from_slice(v.as_bytes()))
-}
-
 // ---------------------------------------------------------------- writing
+//
+// Written straight into the record's bytes with a [`Writer`]; the key order is
+// the one mitmproxy's files have.
+
+/// Appends the record of `f` (its state dict, format 21) to `out`.
+pub fn write_flow(f: &HttpFlow, out: &mut Vec<u8>) {
+    Writer::new(out).dict(|w| {
+        w.str("websocket");
+        w.opt(f.websocket.as_ref(), websocket_state);
+        w.str("response");
+        w.opt(f.response.as_ref(), response_state);
+        w.str("request");
+        request_state(w, &f.request);
+        w.str("backup");
+        w.null();
+        w.str("timestamp_created");
+        w.float(f.timestamp_created);
+        w.str("comment");
+        w.str(&f.comment);
+        w.str("metadata");
+        meta_map(w, &f.metadata);
+        w.str("marked");
+        w.str(&f.marked);
+        w.str("is_replay");
+        w.opt(f.is_replay.as_deref(), Writer::str);
+        w.str("intercepted");
+        w.bool(f.intercepted());
+        w.str("server_conn");
+        server_state(w, &f.server_conn);
+        w.str("client_conn");
+        client_state(w, &f.client_conn);
+        w.str("error");
+        w.opt(f.error.as_ref(), |w, e| {
+            w.dict(|w| {
+                w.str("timestamp");
+                w.float(e.timestamp);
+                w.str("msg");
+                w.str(&e.msg);
+            })
+        });
+        w.str("id");
+        w.str(&f.id);
+        w.str("type");
+        w.str("http");
+        w.str("version");
+        w.int(FLOW_FORMAT_VERSION);
+    });
+}
+
+/// The state dict of an HTTP flow as a [`Value`] (what [`write_flow`] writes,
+/// read back).
+pub fn flow_to_state(f: &HttpFlow) -> Value {
+    let mut out = Vec::new();
+    write_flow(f, &mut out);
+    match crate::tnetstring::decode(&Bytes::from(out)) {
+        Ok((v, _)) => v,
+        Err(e) => unreachable!("write_flow wrote an invalid record: {e}"),
+    }
+}
 
 /// mitmproxy's `WebSocketData` state; each message is
 /// `[type, from_client, content, timestamp, dropped, injected]`.
-fn websocket_state(w: &WebSocketData) -> Value {
-    Value::Dict(vec![
-        (s("timestamp_end"), opt(w.timestamp_end, Value::Float)),
-        (s("close_reason"), opt(w.close_reason.as_deref(), text)),
-        (s("close_code"), opt(w.close_code, |c| Value::Int(c.into()))),
-        (s("closed_by_client"), opt(w.closed_by_client, Value::Bool)),
-        (
-            s("messages"),
-            Value::List(
-                w.messages
-                    .iter()
-                    .map(|m| {
-                        Value::List(vec![
-                            Value::Int(m.kind as i64),
-                            Value::Bool(m.from_client),
-                            Value::Bytes(m.content.clone()),
-                            Value::Float(m.timestamp),
-                            Value::Bool(m.dropped),
-                            Value::Bool(m.injected),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-    ])
+fn websocket_state(w: &mut Writer<'_>, ws: &WebSocketData) {
+    w.dict(|w| {
+        w.str("timestamp_end");
+        w.opt(ws.timestamp_end, Writer::float);
+        w.str("close_reason");
+        w.opt(ws.close_reason.as_deref(), Writer::str);
+        w.str("close_code");
+        w.opt(ws.close_code, |w, c| w.int(c.into()));
+        w.str("closed_by_client");
+        w.opt(ws.closed_by_client, Writer::bool);
+        w.str("messages");
+        w.list(|w| {
+            for m in &ws.messages {
+                w.list(|w| {
+                    w.int(m.kind as i64);
+                    w.bool(m.from_client);
+                    w.bytes(&m.content);
+                    w.float(m.timestamp);
+                    w.bool(m.dropped);
+                    w.bool(m.injected);
+                });
+            }
+        });
+    });
 }
 
-/// The state dict of an HTTP flow, keys in the order mitmproxy's files have them.
-pub fn flow_to_state(f: &HttpFlow) -> Value {
-    Value::Dict(vec![
-        (s("websocket"), opt(f.websocket.as_ref(), websocket_state)),
-        (s("response"), opt(f.response.as_ref(), response_state)),
-        (s("request"), request_state(&f.request)),
-        (s("backup"), Value::Null),
-        (s("timestamp_created"), Value::Float(f.timestamp_created)),
-        (s("comment"), text(&f.comment)),
-        (s("metadata"), meta_map(&f.metadata)),
-        (s("marked"), text(&f.marked)),
-        (s("is_replay"), opt(f.is_replay.as_deref(), text)),
-        (s("intercepted"), Value::Bool(f.intercepted())),
-        (s("server_conn"), server_state(&f.server_conn)),
-        (s("client_conn"), client_state(&f.client_conn)),
-        (
-            s("error"),
-            opt(f.error.as_ref(), |e| {
-                Value::Dict(vec![
-                    (s("timestamp"), Value::Float(e.timestamp)),
-                    (s("msg"), text(&e.msg)),
-                ])
-            }),
-        ),
-        (s("id"), text(&f.id)),
-        (s("type"), s("http")),
-        (s("version"), Value::Int(FLOW_FORMAT_VERSION)),
-    ])
-}
-
-fn headers_state(h: &Headers) -> Value {
-    Value::List(
-        h.fields()
-            .iter()
-            .map(|(n, v)| Value::List(vec![Value::Bytes(n.clone()), Value::Bytes(v.clone())]))
-            .collect(),
-    )
+fn headers_state(w: &mut Writer<'_>, h: &Headers) {
+    w.list(|w| {
+        for (n, v) in h.fields() {
+            w.list(|w| {
+                w.bytes(n);
+                w.bytes(v);
+            });
+        }
+    });
 }
 
 /// The fields requests and responses share, in file order.
 fn message_fields(
+    w: &mut Writer<'_>,
     (start, end): (f64, Option<f64>),
     trailers: &Option<Headers>,
     content: &Option<Bytes>,
     headers: &Headers,
     http_version: &str,
-) -> [(Value, Value); 6] {
-    [
-        (s("timestamp_end"), opt(end, Value::Float)),
-        (s("timestamp_start"), Value::Float(start)),
-        (s("trailers"), opt(trailers.as_ref(), headers_state)),
-        (s("content"), opt(content.clone(), Value::Bytes)),
-        (s("headers"), headers_state(headers)),
-        (s("http_version"), bytes_of(http_version)),
-    ]
+) {
+    w.str("timestamp_end");
+    w.opt(end, Writer::float);
+    w.str("timestamp_start");
+    w.float(start);
+    w.str("trailers");
+    w.opt(trailers.as_ref(), headers_state);
+    w.str("content");
+    w.opt(content.as_deref(), Writer::bytes);
+    w.str("headers");
+    headers_state(w, headers);
+    w.str("http_version");
+    w.bytes(http_version.as_bytes());
 }
 
-fn request_state(r: &Request) -> Value {
-    let mut d = vec![
-        (s("path"), bytes_of(&r.path)),
-        (s("authority"), bytes_of(&r.authority)),
-        (s("scheme"), bytes_of(&r.scheme)),
-        (s("method"), bytes_of(&r.method)),
-        (s("port"), Value::Int(i64::from(r.port))),
-        (s("host"), text(&r.host)),
-    ];
-    d.extend(message_fields(
-        (r.timestamp_start, r.timestamp_end),
-        &r.trailers,
-        &r.content,
-        &r.headers,
-        &r.http_version,
-    ));
-    Value::Dict(d)
+fn request_state(w: &mut Writer<'_>, r: &Request) {
+    w.dict(|w| {
+        w.str("path");
+        w.bytes(r.path.as_bytes());
+        w.str("authority");
+        w.bytes(r.authority.as_bytes());
+        w.str("scheme");
+        w.bytes(r.scheme.as_bytes());
+        w.str("method");
+        w.bytes(r.method.as_bytes());
+        w.str("port");
+        w.int(i64::from(r.port));
+        w.str("host");
+        w.str(&r.host);
+        message_fields(
+            w,
+            (r.timestamp_start, r.timestamp_end),
+            &r.trailers,
+            &r.content,
+            &r.headers,
+            &r.http_version,
+        );
+    });
 }
 
-fn response_state(r: &Response) -> Value {
-    let mut d = vec![
-        (s("reason"), bytes_of(&r.reason)),
-        (s("status_code"), Value::Int(i64::from(r.status_code))),
-    ];
-    d.extend(message_fields(
-        (r.timestamp_start, r.timestamp_end),
-        &r.trailers,
-        &r.content,
-        &r.headers,
-        &r.http_version,
-    ));
-    Value::Dict(d)
+fn response_state(w: &mut Writer<'_>, r: &Response) {
+    w.dict(|w| {
+        w.str("reason");
+        w.bytes(r.reason.as_bytes());
+        w.str("status_code");
+        w.int(i64::from(r.status_code));
+        message_fields(
+            w,
+            (r.timestamp_start, r.timestamp_end),
+            &r.trailers,
+            &r.content,
+            &r.headers,
+            &r.http_version,
+        );
+    });
 }
 
 /// mitmproxy writes socket addresses as Python's `getpeername()` returns them:
 /// `[host, port]` for IPv4, `[host, port, flowinfo, scope_id]` for IPv6.
-fn sockaddr_state(a: &SocketAddr) -> Value {
-    match a {
-        SocketAddr::V4(a) => {
-            Value::List(vec![text(&a.ip().to_string()), Value::Int(a.port().into())])
+fn sockaddr_state(w: &mut Writer<'_>, a: &SocketAddr) {
+    use std::io::Write as _;
+    let mut ip = [0u8; 48];
+    let mut cur = std::io::Cursor::new(&mut ip[..]);
+    // An IPv6 address is at most 45 characters.
+    let _ = write!(cur, "{}", a.ip());
+    let n = cur.position() as usize;
+    let ip = std::str::from_utf8(&ip[..n]).unwrap_or_default();
+    w.list(|w| {
+        w.str(ip);
+        w.int(a.port().into());
+        if let SocketAddr::V6(a) = a {
+            w.int(a.flowinfo().into());
+            w.int(a.scope_id().into());
         }
-        SocketAddr::V6(a) => Value::List(vec![
-            text(&a.ip().to_string()),
-            Value::Int(a.port().into()),
-            Value::Int(a.flowinfo().into()),
-            Value::Int(a.scope_id().into()),
-        ]),
-    }
+    });
 }
 
 /// A certificate as the PEM mitmproxy writes (64-column base64, LF line ends).
 /// Done with `base64` directly: the `pem` crate's parser built its base64 text a
 /// char at a time, a fifth of the time `-r` spent on a flow with a certificate.
-fn pem_of(der: &CertDer) -> Value {
+fn pem_of(w: &mut Writer<'_>, der: &CertDer) {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = Vec::with_capacity(b64.len() + b64.len() / 64 + 60);
@@ -200,7 +230,7 @@ fn pem_of(der: &CertDer) -> Value {
         out.push(b'\n');
     }
     out.extend_from_slice(b"-----END CERTIFICATE-----\n");
-    Value::Bytes(Bytes::from(out))
+    w.bytes(&out);
 }
 
 /// The DER inside a PEM certificate.
@@ -221,113 +251,120 @@ fn der_of_pem(pem: &[u8]) -> std::result::Result<Vec<u8>, String> {
         .map_err(|e| format!("bad base64: {e}"))
 }
 
-/// A connection's dict in file order: `head`, `timestamp_tls_setup`, `middle`, the
-/// other TLS fields both connection kinds share, then `rest`.
-fn conn_state(
-    tls: &TlsFacts,
-    head: Vec<(Value, Value)>,
-    middle: [(Value, Value); 2],
-    rest: [(Value, Value); 5],
-) -> Value {
-    let mut d = head;
-    d.extend([(
-        s("timestamp_tls_setup"),
-        opt(tls.timestamp_tls_setup, Value::Float),
-    )]);
-    d.extend(middle);
-    d.extend([
-        (s("sni"), opt(tls.sni.as_deref(), text)),
-        (s("tls_version"), opt(tls.tls_version.as_deref(), text)),
-        (
-            s("cipher_list"),
-            Value::List(tls.cipher_list.iter().map(|c| text(c)).collect()),
-        ),
-        (s("cipher"), opt(tls.cipher.as_deref(), text)),
-        (
-            s("alpn_offers"),
-            Value::List(tls.alpn_offers.iter().cloned().map(Value::Bytes).collect()),
-        ),
-        (s("alpn"), opt(tls.alpn.clone(), Value::Bytes)),
-        (
-            s("certificate_list"),
-            Value::List(tls.certificate_list.iter().map(pem_of).collect()),
-        ),
-        (s("tls"), Value::Bool(tls.tls)),
-    ]);
-    d.extend(rest);
-    Value::Dict(d)
+/// The TLS fields both connection kinds share, from `sni` to `tls`.
+fn tls_state(w: &mut Writer<'_>, tls: &TlsFacts) {
+    w.str("sni");
+    w.opt(tls.sni.as_deref(), Writer::str);
+    w.str("tls_version");
+    w.opt(tls.tls_version.as_deref(), Writer::str);
+    w.str("cipher_list");
+    w.list(|w| tls.cipher_list.iter().for_each(|c| w.str(c)));
+    w.str("cipher");
+    w.opt(tls.cipher.as_deref(), Writer::str);
+    w.str("alpn_offers");
+    w.list(|w| tls.alpn_offers.iter().for_each(|a| w.bytes(a)));
+    w.str("alpn");
+    w.opt(tls.alpn.as_deref(), Writer::bytes);
+    w.str("certificate_list");
+    w.list(|w| tls.certificate_list.iter().for_each(|c| pem_of(w, c)));
+    w.str("tls");
+    w.bool(tls.tls);
 }
 
-fn client_state(c: &Client) -> Value {
-    conn_state(
-        &c.tls,
-        vec![
-            (s("proxy_mode"), text(&c.proxy_mode)),
-            (s("mitmcert"), opt(c.mitmcert.as_ref(), pem_of)),
-        ],
-        [
-            (s("timestamp_end"), opt(c.timestamp_end, Value::Float)),
-            (s("timestamp_start"), Value::Float(c.timestamp_start)),
-        ],
-        [
-            (s("error"), opt(c.error.as_deref(), text)),
-            (s("transport_protocol"), s(c.transport_protocol.as_str())),
-            (s("id"), text(&c.id)),
-            (s("sockname"), sockaddr_state(&c.sockname)),
-            (s("peername"), sockaddr_state(&c.peername)),
-        ],
-    )
+/// The fields after the TLS ones, the same for both connection kinds but for
+/// the addresses (a server may not have them yet).
+fn conn_tail(
+    w: &mut Writer<'_>,
+    error: Option<&str>,
+    transport: TransportProtocol,
+    id: &str,
+    (sockname, peername): (Option<&SocketAddr>, Option<&SocketAddr>),
+) {
+    w.str("error");
+    w.opt(error, Writer::str);
+    w.str("transport_protocol");
+    w.str(transport.as_str());
+    w.str("id");
+    w.str(id);
+    w.str("sockname");
+    w.opt(sockname, sockaddr_state);
+    w.str("peername");
+    w.opt(peername, sockaddr_state);
 }
 
-fn server_state(c: &Server) -> Value {
-    conn_state(
-        &c.tls,
-        vec![
-            (s("via"), Value::Null),
-            (
-                s("timestamp_tcp_setup"),
-                opt(c.timestamp_tcp_setup, Value::Float),
-            ),
-            (
-                s("address"),
-                opt(c.address.as_ref(), |(h, p)| {
-                    Value::List(vec![text(h), Value::Int(i64::from(*p))])
-                }),
-            ),
-        ],
-        [
-            (s("timestamp_end"), opt(c.timestamp_end, Value::Float)),
-            (s("timestamp_start"), opt(c.timestamp_start, Value::Float)),
-        ],
-        [
-            (s("error"), opt(c.error.as_deref(), text)),
-            (s("transport_protocol"), s(c.transport_protocol.as_str())),
-            (s("id"), text(&c.id)),
-            (s("sockname"), opt(c.sockname.as_ref(), sockaddr_state)),
-            (s("peername"), opt(c.peername.as_ref(), sockaddr_state)),
-        ],
-    )
+fn client_state(w: &mut Writer<'_>, c: &Client) {
+    w.dict(|w| {
+        w.str("proxy_mode");
+        w.str(&c.proxy_mode);
+        w.str("mitmcert");
+        w.opt(c.mitmcert.as_ref(), pem_of);
+        w.str("timestamp_tls_setup");
+        w.opt(c.tls.timestamp_tls_setup, Writer::float);
+        w.str("timestamp_end");
+        w.opt(c.timestamp_end, Writer::float);
+        w.str("timestamp_start");
+        w.float(c.timestamp_start);
+        tls_state(w, &c.tls);
+        conn_tail(
+            w,
+            c.error.as_deref(),
+            c.transport_protocol,
+            &c.id,
+            (Some(&c.sockname), Some(&c.peername)),
+        );
+    });
 }
 
-fn meta_map(m: &MetaDict) -> Value {
-    Value::Dict(
-        m.0.iter()
-            .map(|(k, v)| (meta_state(k), meta_state(v)))
-            .collect(),
-    )
+fn server_state(w: &mut Writer<'_>, c: &Server) {
+    w.dict(|w| {
+        w.str("via");
+        w.null();
+        w.str("timestamp_tcp_setup");
+        w.opt(c.timestamp_tcp_setup, Writer::float);
+        w.str("address");
+        w.opt(c.address.as_ref(), |w, (h, p)| {
+            w.list(|w| {
+                w.str(h);
+                w.int(i64::from(*p));
+            })
+        });
+        w.str("timestamp_tls_setup");
+        w.opt(c.tls.timestamp_tls_setup, Writer::float);
+        w.str("timestamp_end");
+        w.opt(c.timestamp_end, Writer::float);
+        w.str("timestamp_start");
+        w.opt(c.timestamp_start, Writer::float);
+        tls_state(w, &c.tls);
+        conn_tail(
+            w,
+            c.error.as_deref(),
+            c.transport_protocol,
+            &c.id,
+            (c.sockname.as_ref(), c.peername.as_ref()),
+        );
+    });
 }
 
-fn meta_state(v: &MetaValue) -> Value {
+fn meta_map(w: &mut Writer<'_>, m: &MetaDict) {
+    w.dict(|w| {
+        for (k, v) in &m.0 {
+            meta_state(w, k);
+            meta_state(w, v);
+        }
+    });
+}
+
+fn meta_state(w: &mut Writer<'_>, v: &MetaValue) {
     match v {
-        MetaValue::Null => Value::Null,
-        MetaValue::Bool(b) => Value::Bool(*b),
-        MetaValue::Int(i) => Value::Int(*i),
-        MetaValue::BigInt(s) => Value::BigInt(s.clone()),
-        MetaValue::Float(f) => Value::Float(*f),
-        MetaValue::Str(t) => text(t),
-        MetaValue::Bytes(b) => Value::Bytes(b.clone()),
-        MetaValue::List(l) => Value::List(l.iter().map(meta_state).collect()),
-        MetaValue::Dict(m) => meta_map(m),
+        MetaValue::Null => w.null(),
+        MetaValue::Bool(b) => w.bool(*b),
+        MetaValue::Int(i) => w.int(*i),
+        MetaValue::BigInt(s) => w.big_int(s),
+        MetaValue::Float(f) => w.float(*f),
+        MetaValue::Str(t) => w.str(t),
+        MetaValue::Bytes(b) => w.bytes(b),
+        MetaValue::List(l) => w.list(|w| l.iter().for_each(|x| meta_state(w, x))),
+        MetaValue::Dict(m) => meta_map(w, m),
     }
 }
 

@@ -11,8 +11,8 @@
 //! are slices of the record, not copies; it never panics on any input (property
 //! tests below and `fuzz/`), and nesting is limited to [`MAX_DEPTH`].
 
-use std::borrow::Cow;
 use std::fmt;
+use std::ops::Deref;
 
 use bytes::Bytes;
 
@@ -30,14 +30,14 @@ pub enum Value {
     BigInt(String),
     Float(f64),
     Bytes(Bytes),
-    Str(Cow<'static, str>),
+    Str(Text),
     List(Vec<Value>),
     /// Key/value pairs in file order (mitmproxy writes dicts in insertion order).
     Dict(Vec<(Value, Value)>),
 }
 
 impl Value {
-    pub fn str(s: impl Into<Cow<'static, str>>) -> Value {
+    pub fn str(s: impl Into<Text>) -> Value {
         Value::Str(s.into())
     }
 
@@ -71,6 +71,61 @@ impl Value {
             Value::Bytes(b) => b.as_ref() == key.as_bytes(),
             _ => false,
         }
+    }
+}
+
+/// The text of a [`Value::Str`]: UTF-8 held in [`Bytes`], so a decoded text is
+/// a slice of the record (no allocation, no copy) and a static one costs nothing.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Text(Bytes);
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor takes a `str` or checks the bytes are UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// `bytes` as text, if they are UTF-8.
+    pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Text(bytes))
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Text {
+        Text(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text(Bytes::from(s))
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -139,124 +194,135 @@ pub fn decode(buf: &Bytes) -> Result<(Value, usize), DecodeError> {
 /// [`decode`], refusing a value made of more than `max_values` values in all
 /// (a list of ten million nulls is 30 MB of file but 300 MB of [`Value`]s).
 pub fn decode_limited(buf: &Bytes, max_values: usize) -> Result<(Value, usize), DecodeError> {
-    let mut budget = max_values;
-    decode_at(buf, 0, 0, &mut budget)
+    let mut d = Decoder {
+        buf,
+        budget: max_values,
+        stack: Vec::with_capacity(64),
+    };
+    let used = d.value(0, buf.len(), 0)?;
+    match d.stack.pop() {
+        Some(v) => Ok((v, used)),
+        None => Err(invalid(0, "no value")),
+    }
 }
 
-fn decode_at(
-    buf: &Bytes,
-    start: usize,
-    depth: usize,
-    budget: &mut usize,
-) -> Result<(Value, usize), DecodeError> {
-    if *budget == 0 {
-        return Err(invalid(
-            start,
-            "more values than a flow of this size can plausibly hold",
-        ));
-    }
-    *budget -= 1;
-    let shift = |e: DecodeError| match e {
-        DecodeError::Invalid { offset, what } => DecodeError::Invalid {
-            offset: offset + start,
-            what,
-        },
-        t => t,
-    };
-    let rest = &buf[start..];
-    let (len, prefix) = match parse_prefix(rest).map_err(shift)? {
-        Some(p) => p,
-        None => return Err(DecodeError::Truncated { needed: 1 }),
-    };
-    let body_start = start + prefix;
-    let end = body_start
-        .checked_add(len)
-        .ok_or_else(|| invalid(start, "the length prefix overflows"))?;
-    if end >= buf.len() {
-        return Err(DecodeError::Truncated {
-            needed: end + 1 - buf.len(),
-        });
-    }
-    let payload = &buf[body_start..end];
-    let tag = buf[end];
-    let bad = |what: &str| invalid(body_start, what.to_string());
-    let value = match tag {
-        b',' => Value::Bytes(buf.slice(body_start..end)),
-        b';' => Value::Str(Cow::Owned(
-            std::str::from_utf8(payload)
-                .map_err(|_| bad("a text value (';') is not valid UTF-8"))?
-                .to_owned(),
-        )),
-        b'#' => {
-            let s = std::str::from_utf8(payload).map_err(|_| bad("an integer is not ASCII"))?;
-            match s.parse() {
-                Ok(i) => Value::Int(i),
-                Err(_) if is_big_int(s) => Value::BigInt(s.to_owned()),
-                Err(_) => return Err(bad(&format!("{s:?} is not an integer"))),
-            }
-        }
-        b'^' => {
-            let s = std::str::from_utf8(payload).map_err(|_| bad("a float is not ASCII"))?;
-            Value::Float(
-                s.parse()
-                    .map_err(|_| bad(&format!("{s:?} is not a float")))?,
-            )
-        }
-        b'!' => match payload {
-            b"true" => Value::Bool(true),
-            b"false" => Value::Bool(false),
-            _ => return Err(bad("a boolean is neither 'true' nor 'false'")),
-        },
-        b'~' => {
-            if len != 0 {
-                return Err(bad("a null has a payload"));
-            }
-            Value::Null
-        }
-        b']' | b'}' => {
-            if depth >= MAX_DEPTH {
-                return Err(invalid(
-                    start,
-                    format!("nested deeper than {MAX_DEPTH} levels"),
-                ));
-            }
-            // Children are decoded from the payload only, so a child that claims
-            // more than its parent holds is caught as invalid, not truncated.
-            let inner = buf.slice(..end);
-            let mut items = Vec::new();
-            let mut pos = body_start;
-            while pos < end {
-                let (v, used) = decode_at(&inner, pos, depth + 1, budget).map_err(|e| match e {
-                    DecodeError::Truncated { .. } => {
-                        invalid(pos, "an element runs past the end of its list or dict")
-                    }
-                    e => e,
-                })?;
-                items.push(v);
-                pos += used;
-            }
-            if tag == b']' {
-                Value::List(items)
-            } else {
-                if items.len() % 2 != 0 {
-                    return Err(bad("a dict has a key without a value"));
-                }
-                let mut pairs = Vec::with_capacity(items.len() / 2);
-                let mut it = items.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
-                }
-                Value::Dict(pairs)
-            }
-        }
-        other => {
+/// One decode: the children of the containers being read wait on one shared
+/// stack, and each container takes its own exactly once they are all read (one
+/// allocation per container, no growing).
+struct Decoder<'a> {
+    buf: &'a Bytes,
+    budget: usize,
+    stack: Vec<Value>,
+}
+
+impl Decoder<'_> {
+    /// Decodes the value at `start`, which must end before `limit` (its
+    /// parent's end), and pushes it on the stack; returns the bytes it used.
+    fn value(&mut self, start: usize, limit: usize, depth: usize) -> Result<usize, DecodeError> {
+        if self.budget == 0 {
             return Err(invalid(
-                end,
-                format!("unknown type tag {}", show_byte(other)),
-            ))
+                start,
+                "more values than a flow of this size can plausibly hold",
+            ));
         }
-    };
-    Ok((value, end + 1 - start))
+        self.budget -= 1;
+        let buf = self.buf;
+        let rest = &buf[start..limit];
+        let (len, prefix) = match parse_prefix(rest) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(DecodeError::Truncated { needed: 1 }),
+            Err(DecodeError::Invalid { offset, what }) => {
+                return Err(invalid(offset + start, what))
+            }
+            Err(e) => return Err(e),
+        };
+        let body_start = start + prefix;
+        let end = body_start
+            .checked_add(len)
+            .ok_or_else(|| invalid(start, "the length prefix overflows"))?;
+        if end >= limit {
+            return Err(DecodeError::Truncated {
+                needed: end + 1 - limit,
+            });
+        }
+        let payload = &buf[body_start..end];
+        let tag = buf[end];
+        let bad = |what: &str| invalid(body_start, what.to_string());
+        let value = match tag {
+            b',' => Value::Bytes(buf.slice(body_start..end)),
+            b';' => Value::Str(
+                Text::from_utf8(buf.slice(body_start..end))
+                    .map_err(|_| bad("a text value (';') is not valid UTF-8"))?,
+            ),
+            b'#' => {
+                let s = std::str::from_utf8(payload).map_err(|_| bad("an integer is not ASCII"))?;
+                match s.parse() {
+                    Ok(i) => Value::Int(i),
+                    Err(_) if is_big_int(s) => Value::BigInt(s.to_owned()),
+                    Err(_) => return Err(bad(&format!("{s:?} is not an integer"))),
+                }
+            }
+            b'^' => {
+                let s = std::str::from_utf8(payload).map_err(|_| bad("a float is not ASCII"))?;
+                Value::Float(
+                    s.parse()
+                        .map_err(|_| bad(&format!("{s:?} is not a float")))?,
+                )
+            }
+            b'!' => match payload {
+                b"true" => Value::Bool(true),
+                b"false" => Value::Bool(false),
+                _ => return Err(bad("a boolean is neither 'true' nor 'false'")),
+            },
+            b'~' => {
+                if len != 0 {
+                    return Err(bad("a null has a payload"));
+                }
+                Value::Null
+            }
+            b']' | b'}' => {
+                if depth >= MAX_DEPTH {
+                    return Err(invalid(
+                        start,
+                        format!("nested deeper than {MAX_DEPTH} levels"),
+                    ));
+                }
+                let base = self.stack.len();
+                let mut pos = body_start;
+                while pos < end {
+                    // A child that claims more than its parent holds is invalid,
+                    // not truncated.
+                    pos += self.value(pos, end, depth + 1).map_err(|e| match e {
+                        DecodeError::Truncated { .. } => {
+                            invalid(pos, "an element runs past the end of its list or dict")
+                        }
+                        e => e,
+                    })?;
+                }
+                if tag == b']' {
+                    Value::List(self.stack.split_off(base))
+                } else {
+                    if (self.stack.len() - base) % 2 != 0 {
+                        return Err(bad("a dict has a key without a value"));
+                    }
+                    let mut pairs = Vec::with_capacity((self.stack.len() - base) / 2);
+                    let mut it = self.stack.drain(base..);
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        pairs.push((k, v));
+                    }
+                    Value::Dict(pairs)
+                }
+            }
+            other => {
+                return Err(invalid(
+                    end,
+                    format!("unknown type tag {}", show_byte(other)),
+                ))
+            }
+        };
+        self.stack.push(value);
+        Ok(end + 1 - start)
+    }
 }
 
 /// Python's `int()` would read `s` (an optional sign, then digits).
@@ -266,16 +332,8 @@ fn is_big_int(s: &str) -> bool {
 }
 
 /// Appends the encoding of `v` to `out`.
-///
-/// Two passes: the payload length of every node, in pre-order, then the bytes.
-/// (Asking each container for its length as it was written recomputed every
-/// subtree once per level, a tenth of `-r -w`'s time.)
 pub fn encode(v: &Value, out: &mut Vec<u8>) {
-    let mut lens = Vec::with_capacity(64);
-    let total = measure(v, &mut lens);
-    out.reserve(total);
-    let mut it = lens.iter();
-    write(v, out, &mut it);
+    Writer::new(out).value(v);
 }
 
 /// The encoding of `v` as a new buffer.
@@ -283,15 +341,6 @@ pub fn to_vec(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     encode(v, &mut out);
     out
-}
-
-fn digits(mut n: usize) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
-    }
-    d
 }
 
 /// A float as Python's `repr` would write it (so mitmproxy reads back the same
@@ -322,93 +371,119 @@ impl fmt::Display for PyFloat {
     }
 }
 
-/// Counts the bytes `Display` writes, without allocating.
-struct Count(usize);
+/// Writes tnetstrings front to back, straight from the caller's data (no
+/// [`Value`] tree in between). A container's length prefix goes in front of
+/// its payload when the container ends: the payload moves right by the
+/// prefix's few bytes, once per level of nesting (a flow is 4 levels deep).
+pub struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
 
-impl fmt::Write for Count {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0 += s.len();
-        Ok(())
+impl<'a> Writer<'a> {
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        Writer { out }
     }
-}
 
-fn display_len(v: impl fmt::Display) -> usize {
-    use fmt::Write as _;
-    let mut c = Count(0);
-    let _ = write!(c, "{v}");
-    c.0
-}
+    fn leaf(&mut self, payload: &[u8], tag: u8) {
+        let out = &mut *self.out;
+        out.extend_from_slice(itoa::Buffer::new().format(payload.len()).as_bytes());
+        out.push(b':');
+        out.extend_from_slice(payload);
+        out.push(tag);
+    }
 
-/// Pushes the payload length of `v` and of every node below it (pre-order) onto
-/// `lens`; returns the length of `v`'s whole encoding.
-fn measure(v: &Value, lens: &mut Vec<usize>) -> usize {
-    let at = lens.len();
-    lens.push(0);
-    let n = match v {
-        Value::Null => 0,
-        Value::Bool(true) => 4,
-        Value::Bool(false) => 5,
-        Value::Int(i) => display_len(i),
-        Value::BigInt(s) => s.len(),
-        Value::Float(x) => display_len(PyFloat(*x)),
-        Value::Bytes(b) => b.len(),
-        Value::Str(s) => s.len(),
-        Value::List(items) => items.iter().map(|i| measure(i, lens)).sum(),
-        Value::Dict(pairs) => pairs
-            .iter()
-            .map(|(k, v)| measure(k, lens) + measure(v, lens))
-            .sum(),
-    };
-    lens[at] = n;
-    digits(n) + 1 + n + 1
-}
+    pub fn null(&mut self) {
+        self.out.extend_from_slice(b"0:~");
+    }
 
-/// The length of `v`'s encoding.
-pub fn encoded_len(v: &Value) -> usize {
-    measure(v, &mut Vec::new())
-}
+    pub fn bool(&mut self, b: bool) {
+        self.out
+            .extend_from_slice(if b { b"4:true!" } else { b"5:false!" });
+    }
 
-fn write(v: &Value, out: &mut Vec<u8>, lens: &mut std::slice::Iter<'_, usize>) {
-    use std::io::Write as _;
-    let n = lens.next().copied().unwrap_or(0);
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{n}:");
-    match v {
-        Value::Null => out.push(b'~'),
-        Value::Bool(b) => {
-            out.extend_from_slice(if *b { b"true" } else { b"false" });
-            out.push(b'!');
+    pub fn int(&mut self, i: i64) {
+        self.leaf(itoa::Buffer::new().format(i).as_bytes(), b'#');
+    }
+
+    /// An integer beyond 64 bits, as its decimal digits.
+    pub fn big_int(&mut self, digits: &str) {
+        self.leaf(digits.as_bytes(), b'#');
+    }
+
+    pub fn float(&mut self, x: f64) {
+        use std::io::Write as _;
+        let mut buf = [0u8; 32];
+        let mut cur = std::io::Cursor::new(&mut buf[..]);
+        // No f64 needs more than 24 characters in Python's repr.
+        if write!(cur, "{}", PyFloat(x)).is_ok() {
+            let n = cur.position() as usize;
+            self.leaf(&buf[..n], b'^');
+        } else {
+            self.leaf(PyFloat(x).to_string().as_bytes(), b'^');
         }
-        Value::Int(i) => {
-            let _ = write!(out, "{i}#");
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.leaf(b, b',');
+    }
+
+    pub fn str(&mut self, s: &str) {
+        self.leaf(s.as_bytes(), b';');
+    }
+
+    /// `None` as null, `Some(v)` as `f` writes it.
+    pub fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
+        match v {
+            Some(v) => f(self, v),
+            None => self.null(),
         }
-        Value::BigInt(s) => {
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'#');
-        }
-        Value::Float(x) => {
-            let _ = write!(out, "{}^", PyFloat(*x));
-        }
-        Value::Bytes(b) => {
-            out.extend_from_slice(b);
-            out.push(b',');
-        }
-        Value::Str(s) => {
-            out.extend_from_slice(s.as_bytes());
-            out.push(b';');
-        }
-        Value::List(items) => {
-            for i in items {
-                write(i, out, lens);
-            }
-            out.push(b']');
-        }
-        Value::Dict(pairs) => {
-            for (k, v) in pairs {
-                write(k, out, lens);
-                write(v, out, lens);
-            }
-            out.push(b'}');
+    }
+
+    /// A list whose items `f` writes.
+    pub fn list(&mut self, f: impl FnOnce(&mut Self)) {
+        let start = self.out.len();
+        f(self);
+        self.close(start, b']');
+    }
+
+    /// A dict whose keys and values `f` writes, alternating.
+    pub fn dict(&mut self, f: impl FnOnce(&mut Self)) {
+        let start = self.out.len();
+        f(self);
+        self.close(start, b'}');
+    }
+
+    /// Puts the length prefix in front of the payload written since `start`.
+    fn close(&mut self, start: usize, tag: u8) {
+        let out = &mut *self.out;
+        let len = out.len() - start;
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(len).as_bytes();
+        let shift = digits.len() + 1;
+        out.resize(out.len() + shift, 0);
+        out.copy_within(start..start + len, start + shift);
+        out[start..start + digits.len()].copy_from_slice(digits);
+        out[start + digits.len()] = b':';
+        out.push(tag);
+    }
+
+    /// Any decoded or built value.
+    pub fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.null(),
+            Value::Bool(b) => self.bool(*b),
+            Value::Int(i) => self.int(*i),
+            Value::BigInt(s) => self.big_int(s),
+            Value::Float(x) => self.float(*x),
+            Value::Bytes(b) => self.bytes(b),
+            Value::Str(s) => self.str(s),
+            Value::List(items) => self.list(|w| items.iter().for_each(|i| w.value(i))),
+            Value::Dict(pairs) => self.dict(|w| {
+                for (k, v) in pairs {
+                    w.value(k);
+                    w.value(v);
+                }
+            }),
         }
     }
 }
@@ -420,7 +495,6 @@ mod tests {
 
     fn roundtrip(v: &Value) -> Value {
         let enc = Bytes::from(to_vec(v));
-        assert_eq!(enc.len(), encoded_len(v));
         let (d, used) = decode(&enc).unwrap();
         assert_eq!(used, enc.len());
         d
@@ -462,6 +536,16 @@ mod tests {
         let (v, _) = decode(&buf).unwrap();
         let Value::Bytes(b) = v else { panic!() };
         assert_eq!(b.as_ptr(), buf[2..].as_ptr());
+    }
+
+    #[test]
+    fn reads_text_as_slices_of_the_record() {
+        let buf = Bytes::from_static("6:héllo;".as_bytes());
+        let (v, _) = decode(&buf).unwrap();
+        let Value::Str(t) = v else { panic!() };
+        assert_eq!(&*t, "héllo");
+        assert_eq!(t.as_ptr(), buf[2..].as_ptr());
+        assert!(decode(&Bytes::from_static(b"1:\xff;")).is_err());
     }
 
     #[test]
