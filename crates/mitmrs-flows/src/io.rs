@@ -14,8 +14,11 @@ use bytes::Bytes;
 use mitmrs_core::HttpFlow;
 
 use crate::compat;
-use crate::state::{flow_from_state, flow_type, write_flow, StateError};
-use crate::tnetstring::{self, DecodeError, Value};
+use crate::state::{
+    flow_from_state, flow_from_tape, flow_type, flow_version, write_flow, StateError,
+    FLOW_FORMAT_VERSION,
+};
+use crate::tnetstring::{self, DecodeError, Shallow, Tape};
 
 /// Appends the record of `flow` to `out`.
 pub fn encode_flow(flow: &HttpFlow, out: &mut Vec<u8>) {
@@ -206,8 +209,9 @@ impl<R: Read> FlowReader<R> {
         };
         // A flow's fields average well over 6 bytes of file per value; the
         // budget keeps a record of nulls from becoming 10x its size in memory.
-        let value = match tnetstring::decode_limited(&rec, rec.len() / 6 + 4096) {
-            Ok((v, _)) => v,
+        let budget = rec.len() / 6 + 4096;
+        let tape = match Tape::decode(rec, budget) {
+            Ok(t) => t,
             Err(error) => {
                 return Some(Err(ReadError::Damaged {
                     index,
@@ -216,27 +220,49 @@ impl<R: Read> FlowReader<R> {
                 }));
             }
         };
-        Some(read_state(value).map_err(|error| ReadError::Flow {
-            index,
-            offset,
-            error,
+        Some(read_state(&tape).map_err(|error| match error {
+            Unusable::Flow(error) => ReadError::Flow {
+                index,
+                offset,
+                error,
+            },
+            Unusable::Damaged(error) => ReadError::Damaged {
+                index,
+                offset,
+                error,
+            },
         }))
     }
 }
 
-fn read_state(value: Value) -> Result<HttpFlow, StateError> {
-    if !matches!(value, Value::Dict(_)) {
-        return Err(StateError {
+/// Why a decoded record is not a flow.
+enum Unusable {
+    Flow(StateError),
+    Damaged(DecodeError),
+}
+
+/// The flow in a record. A current (format 21) HTTP record is read straight
+/// from its tape; others (older formats, other flow types) as a [`Value`] tree,
+/// upgraded by [`compat`].
+fn read_state(tape: &Tape) -> Result<HttpFlow, Unusable> {
+    let root = tape.root();
+    if !matches!(root.get(), Ok(Shallow::Dict(_))) {
+        let found = root.get().map_or("nothing readable", |v| v.type_name());
+        return Err(Unusable::Flow(StateError {
             field: "flow".into(),
-            message: format!("expected a dict, found {}", value.type_name()),
-        });
+            message: format!("expected a dict, found {found}"),
+        }));
     }
-    if let Some(t) = flow_type(&value) {
-        if t != "http" {
-            return flow_from_state(&value);
+    let current = flow_version(root) == Some(FLOW_FORMAT_VERSION);
+    match flow_type(root).as_deref() {
+        Some("http") if current => flow_from_tape(root).map_err(Unusable::Flow),
+        Some("http") | None => {
+            let value = root.to_value().map_err(Unusable::Damaged)?;
+            let upgraded = compat::upgrade(value).map_err(Unusable::Flow)?;
+            flow_from_state(&upgraded).map_err(Unusable::Flow)
         }
+        Some(_) => flow_from_tape(root).map_err(Unusable::Flow),
     }
-    flow_from_state(&compat::upgrade(value)?)
 }
 
 impl<R: Read> Iterator for FlowReader<R> {

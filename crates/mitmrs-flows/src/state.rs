@@ -17,7 +17,7 @@ use mitmrs_core::{
     Headers, HttpFlow, MessageType, Request, Response, WebSocketData, WebSocketMessage,
 };
 
-use crate::tnetstring::{Value, Writer};
+use crate::tnetstring::{DecodeError, Item, Shallow, Tape, Value, Writer};
 
 /// The flow format version this module reads and writes (mitmproxy 11.0's).
 pub const FLOW_FORMAT_VERSION: i64 = 21;
@@ -372,20 +372,26 @@ fn meta_state(w: &mut Writer<'_>, v: &MetaValue) {
 
 /// A dict being read, with the dotted path of where it sits for error messages.
 struct Fields<'a> {
-    value: &'a Value,
+    item: Item<'a>,
     path: String,
+    /// Where the last field was found (see [`Item::field_from`]).
+    hint: std::cell::Cell<u32>,
 }
 
 impl<'a> Fields<'a> {
-    fn root(value: &'a Value) -> Result<Self> {
-        match value {
-            Value::Dict(_) => Ok(Fields {
-                value,
+    fn root(item: Item<'a>) -> Result<Self> {
+        match item.get() {
+            Ok(Shallow::Dict(_)) => Ok(Fields {
+                item,
                 path: String::new(),
+                hint: Default::default(),
             }),
             other => Err(StateError {
                 field: "flow".into(),
-                message: format!("expected a dict, found {}", other.type_name()),
+                message: match other {
+                    Ok(v) => format!("expected a dict, found {}", v.type_name()),
+                    Err(e) => e.to_string(),
+                },
             }),
         }
     }
@@ -405,129 +411,163 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn wrong(&self, key: &str, expected: &str, found: &Value) -> StateError {
+    fn wrong(&self, key: &str, expected: &str, found: &Shallow<'_>) -> StateError {
         self.err(
             key,
             format!("expected {expected}, found {}", found.type_name()),
         )
     }
 
-    fn get(&self, key: &str) -> Result<&'a Value> {
-        self.value
-            .get(key)
-            .ok_or_else(|| self.err(key, "missing (a flow written by mitmproxy has it)"))
+    /// `v` read, a bad scalar (text that is not UTF-8, a malformed number)
+    /// named as this field's problem.
+    fn read(&self, key: &str, v: Item<'a>) -> Result<Shallow<'a>> {
+        v.get().map_err(|e| self.err(key, e.to_string()))
     }
 
-    /// A field that older files may lack.
-    fn maybe(&self, key: &str) -> &'a Value {
-        self.value.get(key).unwrap_or(&Value::Null)
+    /// The item of `key`, if the dict has it.
+    fn field(&self, key: &str) -> Option<Item<'a>> {
+        let mut hint = self.hint.get();
+        let found = self.item.field_from(key, &mut hint);
+        self.hint.set(hint);
+        found
+    }
+
+    fn get(&self, key: &str) -> Result<Shallow<'a>> {
+        match self.field(key) {
+            Some(v) => self.read(key, v),
+            None => Err(self.err(key, "missing (a flow written by mitmproxy has it)")),
+        }
+    }
+
+    /// A field that older files may lack (None if they do).
+    fn maybe(&self, key: &str) -> Result<Shallow<'a>> {
+        match self.field(key) {
+            Some(v) => self.read(key, v),
+            None => Ok(Shallow::Null),
+        }
     }
 
     fn dict(&self, key: &str) -> Result<Fields<'a>> {
         match self.get(key)? {
-            v @ Value::Dict(_) => Ok(Fields {
-                value: v,
+            Shallow::Dict(item) => Ok(Fields {
+                item,
                 path: self.name(key),
+                hint: Default::default(),
             }),
-            other => Err(self.wrong(key, "dict", other)),
+            other => Err(self.wrong(key, "dict", &other)),
         }
     }
 
     fn opt_dict(&self, key: &str) -> Result<Option<Fields<'a>>> {
-        match self.maybe(key) {
-            Value::Null => Ok(None),
+        match self.maybe(key)? {
+            Shallow::Null => Ok(None),
             _ => self.dict(key).map(Some),
         }
     }
 
-    fn opt_text_of(&self, key: &str, v: &'a Value) -> Result<Option<String>> {
+    fn opt_text_of(&self, key: &str, v: Shallow<'a>) -> Result<Option<String>> {
         match v {
-            Value::Null => Ok(None),
-            Value::Str(t) => Ok(Some(t.to_string())),
+            Shallow::Null => Ok(None),
+            Shallow::Str(t) => Ok(Some(t.to_string())),
             // Older files stored some text fields as bytes.
-            Value::Bytes(b) => Ok(Some(String::from_utf8_lossy(b).into_owned())),
-            other => Err(self.wrong(key, "str", other)),
+            Shallow::Bytes(b) => Ok(Some(String::from_utf8_lossy(b).into_owned())),
+            other => Err(self.wrong(key, "str", &other)),
         }
     }
 
     fn opt_text(&self, key: &str) -> Result<Option<String>> {
-        self.opt_text_of(key, self.maybe(key))
+        self.opt_text_of(key, self.maybe(key)?)
     }
 
     fn text(&self, key: &str) -> Result<String> {
         let v = self.get(key)?;
         self.opt_text_of(key, v)?
-            .ok_or_else(|| self.wrong(key, "str", v))
+            .ok_or_else(|| self.wrong(key, "str", &v))
+    }
+
+    /// The bytes of `v` (a slice of the record, not a copy).
+    fn bytes_of(&self, key: &str, v: Item<'a>) -> Result<Option<Bytes>> {
+        match self.read(key, v)? {
+            Shallow::Null => Ok(None),
+            Shallow::Bytes(_) | Shallow::Str(_) => Ok(Some(v.bytes())),
+            other => Err(self.wrong(key, "bytes", &other)),
+        }
     }
 
     fn opt_bytes(&self, key: &str) -> Result<Option<Bytes>> {
-        match self.maybe(key) {
-            Value::Null => Ok(None),
-            Value::Bytes(b) => Ok(Some(b.clone())),
-            Value::Str(t) => Ok(Some(Bytes::copy_from_slice(t.as_bytes()))),
-            other => Err(self.wrong(key, "bytes", other)),
+        match self.field(key) {
+            Some(v) => self.bytes_of(key, v),
+            None => Ok(None),
         }
     }
 
     fn int(&self, key: &str) -> Result<i64> {
         match self.get(key)? {
-            Value::Int(i) => Ok(*i),
-            other => Err(self.wrong(key, "int", other)),
+            Shallow::Int(i) => Ok(i),
+            other => Err(self.wrong(key, "int", &other)),
         }
     }
 
     fn opt_float(&self, key: &str) -> Result<Option<f64>> {
-        match self.maybe(key) {
-            Value::Null => Ok(None),
-            Value::Float(f) => Ok(Some(*f)),
-            Value::Int(i) => Ok(Some(*i as f64)),
-            other => Err(self.wrong(key, "float", other)),
+        match self.maybe(key)? {
+            Shallow::Null => Ok(None),
+            Shallow::Float(f) => Ok(Some(f)),
+            Shallow::Int(i) => Ok(Some(i as f64)),
+            other => Err(self.wrong(key, "float", &other)),
         }
     }
 
     fn float(&self, key: &str) -> Result<f64> {
         let v = self.get(key)?;
         self.opt_float(key)?
-            .ok_or_else(|| self.wrong(key, "float", v))
+            .ok_or_else(|| self.wrong(key, "float", &v))
     }
 
     fn bool(&self, key: &str) -> Result<bool> {
-        match self.maybe(key) {
-            Value::Null => Ok(false),
-            Value::Bool(b) => Ok(*b),
-            other => Err(self.wrong(key, "bool", other)),
+        match self.maybe(key)? {
+            Shallow::Null => Ok(false),
+            Shallow::Bool(b) => Ok(b),
+            other => Err(self.wrong(key, "bool", &other)),
         }
     }
 
-    fn list(&self, key: &str) -> Result<&'a [Value]> {
-        match self.maybe(key) {
-            Value::Null => Ok(&[]),
-            Value::List(l) => Ok(l),
-            other => Err(self.wrong(key, "list", other)),
-        }
+    /// The items of a list field (none if it is missing or None).
+    fn list(&self, key: &str) -> Result<impl Iterator<Item = Item<'a>> + 'a> {
+        let items = match self.maybe(key)? {
+            Shallow::Null => None,
+            Shallow::List(l) => Some(l.children()),
+            other => return Err(self.wrong(key, "list", &other)),
+        };
+        Ok(items.into_iter().flatten())
     }
 
-    fn port(&self, key: &str, v: &Value) -> Result<u16> {
+    fn port(&self, key: &str, v: Shallow<'_>) -> Result<u16> {
         match v {
-            Value::Int(i) => {
-                u16::try_from(*i).map_err(|_| self.err(key, format!("port {i} is not in 0..65535")))
+            Shallow::Int(i) => {
+                u16::try_from(i).map_err(|_| self.err(key, format!("port {i} is not in 0..65535")))
             }
-            other => Err(self.wrong(key, "int (a port)", other)),
+            other => Err(self.wrong(key, "int (a port)", &other)),
         }
     }
 
     /// `[host, port]` (a server's address: host may be a name).
     fn opt_address(&self, key: &str) -> Result<Option<(String, u16)>> {
-        match self.maybe(key) {
-            Value::Null => Ok(None),
-            Value::List(l) if l.len() >= 2 => {
-                let host = self
-                    .opt_text_of(key, &l[0])?
-                    .ok_or_else(|| self.wrong(key, "[host, port]", &l[0]))?;
-                Ok(Some((host, self.port(key, &l[1])?)))
+        let v = self.maybe(key)?;
+        let (host, port) = match v {
+            Shallow::Null => return Ok(None),
+            Shallow::List(l) => {
+                let mut it = l.children();
+                match (it.next(), it.next()) {
+                    (Some(h), Some(p)) => (self.read(key, h)?, self.read(key, p)?),
+                    _ => return Err(self.wrong(key, "a list [host, port]", &v)),
+                }
             }
-            other => Err(self.wrong(key, "a list [host, port]", other)),
-        }
+            other => return Err(self.wrong(key, "a list [host, port]", &other)),
+        };
+        let host = self
+            .opt_text_of(key, host)?
+            .ok_or_else(|| self.wrong(key, "[host, port]", &host))?;
+        Ok(Some((host, self.port(key, port)?)))
     }
 
     /// A socket address: `[ip, port]` or `[ip, port, flowinfo, scope_id]`.
@@ -544,17 +584,16 @@ impl<'a> Fields<'a> {
     }
 
     fn headers(&self, key: &str) -> Result<Option<Headers>> {
-        let v = self.maybe(key);
-        let Value::List(items) = v else {
-            return match v {
-                Value::Null => Ok(None),
-                other => Err(self.wrong(key, "a list of [name, value] pairs", other)),
-            };
+        let items = match self.maybe(key)? {
+            Shallow::Null => return Ok(None),
+            Shallow::List(l) => l,
+            other => return Err(self.wrong(key, "a list of [name, value] pairs", &other)),
         };
-        let mut fields = Vec::with_capacity(items.len());
-        for item in items {
-            let pair = match item {
-                Value::List(p) if p.len() == 2 => (as_bytes(&p[0]), as_bytes(&p[1])),
+        let mut fields = Vec::new();
+        for item in items.children() {
+            let mut pair = item.children();
+            let pair = match (item.get(), pair.next(), pair.next(), pair.next()) {
+                (Ok(Shallow::List(_)), Some(n), Some(v), None) => (as_bytes(n), as_bytes(v)),
                 _ => (None, None),
             };
             match pair {
@@ -566,24 +605,23 @@ impl<'a> Fields<'a> {
     }
 
     fn certs(&self, key: &str) -> Result<Vec<CertDer>> {
-        self.list(key)?
-            .iter()
-            .map(|v| self.cert_of(key, v))
-            .collect()
+        self.list(key)?.map(|v| self.cert_of(key, v)).collect()
     }
 
-    fn cert_of(&self, key: &str, v: &Value) -> Result<CertDer> {
-        let raw = as_bytes(v).ok_or_else(|| self.wrong(key, "a PEM certificate (bytes)", v))?;
+    fn cert_of(&self, key: &str, v: Item<'a>) -> Result<CertDer> {
+        let Some(raw) = as_bytes(v) else {
+            return Err(self.wrong(key, "a PEM certificate (bytes)", &self.read(key, v)?));
+        };
         der_of_pem(&raw)
             .map(Bytes::from)
             .map_err(|e| self.err(key, format!("not a PEM certificate: {e}")))
     }
 }
 
-fn as_bytes(v: &Value) -> Option<Bytes> {
-    match v {
-        Value::Bytes(b) => Some(b.clone()),
-        Value::Str(t) => Some(Bytes::copy_from_slice(t.as_bytes())),
+/// Bytes or text as bytes (a slice of the record).
+fn as_bytes(v: Item<'_>) -> Option<Bytes> {
+    match v.get() {
+        Ok(Shallow::Bytes(_) | Shallow::Str(_)) => Some(v.bytes()),
         _ => None,
     }
 }
@@ -593,28 +631,32 @@ fn lossy(b: Option<Bytes>) -> String {
         .unwrap_or_default()
 }
 
-fn tls_facts(c: &Fields<'_>) -> Result<TlsFacts> {
+/// The TLS fields both connection kinds share, from `sni` to `tls` (the fields
+/// of a dict are read in file order, so each is found at once).
+fn tls_facts(c: &Fields<'_>, timestamp_tls_setup: Option<f64>) -> Result<TlsFacts> {
     Ok(TlsFacts {
-        tls: c.bool("tls")?,
-        certificate_list: c.certs("certificate_list")?.into(),
-        alpn: c.opt_bytes("alpn")?,
-        alpn_offers: c
-            .list("alpn_offers")?
-            .iter()
-            .map(|v| as_bytes(v).ok_or_else(|| c.wrong("alpn_offers", "a list of bytes", v)))
-            .collect::<Result<_>>()?,
-        cipher: c.opt_text("cipher")?,
+        timestamp_tls_setup,
+        sni: c.opt_text("sni")?,
+        tls_version: c.opt_text("tls_version")?,
         cipher_list: c
             .list("cipher_list")?
-            .iter()
             .map(|v| {
+                let v = c.read("cipher_list", v)?;
                 c.opt_text_of("cipher_list", v)?
-                    .ok_or_else(|| c.wrong("cipher_list", "a list of str", v))
+                    .ok_or_else(|| c.wrong("cipher_list", "a list of str", &v))
             })
             .collect::<Result<_>>()?,
-        tls_version: c.opt_text("tls_version")?,
-        sni: c.opt_text("sni")?,
-        timestamp_tls_setup: c.opt_float("timestamp_tls_setup")?,
+        cipher: c.opt_text("cipher")?,
+        alpn_offers: c
+            .list("alpn_offers")?
+            .map(|v| match as_bytes(v) {
+                Some(b) => Ok(b),
+                None => Err(c.wrong("alpn_offers", "a list of bytes", &c.read("alpn_offers", v)?)),
+            })
+            .collect::<Result<_>>()?,
+        alpn: c.opt_bytes("alpn")?,
+        certificate_list: c.certs("certificate_list")?.into(),
+        tls: c.bool("tls")?,
     })
 }
 
@@ -630,108 +672,124 @@ fn transport(c: &Fields<'_>) -> Result<TransportProtocol> {
 }
 
 fn client_from(c: &Fields<'_>) -> Result<Client> {
-    let unknown = || SocketAddr::from(([0, 0, 0, 0], 0));
-    let mut client = Client::new(
-        c.opt_sockaddr("peername")?.unwrap_or_else(unknown),
-        c.opt_sockaddr("sockname")?.unwrap_or_else(unknown),
-    );
-    client.id = c.text("id")?;
-    client.transport_protocol = transport(c)?;
-    client.error = c.opt_text("error")?;
-    client.tls = tls_facts(c)?;
-    client.mitmcert = match c.maybe("mitmcert") {
-        Value::Null => None,
-        v => Some(c.cert_of("mitmcert", v)?),
-    };
-    client.proxy_mode = c
+    let proxy_mode = c
         .opt_text("proxy_mode")?
         .unwrap_or_else(|| "regular".into());
-    client.timestamp_start = c.opt_float("timestamp_start")?.unwrap_or(0.0);
-    client.timestamp_end = c.opt_float("timestamp_end")?;
+    let mitmcert = match c.field("mitmcert") {
+        Some(v) if !matches!(v.get(), Ok(Shallow::Null)) => Some(c.cert_of("mitmcert", v)?),
+        _ => None,
+    };
+    let timestamp_tls_setup = c.opt_float("timestamp_tls_setup")?;
+    let timestamp_end = c.opt_float("timestamp_end")?;
+    let timestamp_start = c.opt_float("timestamp_start")?.unwrap_or(0.0);
+    let tls = tls_facts(c, timestamp_tls_setup)?;
+    let error = c.opt_text("error")?;
+    let transport_protocol = transport(c)?;
+    let id = c.text("id")?;
+    let unknown = || SocketAddr::from(([0, 0, 0, 0], 0));
+    let sockname = c.opt_sockaddr("sockname")?.unwrap_or_else(unknown);
+    let peername = c.opt_sockaddr("peername")?.unwrap_or_else(unknown);
+    let mut client = Client::new(peername, sockname);
+    client.id = id;
+    client.transport_protocol = transport_protocol;
+    client.error = error;
+    client.tls = tls;
+    client.mitmcert = mitmcert;
+    client.proxy_mode = proxy_mode;
+    client.timestamp_start = timestamp_start;
+    client.timestamp_end = timestamp_end;
     client.state = mitmrs_core::connection::ConnectionState::Closed;
     Ok(client)
 }
 
 fn server_from(c: &Fields<'_>) -> Result<Server> {
+    let timestamp_tcp_setup = c.opt_float("timestamp_tcp_setup")?;
     let mut server = Server::new(c.opt_address("address")?);
-    server.id = c.text("id")?;
-    server.transport_protocol = transport(c)?;
-    server.peername = c.opt_sockaddr("peername")?;
-    server.sockname = c.opt_sockaddr("sockname")?;
-    server.error = c.opt_text("error")?;
-    server.tls = tls_facts(c)?;
-    server.timestamp_start = c.opt_float("timestamp_start")?;
-    server.timestamp_tcp_setup = c.opt_float("timestamp_tcp_setup")?;
+    server.timestamp_tcp_setup = timestamp_tcp_setup;
+    let timestamp_tls_setup = c.opt_float("timestamp_tls_setup")?;
     server.timestamp_end = c.opt_float("timestamp_end")?;
+    server.timestamp_start = c.opt_float("timestamp_start")?;
+    server.tls = tls_facts(c, timestamp_tls_setup)?;
+    server.error = c.opt_text("error")?;
+    server.transport_protocol = transport(c)?;
+    server.id = c.text("id")?;
+    server.sockname = c.opt_sockaddr("sockname")?;
+    server.peername = c.opt_sockaddr("peername")?;
     Ok(server)
 }
 
 fn request_from(r: &Fields<'_>) -> Result<Request> {
-    let port = r.port("port", r.get("port")?)?;
     Ok(Request {
-        method: lossy(r.opt_bytes("method")?),
-        scheme: lossy(r.opt_bytes("scheme")?),
-        authority: lossy(r.opt_bytes("authority")?),
-        host: r.text("host")?,
-        port,
         path: lossy(r.opt_bytes("path")?),
-        http_version: lossy(r.opt_bytes("http_version")?),
-        headers: r.headers("headers")?.unwrap_or_default(),
-        content: r.opt_bytes("content")?,
-        trailers: r.headers("trailers")?,
-        timestamp_start: r.float("timestamp_start")?,
+        authority: lossy(r.opt_bytes("authority")?),
+        scheme: lossy(r.opt_bytes("scheme")?),
+        method: lossy(r.opt_bytes("method")?),
+        port: r.port("port", r.get("port")?)?,
+        host: r.text("host")?,
         timestamp_end: r.opt_float("timestamp_end")?,
+        timestamp_start: r.float("timestamp_start")?,
+        trailers: r.headers("trailers")?,
+        content: r.opt_bytes("content")?,
+        headers: r.headers("headers")?.unwrap_or_default(),
+        http_version: lossy(r.opt_bytes("http_version")?),
         stream: Default::default(),
     })
 }
 
 fn response_from(r: &Fields<'_>) -> Result<Response> {
-    let code = r.int("status_code")?;
     Ok(Response {
-        http_version: lossy(r.opt_bytes("http_version")?),
-        status_code: u16::try_from(code)
-            .map_err(|_| r.err("status_code", format!("{code} is not an HTTP status code")))?,
         reason: lossy(r.opt_bytes("reason")?),
-        headers: r.headers("headers")?.unwrap_or_default(),
-        content: r.opt_bytes("content")?,
-        trailers: r.headers("trailers")?,
-        timestamp_start: r.float("timestamp_start")?,
+        status_code: {
+            let code = r.int("status_code")?;
+            u16::try_from(code)
+                .map_err(|_| r.err("status_code", format!("{code} is not an HTTP status code")))?
+        },
         timestamp_end: r.opt_float("timestamp_end")?,
+        timestamp_start: r.float("timestamp_start")?,
+        trailers: r.headers("trailers")?,
+        content: r.opt_bytes("content")?,
+        headers: r.headers("headers")?.unwrap_or_default(),
+        http_version: lossy(r.opt_bytes("http_version")?),
         stream: Default::default(),
     })
 }
 
 /// Metadata as the file holds it; every tnetstring value has a metadata twin.
-fn meta_from(v: &Value) -> MetaValue {
-    match v {
-        Value::Null => MetaValue::Null,
-        Value::Bool(b) => MetaValue::Bool(*b),
-        Value::Int(i) => MetaValue::Int(*i),
-        Value::BigInt(s) => MetaValue::BigInt(s.clone()),
-        Value::Float(x) => MetaValue::Float(*x),
-        Value::Bytes(b) => MetaValue::Bytes(b.clone()),
-        Value::Str(t) => MetaValue::Str(t.to_string()),
-        Value::List(l) => MetaValue::List(l.iter().map(meta_from).collect()),
-        Value::Dict(d) => MetaValue::Dict(meta_dict(d)),
-    }
+fn meta_from(v: Item<'_>) -> std::result::Result<MetaValue, DecodeError> {
+    Ok(match v.get()? {
+        Shallow::Null => MetaValue::Null,
+        Shallow::Bool(b) => MetaValue::Bool(b),
+        Shallow::Int(i) => MetaValue::Int(i),
+        Shallow::BigInt(s) => MetaValue::BigInt(s.to_owned()),
+        Shallow::Float(x) => MetaValue::Float(x),
+        Shallow::Bytes(_) => MetaValue::Bytes(v.bytes()),
+        Shallow::Str(t) => MetaValue::Str(t.to_owned()),
+        Shallow::List(l) => MetaValue::List(
+            l.children()
+                .map(meta_from)
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        Shallow::Dict(d) => MetaValue::Dict(meta_dict(d)?),
+    })
 }
 
-fn meta_dict(d: &[(Value, Value)]) -> MetaDict {
-    MetaDict(
-        d.iter()
-            .map(|(k, v)| (meta_from(k), meta_from(v)))
-            .collect(),
-    )
+fn meta_dict(d: Item<'_>) -> std::result::Result<MetaDict, DecodeError> {
+    let mut pairs = Vec::new();
+    let mut it = d.children();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        pairs.push((meta_from(k)?, meta_from(v)?));
+    }
+    Ok(MetaDict(pairs))
 }
 
 fn websocket_from(w: &Fields<'_>) -> Result<WebSocketData> {
     let mut data = WebSocketData::default();
-    data.closed_by_client = match w.maybe("closed_by_client") {
-        Value::Null => None,
+    data.closed_by_client = match w.maybe("closed_by_client")? {
+        Shallow::Null => None,
         _ => Some(w.bool("closed_by_client")?),
     };
-    data.close_code = match w.maybe("close_code") {
-        Value::Null => None,
+    data.close_code = match w.maybe("close_code")? {
+        Shallow::Null => None,
         _ => Some(
             u16::try_from(w.int("close_code")?)
                 .map_err(|_| w.err("close_code", "not a close code (0 to 65535)"))?,
@@ -739,25 +797,26 @@ fn websocket_from(w: &Fields<'_>) -> Result<WebSocketData> {
     };
     data.close_reason = w.opt_text("close_reason")?;
     data.timestamp_end = w.opt_float("timestamp_end")?;
-    for (i, m) in w.list("messages")?.iter().enumerate() {
+    for (i, m) in w.list("messages")?.enumerate() {
         let bad = |what: &str| w.err(&format!("messages[{i}]"), what.to_string());
-        let Value::List(parts) = m else {
+        let Ok(Shallow::List(_)) = m.get() else {
             return Err(bad("expected a list"));
         };
-        let kind = match parts.first() {
-            Some(Value::Int(1)) => MessageType::Text,
-            Some(Value::Int(2)) => MessageType::Binary,
+        let parts: Vec<Item<'_>> = m.children().take(6).collect();
+        let part = |n: usize| parts.get(n).and_then(|p| p.get().ok());
+        let kind = match part(0) {
+            Some(Shallow::Int(1)) => MessageType::Text,
+            Some(Shallow::Int(2)) => MessageType::Binary,
             _ => return Err(bad("the type is not 1 (text) or 2 (binary)")),
         };
-        let flag = |n: usize| matches!(parts.get(n), Some(Value::Bool(true)));
-        let content = match parts.get(2) {
-            Some(Value::Bytes(b)) => b.clone(),
-            Some(Value::Str(t)) => Bytes::copy_from_slice(t.as_bytes()),
-            _ => return Err(bad("the content is not bytes")),
+        let flag = |n: usize| matches!(part(n), Some(Shallow::Bool(true)));
+        let content = match parts.get(2).and_then(|p| as_bytes(*p)) {
+            Some(b) => b,
+            None => return Err(bad("the content is not bytes")),
         };
-        let timestamp = match parts.get(3) {
-            Some(Value::Float(t)) => *t,
-            Some(Value::Int(t)) => *t as f64,
+        let timestamp = match part(3) {
+            Some(Shallow::Float(t)) => t,
+            Some(Shallow::Int(t)) => t as f64,
             _ => return Err(bad("the timestamp is not a number")),
         };
         // Every message of a file is kept, whatever `websocket_history` says.
@@ -777,17 +836,38 @@ fn websocket_from(w: &Fields<'_>) -> Result<WebSocketData> {
 }
 
 /// What kind of flow a state dict holds (mitmproxy's `type`: http, tcp, udp, dns).
-pub fn flow_type(state: &Value) -> Option<String> {
-    match state.get("type") {
-        Some(Value::Str(t)) => Some(t.to_string()),
-        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+pub fn flow_type(state: Item<'_>) -> Option<String> {
+    match state.field("type")?.get() {
+        Ok(Shallow::Str(t)) => Some(t.to_string()),
+        Ok(Shallow::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
     }
 }
 
-/// An HTTP flow from its state dict (format version 21; see [`crate::compat`]
-/// for older ones). The flow is not live.
+/// The format version of a state dict, if it is an integer.
+pub fn flow_version(state: Item<'_>) -> Option<i64> {
+    match state.field("version")?.get() {
+        Ok(Shallow::Int(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// An HTTP flow from its state dict as a [`Value`] tree (format version 21;
+/// see [`crate::compat`] for older ones). The flow is not live.
 pub fn flow_from_state(state: &Value) -> Result<HttpFlow> {
+    let tape =
+        Tape::decode(Bytes::from(crate::tnetstring::to_vec(state)), usize::MAX).map_err(|e| {
+            StateError {
+                field: "flow".into(),
+                message: e.to_string(),
+            }
+        })?;
+    flow_from_tape(tape.root())
+}
+
+/// An HTTP flow from its state dict, read straight from the record's
+/// [`Tape`] (format version 21). The flow is not live.
+pub fn flow_from_tape(state: Item<'_>) -> Result<HttpFlow> {
     let f = Fields::root(state)?;
     match flow_type(state).as_deref() {
         Some("http") => {}
@@ -806,45 +886,51 @@ pub fn flow_from_state(state: &Value) -> Result<HttpFlow> {
             format!("expected {FLOW_FORMAT_VERSION} after upgrading, found {version}"),
         ));
     }
+    // In file order (see `Fields::field`).
     let websocket = f
         .opt_dict("websocket")?
         .map(|w| websocket_from(&w))
         .transpose()?;
-    let client = client_from(&f.dict("client_conn")?)?;
-    let server = server_from(&f.dict("server_conn")?)?;
-    let request = request_from(&f.dict("request")?)?;
-    let mut flow = HttpFlow::new(Arc::new(client), Arc::new(server), request);
-    flow.id = f.text("id")?;
-    flow.websocket = websocket;
-    flow.response = f
+    let response = f
         .opt_dict("response")?
         .map(|r| response_from(&r))
         .transpose()?;
-    flow.error = f
+    let request = request_from(&f.dict("request")?)?;
+    let timestamp_created = f.opt_float("timestamp_created")?;
+    let comment = f.opt_text("comment")?.unwrap_or_default();
+    let metadata = match f.maybe("metadata")? {
+        Shallow::Null => MetaDict::default(),
+        Shallow::Dict(d) => meta_dict(d).map_err(|e| f.err("metadata", e.to_string()))?,
+        other => return Err(f.wrong("metadata", "dict", &other)),
+    };
+    let marked = match f.maybe("marked")? {
+        // Before format 17, `marked` was a bool.
+        Shallow::Bool(true) => ":default:".into(),
+        Shallow::Bool(false) | Shallow::Null => String::new(),
+        _ => f.text("marked")?,
+    };
+    let is_replay = f.opt_text("is_replay")?;
+    let server = server_from(&f.dict("server_conn")?)?;
+    let client = client_from(&f.dict("client_conn")?)?;
+    let error = f
         .opt_dict("error")?
         .map(|e| -> Result<FlowError> {
             Ok(FlowError {
-                msg: e.text("msg")?,
                 timestamp: e.opt_float("timestamp")?.unwrap_or(0.0),
+                msg: e.text("msg")?,
             })
         })
         .transpose()?;
-    flow.metadata = match f.maybe("metadata") {
-        Value::Null => MetaDict::default(),
-        Value::Dict(d) => meta_dict(d),
-        other => return Err(f.wrong("metadata", "dict", other)),
-    };
-    flow.marked = match f.maybe("marked") {
-        // Before format 17, `marked` was a bool.
-        Value::Bool(true) => ":default:".into(),
-        Value::Bool(false) | Value::Null => String::new(),
-        _ => f.text("marked")?,
-    };
-    flow.comment = f.opt_text("comment")?.unwrap_or_default();
-    flow.is_replay = f.opt_text("is_replay")?;
-    flow.timestamp_created = f
-        .opt_float("timestamp_created")?
-        .unwrap_or(flow.request.timestamp_start);
+    let mut flow = HttpFlow::new(Arc::new(client), Arc::new(server), request);
+    flow.id = f.text("id")?;
+    flow.websocket = websocket;
+    flow.response = response;
+    flow.error = error;
+    flow.metadata = metadata;
+    flow.marked = marked;
+    flow.comment = comment;
+    flow.is_replay = is_replay;
+    flow.timestamp_created = timestamp_created.unwrap_or(flow.request.timestamp_start);
     flow.live = false;
     Ok(flow)
 }
@@ -936,6 +1022,55 @@ mod tests {
         assert!(!g.live);
         // Written again, the record is byte for byte the same.
         assert_eq!(tnetstring::to_vec(&flow_to_state(&g)), enc.to_vec());
+    }
+
+    #[test]
+    fn a_bad_scalar_is_named_by_its_field() {
+        let mut enc = Vec::new();
+        write_flow(&sample(), &mut enc);
+        // request.host is the first text "example.com" of the record.
+        let at = enc
+            .windows(15)
+            .position(|w| w == b"11:example.com;")
+            .unwrap();
+        enc[at + 3] = 0xff;
+        let tape = Tape::decode(Bytes::from(enc), usize::MAX).unwrap();
+        let e = flow_from_tape(tape.root()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("request.host: byte ") && e.ends_with("is not valid UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fields_are_found_in_any_order() {
+        let mut enc = Vec::new();
+        write_flow(&sample(), &mut enc);
+        let tape = Tape::decode(Bytes::from(enc), usize::MAX).unwrap();
+        let f = Fields::root(tape.root()).unwrap();
+        let r = f.dict("request").unwrap();
+        // File order, then backwards, then a missing key: each is found (or
+        // not) whatever the last lookup was.
+        let keys = ["path", "port", "host", "headers", "http_version"];
+        for k in keys.iter().chain(keys.iter().rev()) {
+            assert!(r.field(k).is_some(), "{k}");
+        }
+        assert!(r.field("nope").is_none());
+        assert_eq!(r.text("host").unwrap(), "example.com");
+        assert_eq!(r.port("port", r.get("port").unwrap()).unwrap(), 443);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_mutated_record_never_panics(at in proptest::prelude::any::<usize>(), byte in proptest::prelude::any::<u8>()) {
+            let mut enc = Vec::new();
+            write_flow(&sample(), &mut enc);
+            let i = at % enc.len();
+            enc[i] = byte;
+            if let Ok(tape) = Tape::decode(Bytes::from(enc), usize::MAX) {
+                let _ = flow_from_tape(tape.root());
+            }
+        }
     }
 
     #[test]

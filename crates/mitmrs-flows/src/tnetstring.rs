@@ -194,41 +194,75 @@ pub fn decode(buf: &Bytes) -> Result<(Value, usize), DecodeError> {
 /// [`decode`], refusing a value made of more than `max_values` values in all
 /// (a list of ten million nulls is 30 MB of file but 300 MB of [`Value`]s).
 pub fn decode_limited(buf: &Bytes, max_values: usize) -> Result<(Value, usize), DecodeError> {
-    let mut d = Decoder {
-        buf,
-        budget: max_values,
-        stack: Vec::with_capacity(64),
-    };
-    let used = d.value(0, buf.len(), 0)?;
-    match d.stack.pop() {
-        Some(v) => Ok((v, used)),
-        None => Err(invalid(0, "no value")),
+    let (tape, used) = Tape::decode_prefix(buf.clone(), max_values)?;
+    Ok((tape.root().to_value()?, used))
+}
+
+/// A value decoded as a flat list of nodes in pre-order, each naming where its
+/// payload lies in the buffer, with no tree of [`Value`]s built. Decoding
+/// checks the structure (lengths, tags, nesting, the value budget); a scalar's
+/// text (UTF-8, digits) is checked when it is read, so the fields nobody reads
+/// cost nothing. Building the tape of a 1.9 KB flow record takes about a sixth
+/// of the time its [`Value`] tree took (1.8 against 11 µs on this machine).
+pub struct Tape {
+    buf: Bytes,
+    nodes: Vec<Node>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    tag: u8,
+    /// The payload: `buf[start..end]`; the tag byte is at `end`.
+    start: usize,
+    end: usize,
+    /// The index of the node after this one's subtree (its next sibling).
+    next: u32,
+}
+
+impl Tape {
+    /// Decodes `buf`, which must hold exactly one value.
+    pub fn decode(buf: Bytes, max_values: usize) -> Result<Tape, DecodeError> {
+        let len = buf.len();
+        let (tape, used) = Tape::decode_prefix(buf, max_values)?;
+        if used != len {
+            return Err(invalid(used, "data after the end of the value"));
+        }
+        Ok(tape)
     }
-}
 
-/// One decode: the children of the containers being read wait on one shared
-/// stack, and each container takes its own exactly once they are all read (one
-/// allocation per container, no growing).
-struct Decoder<'a> {
-    buf: &'a Bytes,
-    budget: usize,
-    stack: Vec<Value>,
-}
+    /// Decodes the value at the start of `buf`; returns it and the bytes it used.
+    pub fn decode_prefix(buf: Bytes, max_values: usize) -> Result<(Tape, usize), DecodeError> {
+        let mut tape = Tape {
+            buf,
+            nodes: Vec::new(),
+        };
+        let mut budget = max_values;
+        let used = tape.node(0, tape.buf.len(), 0, &mut budget)?;
+        Ok((tape, used))
+    }
 
-impl Decoder<'_> {
+    /// The outermost value.
+    pub fn root(&self) -> Item<'_> {
+        Item { tape: self, i: 0 }
+    }
+
     /// Decodes the value at `start`, which must end before `limit` (its
-    /// parent's end), and pushes it on the stack; returns the bytes it used.
-    fn value(&mut self, start: usize, limit: usize, depth: usize) -> Result<usize, DecodeError> {
-        if self.budget == 0 {
+    /// parent's end); returns the bytes it used.
+    fn node(
+        &mut self,
+        start: usize,
+        limit: usize,
+        depth: usize,
+        budget: &mut usize,
+    ) -> Result<usize, DecodeError> {
+        if *budget == 0 {
             return Err(invalid(
                 start,
                 "more values than a flow of this size can plausibly hold",
             ));
         }
-        self.budget -= 1;
-        let buf = self.buf;
-        let rest = &buf[start..limit];
-        let (len, prefix) = match parse_prefix(rest) {
+        *budget -= 1;
+        let (len, prefix) = match parse_prefix(&self.buf[start..limit]) {
             Ok(Some(p)) => p,
             Ok(None) => return Err(DecodeError::Truncated { needed: 1 }),
             Err(DecodeError::Invalid { offset, what }) => {
@@ -245,41 +279,21 @@ impl Decoder<'_> {
                 needed: end + 1 - limit,
             });
         }
-        let payload = &buf[body_start..end];
-        let tag = buf[end];
-        let bad = |what: &str| invalid(body_start, what.to_string());
-        let value = match tag {
-            b',' => Value::Bytes(buf.slice(body_start..end)),
-            b';' => Value::Str(
-                Text::from_utf8(buf.slice(body_start..end))
-                    .map_err(|_| bad("a text value (';') is not valid UTF-8"))?,
-            ),
-            b'#' => {
-                let s = std::str::from_utf8(payload).map_err(|_| bad("an integer is not ASCII"))?;
-                match s.parse() {
-                    Ok(i) => Value::Int(i),
-                    Err(_) if is_big_int(s) => Value::BigInt(s.to_owned()),
-                    Err(_) => return Err(bad(&format!("{s:?} is not an integer"))),
-                }
-            }
-            b'^' => {
-                let s = std::str::from_utf8(payload).map_err(|_| bad("a float is not ASCII"))?;
-                Value::Float(
-                    s.parse()
-                        .map_err(|_| bad(&format!("{s:?} is not a float")))?,
-                )
-            }
-            b'!' => match payload {
-                b"true" => Value::Bool(true),
-                b"false" => Value::Bool(false),
-                _ => return Err(bad("a boolean is neither 'true' nor 'false'")),
-            },
-            b'~' => {
-                if len != 0 {
-                    return Err(bad("a null has a payload"));
-                }
-                Value::Null
-            }
+        let tag = self.buf[end];
+        let index = self.nodes.len();
+        if index >= u32::MAX as usize {
+            return Err(invalid(start, "too many values"));
+        }
+        self.nodes.push(Node {
+            tag,
+            start: body_start,
+            end,
+            next: 0,
+        });
+        match tag {
+            b',' | b';' | b'#' | b'^' | b'!' => {}
+            b'~' if len == 0 => {}
+            b'~' => return Err(invalid(body_start, "a null has a payload")),
             b']' | b'}' => {
                 if depth >= MAX_DEPTH {
                     return Err(invalid(
@@ -287,30 +301,23 @@ impl Decoder<'_> {
                         format!("nested deeper than {MAX_DEPTH} levels"),
                     ));
                 }
-                let base = self.stack.len();
                 let mut pos = body_start;
+                let mut count = 0usize;
                 while pos < end {
-                    // A child that claims more than its parent holds is invalid,
-                    // not truncated.
-                    pos += self.value(pos, end, depth + 1).map_err(|e| match e {
-                        DecodeError::Truncated { .. } => {
-                            invalid(pos, "an element runs past the end of its list or dict")
-                        }
-                        e => e,
-                    })?;
+                    // A child that claims more than its parent holds is
+                    // invalid, not truncated.
+                    pos += self
+                        .node(pos, end, depth + 1, budget)
+                        .map_err(|e| match e {
+                            DecodeError::Truncated { .. } => {
+                                invalid(pos, "an element runs past the end of its list or dict")
+                            }
+                            e => e,
+                        })?;
+                    count += 1;
                 }
-                if tag == b']' {
-                    Value::List(self.stack.split_off(base))
-                } else {
-                    if (self.stack.len() - base) % 2 != 0 {
-                        return Err(bad("a dict has a key without a value"));
-                    }
-                    let mut pairs = Vec::with_capacity((self.stack.len() - base) / 2);
-                    let mut it = self.stack.drain(base..);
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        pairs.push((k, v));
-                    }
-                    Value::Dict(pairs)
+                if tag == b'}' && !count.is_multiple_of(2) {
+                    return Err(invalid(body_start, "a dict has a key without a value"));
                 }
             }
             other => {
@@ -319,9 +326,203 @@ impl Decoder<'_> {
                     format!("unknown type tag {}", show_byte(other)),
                 ))
             }
-        };
-        self.stack.push(value);
+        }
+        self.nodes[index].next = self.nodes.len() as u32;
         Ok(end + 1 - start)
+    }
+}
+
+/// One value in a [`Tape`].
+#[derive(Clone, Copy)]
+pub struct Item<'t> {
+    tape: &'t Tape,
+    i: u32,
+}
+
+/// A value of a [`Tape`] with its scalar read; lists and dicts stay items.
+#[derive(Clone, Copy, Debug)]
+pub enum Shallow<'t> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// An integer beyond 64 bits, as its decimal digits.
+    BigInt(&'t str),
+    Float(f64),
+    Bytes(&'t [u8]),
+    Str(&'t str),
+    List(Item<'t>),
+    Dict(Item<'t>),
+}
+
+impl Shallow<'_> {
+    /// The type's name as a mitmproxy user knows it, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Shallow::Null => "None",
+            Shallow::Bool(_) => "bool",
+            Shallow::Int(_) | Shallow::BigInt(_) => "int",
+            Shallow::Float(_) => "float",
+            Shallow::Bytes(_) => "bytes",
+            Shallow::Str(_) => "str",
+            Shallow::List(_) => "list",
+            Shallow::Dict(_) => "dict",
+        }
+    }
+}
+
+impl fmt::Debug for Item<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Item({})", self.i)
+    }
+}
+
+impl<'t> Item<'t> {
+    fn node(&self) -> Node {
+        self.tape.nodes[self.i as usize]
+    }
+
+    fn payload(&self) -> &'t [u8] {
+        let n = self.node();
+        &self.tape.buf[n.start..n.end]
+    }
+
+    /// The payload as a slice of the buffer (no copy).
+    pub fn bytes(&self) -> Bytes {
+        let n = self.node();
+        self.tape.buf.slice(n.start..n.end)
+    }
+
+    /// The value, its scalar read (and checked) now.
+    pub fn get(&self) -> Result<Shallow<'t>, DecodeError> {
+        let n = self.node();
+        let payload = self.payload();
+        let bad = |what: &str| invalid(n.start, what.to_string());
+        Ok(match n.tag {
+            b',' => Shallow::Bytes(payload),
+            b';' => Shallow::Str(
+                std::str::from_utf8(payload)
+                    .map_err(|_| bad("a text value (';') is not valid UTF-8"))?,
+            ),
+            b'#' => {
+                let s = std::str::from_utf8(payload).map_err(|_| bad("an integer is not ASCII"))?;
+                match s.parse() {
+                    Ok(i) => Shallow::Int(i),
+                    Err(_) if is_big_int(s) => Shallow::BigInt(s),
+                    Err(_) => return Err(bad(&format!("{s:?} is not an integer"))),
+                }
+            }
+            b'^' => {
+                let s = std::str::from_utf8(payload).map_err(|_| bad("a float is not ASCII"))?;
+                Shallow::Float(
+                    s.parse()
+                        .map_err(|_| bad(&format!("{s:?} is not a float")))?,
+                )
+            }
+            b'!' => match payload {
+                b"true" => Shallow::Bool(true),
+                b"false" => Shallow::Bool(false),
+                _ => return Err(bad("a boolean is neither 'true' nor 'false'")),
+            },
+            b']' => Shallow::List(*self),
+            b'}' => Shallow::Dict(*self),
+            _ => Shallow::Null,
+        })
+    }
+
+    /// The items of a list, or the keys and values of a dict, alternating;
+    /// nothing for a scalar.
+    pub fn children(&self) -> impl Iterator<Item = Item<'t>> + 't {
+        let n = self.node();
+        let tape = self.tape;
+        let mut i = match n.tag {
+            b']' | b'}' => self.i + 1,
+            _ => n.next,
+        };
+        std::iter::from_fn(move || {
+            (i < n.next).then(|| {
+                let item = Item { tape, i };
+                i = tape.nodes[i as usize].next;
+                item
+            })
+        })
+    }
+
+    /// The value of `key` in a dict whose keys are text or bytes (old files
+    /// used bytes keys); compared as bytes, nothing decoded.
+    pub fn field(&self, key: &str) -> Option<Item<'t>> {
+        self.field_from(key, &mut 0)
+    }
+
+    /// [`Item::field`], searching from the pair after the one found last
+    /// (`hint`, updated) round to it: fields read in file order are found at
+    /// once instead of by a scan from the start each time.
+    pub fn field_from(&self, key: &str, hint: &mut u32) -> Option<Item<'t>> {
+        let dict = self.tape.nodes[self.i as usize];
+        if dict.tag != b'}' {
+            return None;
+        }
+        let (first, end) = (self.i + 1, dict.next);
+        let start = if (first..end).contains(hint) {
+            *hint
+        } else {
+            first
+        };
+        let found = self
+            .scan(key.as_bytes(), start, end)
+            .or_else(|| self.scan(key.as_bytes(), first, start));
+        let (next, value) = found?;
+        *hint = next;
+        Some(Item {
+            tape: self.tape,
+            i: value,
+        })
+    }
+
+    /// Looks for `key` among the pairs whose keys lie at node indices
+    /// `from..to`; returns the index after the pair and the value's index.
+    fn scan(&self, key: &[u8], from: u32, to: u32) -> Option<(u32, u32)> {
+        let (nodes, buf) = (&self.tape.nodes, &self.tape.buf);
+        let mut i = from as usize;
+        while i < to as usize {
+            let k = nodes[i];
+            let v = k.next as usize;
+            let next = nodes.get(v).map_or(u32::MAX, |n| n.next);
+            if k.end - k.start == key.len()
+                && matches!(k.tag, b';' | b',')
+                && &buf[k.start..k.end] == key
+            {
+                return Some((next, v as u32));
+            }
+            i = next as usize;
+        }
+        None
+    }
+
+    /// The whole value as a [`Value`] tree.
+    pub fn to_value(&self) -> Result<Value, DecodeError> {
+        Ok(match self.get()? {
+            Shallow::Null => Value::Null,
+            Shallow::Bool(b) => Value::Bool(b),
+            Shallow::Int(i) => Value::Int(i),
+            Shallow::BigInt(s) => Value::BigInt(s.to_owned()),
+            Shallow::Float(x) => Value::Float(x),
+            Shallow::Bytes(_) => Value::Bytes(self.bytes()),
+            // Checked by `get` above.
+            Shallow::Str(_) => Value::Str(Text(self.bytes())),
+            Shallow::List(_) => Value::List(
+                self.children()
+                    .map(|c| c.to_value())
+                    .collect::<Result<_, _>>()?,
+            ),
+            Shallow::Dict(_) => {
+                let mut pairs = Vec::new();
+                let mut it = self.children();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k.to_value()?, v.to_value()?));
+                }
+                Value::Dict(pairs)
+            }
+        })
     }
 }
 
