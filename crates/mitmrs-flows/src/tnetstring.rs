@@ -232,9 +232,12 @@ impl Tape {
 
     /// Decodes the value at the start of `buf`; returns it and the bytes it used.
     pub fn decode_prefix(buf: Bytes, max_values: usize) -> Result<(Tape, usize), DecodeError> {
+        // A flow record has a value per ~11 bytes; room for that up front (up
+        // to 64 Ki nodes) saves the growing.
+        let guess = (buf.len() / 11).clamp(8, 1 << 16);
         let mut tape = Tape {
             buf,
-            nodes: Vec::new(),
+            nodes: Vec::with_capacity(guess),
         };
         let mut budget = max_values;
         let used = tape.node(0, tape.buf.len(), 0, &mut budget)?;
