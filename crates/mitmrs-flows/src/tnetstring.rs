@@ -178,6 +178,21 @@ pub fn parse_prefix(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
     Ok(None)
 }
 
+/// The common case of [`parse_prefix`] (up to 10 digits and the colon),
+/// without its error reporting: `None` means "ask `parse_prefix`".
+#[inline]
+fn short_prefix(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut len = 0usize;
+    for (i, &b) in buf.iter().take(11).enumerate() {
+        match b {
+            b'0'..=b'9' if i < 10 => len = len * 10 + usize::from(b - b'0'),
+            b':' if i > 0 => return Some((len, i + 1)),
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn show_byte(b: u8) -> String {
     if b.is_ascii_graphic() {
         format!("'{}'", b as char)
@@ -265,13 +280,16 @@ impl Tape {
             ));
         }
         *budget -= 1;
-        let (len, prefix) = match parse_prefix(&self.buf[start..limit]) {
-            Ok(Some(p)) => p,
-            Ok(None) => return Err(DecodeError::Truncated { needed: 1 }),
-            Err(DecodeError::Invalid { offset, what }) => {
-                return Err(invalid(offset + start, what))
-            }
-            Err(e) => return Err(e),
+        let (len, prefix) = match short_prefix(&self.buf[start..limit]) {
+            Some(p) => p,
+            None => match parse_prefix(&self.buf[start..limit]) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(DecodeError::Truncated { needed: 1 }),
+                Err(DecodeError::Invalid { offset, what }) => {
+                    return Err(invalid(offset + start, what))
+                }
+                Err(e) => return Err(e),
+            },
         };
         let body_start = start + prefix;
         let end = body_start
@@ -818,6 +836,15 @@ mod tests {
         #[test]
         fn any_value_roundtrips(v in value()) {
             prop_assert_eq!(roundtrip(&v), v);
+        }
+
+        #[test]
+        fn the_short_prefix_agrees_with_the_full_one(data in proptest::collection::vec(any::<u8>(), 0..16), n in any::<u64>()) {
+            if let Some(p) = short_prefix(&data) {
+                prop_assert_eq!(parse_prefix(&data), Ok(Some(p)));
+            }
+            let enc = format!("{n}:rest");
+            prop_assert_eq!(short_prefix(enc.as_bytes()), parse_prefix(enc.as_bytes()).ok().flatten().filter(|_| n < 10_000_000_000));
         }
 
         #[test]
