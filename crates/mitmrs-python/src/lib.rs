@@ -613,8 +613,14 @@ impl PythonAddon {
     }
 
     async fn flow_hook(&self, hook: Hook, flow: &mut HttpFlow) -> HookResult {
-        let state = sync::snapshot(flow);
         let pyflow = flow.extensions.remove::<sync::PyFlow>().map(|p| p.0);
+        // A new Python flow has seen no WebSocket message yet.
+        let seen = match (&pyflow, flow.extensions.get::<sync::WsSeen>()) {
+            (Some(_), Some(s)) => s.0,
+            _ => 0,
+        };
+        let state = sync::snapshot(flow, seen);
+        let now_seen = sync::websocket_seen(flow);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             method: "flow_hook",
@@ -625,6 +631,7 @@ impl PythonAddon {
         };
         let (pf, out) = self.run(job, rx).await?;
         flow.extensions.insert(pf);
+        flow.extensions.insert(sync::WsSeen(now_seen));
         sync::apply(flow, out);
         Ok(())
     }
@@ -810,6 +817,15 @@ impl Addon for PythonAddon {
     }
     async fn error(&self, flow: &mut HttpFlow) -> HookResult {
         self.flow_hook(Hook::Error, flow).await
+    }
+    async fn websocket_start(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::WebsocketStart, flow).await
+    }
+    async fn websocket_message(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::WebsocketMessage, flow).await
+    }
+    async fn websocket_end(&self, flow: &mut HttpFlow) -> HookResult {
+        self.flow_hook(Hook::WebsocketEnd, flow).await
     }
     async fn http_connect(&self, flow: &mut HttpFlow) -> HookResult {
         self.flow_hook(Hook::HttpConnect, flow).await

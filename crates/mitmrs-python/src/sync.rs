@@ -9,12 +9,18 @@ use bytes::Bytes;
 use mitmrs_core::connection::{Client, ConnectionState, Server};
 use mitmrs_core::flow::{MetaDict, MetaValue};
 use mitmrs_core::message::ChunkTransform;
-use mitmrs_core::{Headers, HttpFlow, Request, Response, StreamMode};
+use mitmrs_core::{Headers, HttpFlow, Request, Response, StreamMode, WebSocketData};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyTuple};
 
 /// The Python flow object, kept in the Rust flow's extensions between hooks.
 pub(crate) struct PyFlow(pub Py<PyAny>);
+
+/// How many of the flow's WebSocket messages (counted since the flow began,
+/// trimmed ones included) the Python flow has been given; kept next to
+/// [`PyFlow`]. Each hook sends only the messages after these, so a long
+/// conversation costs one conversion per message, not one per message per hook.
+pub(crate) struct WsSeen(pub u64);
 
 /// An owned value to turn into a Python object.
 pub(crate) enum V {
@@ -322,7 +328,45 @@ pub(crate) fn server_v(sv: &Server) -> V {
 }
 
 /// The flow as the tuple `_mitmrs.flow_in` reads.
-pub(crate) fn snapshot(flow: &HttpFlow) -> V {
+/// `flow.websocket` for the Python flow: (closed_by_client, close_code,
+/// close_reason, timestamp_end, how many messages the history holds, the
+/// messages the Python flow has not seen yet).
+fn websocket_v(w: &WebSocketData, seen: u64) -> V {
+    let skip = usize::try_from(seen.saturating_sub(w.messages_trimmed)).unwrap_or(usize::MAX);
+    let new = w
+        .messages
+        .iter()
+        .skip(skip)
+        .map(|m| {
+            V::T(vec![
+                V::Int(m.kind as i64),
+                V::Bool(m.from_client),
+                V::B(m.content.clone()),
+                V::F(m.timestamp),
+                V::Bool(m.dropped),
+                V::Bool(m.injected),
+            ])
+        })
+        .collect();
+    V::T(vec![
+        w.closed_by_client.map_or(V::None, V::Bool),
+        w.close_code.map_or(V::None, |c| V::Int(c.into())),
+        opt_s(&w.close_reason),
+        opt_f(w.timestamp_end),
+        V::Int(w.messages.len() as i64),
+        V::L(new),
+    ])
+}
+
+/// The count [`WsSeen`] holds once the Python flow has had `flow`'s messages.
+pub(crate) fn websocket_seen(flow: &HttpFlow) -> u64 {
+    flow.websocket
+        .as_ref()
+        .map_or(0, |w| w.messages_trimmed + w.messages.len() as u64)
+}
+
+/// `seen`: the messages the Python flow already has (see [`WsSeen`]).
+pub(crate) fn snapshot(flow: &HttpFlow, seen: u64) -> V {
     let r = &flow.request;
     let req = V::T(vec![
         s(&r.host),
@@ -366,6 +410,9 @@ pub(crate) fn snapshot(flow: &HttpFlow) -> V {
         V::F(flow.timestamp_created),
         V::Meta(flow.metadata.clone()),
         V::Handle(flow.intercept_handle()),
+        flow.websocket
+            .as_ref()
+            .map_or(V::None, |w| websocket_v(w, seen)),
     ])
 }
 
@@ -413,6 +460,9 @@ pub(crate) struct FlowOut {
     comment: String,
     /// None: unchanged.
     metadata: Option<MetaDict>,
+    /// The last WebSocket message's content (None: unchanged) and whether it
+    /// is dropped; None: unchanged.
+    websocket: Option<(Option<Bytes>, bool)>,
 }
 
 fn ex_headers(v: &Bound<'_, PyAny>) -> PyResult<Headers> {
@@ -509,9 +559,17 @@ impl FlowOut {
             })
         })?
         .flatten();
+        let websocket = changed(t.get_item(7)?, |w| {
+            let w = w.downcast::<PyTuple>()?;
+            Ok((
+                changed(w.get_item(0)?, |c| Ok(ex_content(c)?.unwrap_or_default()))?,
+                w.get_item(1)?.extract()?,
+            ))
+        })?;
         Ok(FlowOut {
             request,
             response,
+            websocket,
             killed: t.get_item(2)?.extract()?,
             intercepted: t.get_item(3)?.extract()?,
             marked: t.get_item(4)?.extract()?,
@@ -645,5 +703,14 @@ pub(crate) fn apply(flow: &mut HttpFlow, out: FlowOut) {
     set(&mut flow.comment, out.comment);
     if let Some(m) = out.metadata {
         flow.metadata = m;
+    }
+    // The relay accounts for a changed length in the history (last_changed).
+    if let (Some((content, dropped)), Some(w)) = (out.websocket, flow.websocket.as_mut()) {
+        if let Some(m) = w.messages.back_mut() {
+            if let Some(c) = content {
+                m.content = c;
+            }
+            m.dropped = dropped;
+        }
     }
 }

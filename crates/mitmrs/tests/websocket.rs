@@ -152,6 +152,69 @@ fn messages_pass_show_and_save_as_in_mitmproxy() {
     );
 }
 
+/// The proxy with tests/data/ws_addon.py, and the `scripted` client's
+/// output through it.
+fn scripted(server: &Server, extra: &[&str]) -> (Proxy, Output) {
+    let addon = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_addon.py");
+    let mut args = vec!["-s", addon.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let proxy = Proxy::start(&args);
+    let o = Command::new(venv_python())
+        .arg(peer_script())
+        .arg("scripted")
+        .arg(server.port.to_string())
+        .arg(format!("http://127.0.0.1:{}", proxy.port))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    // "drop-me" never reached the server (else its echo would come first), and
+    // the script saw it as the first of the messages.
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "text HELLO #2\nbinary b'\\x00\\x01bin!'\nclosed 1001 going away\n"
+    );
+    (proxy, o)
+}
+
+#[test]
+fn addon_scripts_see_change_and_drop_messages() {
+    let server = Server::start();
+    let (proxy, _) = scripted(&server, &[]);
+    let start = proxy.expect_stdout("ws start");
+    assert!(
+        start.contains("ws start /scripted <WebSocketData (0 messages)>"),
+        "{start}"
+    );
+    let end = proxy.expect_stdout("ws end");
+    assert!(
+        end.contains(
+            "ws end 1001 going away by_client=False [(True, b'drop-me', True), \
+             (True, b'HELLO #2', False), (False, b'HELLO #2', False), \
+             (True, b'\\x00\\x01bin!', False), (False, b'\\x00\\x01bin!', False), \
+             (True, b'close-me', False)]"
+        ),
+        "{end}"
+    );
+    assert!(proxy.interrupt().success());
+}
+
+#[test]
+fn a_scripts_message_list_is_trimmed_with_the_history() {
+    // 200 bytes of history at 64 bytes per message besides its content: the
+    // last two messages stay, in Python as in Rust.
+    let server = Server::start();
+    let (proxy, _) = scripted(&server, &["--set", "websocket_history=200"]);
+    let end = proxy.expect_stdout("ws end");
+    assert!(
+        end.contains(
+            "ws end 1001 going away by_client=False \
+             [(False, b'\\x00\\x01bin!', False), (True, b'close-me', False)]"
+        ),
+        "{end}"
+    );
+    assert!(proxy.interrupt().success());
+}
+
 #[test]
 fn console_lines_are_mitmdumps() {
     let server = Server::start();

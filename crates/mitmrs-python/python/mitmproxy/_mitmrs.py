@@ -12,7 +12,7 @@ import types
 import warnings
 import weakref
 
-from mitmproxy import _rs, _later, ctx, exceptions, http
+from mitmproxy import _rs, _later, ctx, exceptions, http, websocket
 from mitmproxy import connection as _conn
 from mitmproxy import flow as _flow
 from mitmproxy import log as _log
@@ -41,6 +41,7 @@ HOOKS = (
     "server_disconnected", "server_connect_error", "next_layer",
     "tls_clienthello", "tls_established_client", "tls_established_server",
     "tls_failed_client", "tls_failed_server",
+    "websocket_start", "websocket_message", "websocket_end",
 )
 _warned = set()
 _HOST = None
@@ -164,7 +165,7 @@ _LATER_COMMANDS = {
     "replay.server": "server replay",
     "replay.server.file": "server replay",
     "save.file": "writing flow files",
-    "inject.websocket": "WebSocket interception",
+    "inject.websocket": "injecting WebSocket messages",
     "inject.tcp": "TCP flows",
     "inject.udp": "UDP flows",
 }
@@ -595,9 +596,12 @@ def _n_positional(f):
 # response: http_version status_code reason headers content trailers timestamp_start
 #           timestamp_end
 # flow: id client server request response error marked comment is_replay live
-#       intercepted timestamp_created metadata resume_handle
+#       intercepted timestamp_created metadata resume_handle websocket
 #       (client, server, request and response are callables that build the tuple
 #       on first call and return the same one after; the response None if none)
+# websocket: None, or closed_by_client close_code close_reason timestamp_end
+#            history_length new_messages (the messages after those the Python
+#            flow has; each type from_client content timestamp dropped injected)
 
 _Headers = http.Headers
 _from_fields = http.Headers._from_fields
@@ -761,7 +765,32 @@ def flow_in(f, st):
     d["is_replay"] = st[8]
     d["intercepted"] = st[10]
     d["live"] = st[9]
-    return f, (st, orig, d["metadata"])
+    return f, (st, orig, d["metadata"], _ws_in(d, st[14]))
+
+
+_ws_message = websocket.WebSocketMessage._make
+
+
+def _ws_in(d, w):
+    """Brings flow.websocket in step: new messages appended, the list trimmed
+    from the front to the history's length. Returns what flow_out compares the
+    last message with (the message, its content and dropped flag), or None."""
+    if w is None:
+        return None
+    ws = d.get("websocket")
+    if ws is None:
+        ws = d["websocket"] = websocket.WebSocketData()
+    ws.closed_by_client, ws.close_code, ws.close_reason, ws.timestamp_end = w[0], w[1], w[2], w[3]
+    msgs = ws.messages
+    if w[5]:
+        msgs.extend([_ws_message(*m) for m in w[5]])
+    extra = len(msgs) - w[4]
+    if extra > 0:
+        del msgs[:extra]
+    if not msgs:
+        return None
+    last = msgs[-1]
+    return last, last.content, last.dropped
 
 
 def _fields(h):
@@ -825,9 +854,11 @@ def _resp_out(r, d):
 
 def flow_out(f, orig):
     """What the hooks changed: (request, response, killed, intercepted, marked,
-    comment, metadata); request/response/metadata are Ellipsis when unchanged (or
-    never read), the response None when there is none."""
-    st, (req, resp), meta = orig
+    comment, metadata, websocket); request/response/metadata are Ellipsis when
+    unchanged (or never read), the response None when there is none; websocket
+    is Ellipsis or (content or Ellipsis if unchanged, dropped) of the message
+    that was last when the hooks began."""
+    st, (req, resp), meta, ws = orig
     d = f.__dict__
     err = d["error"]
     killed = err is not None and err.msg == _KILLED
@@ -847,11 +878,18 @@ def flow_out(f, orig):
     if m is meta and not m and not st[12]:
         m = ...
     marked = d["marked"]
+    wo = ...
+    if ws is not None:
+        last, content, dropped = ws
+        c = last.content
+        if c is not content or last.dropped != dropped:
+            wo = (... if c is content else c, bool(last.dropped))
     return (
         rq, rs, killed, bool(d["intercepted"]),
         marked if isinstance(marked, str) else (":default:" if marked else ""),
         d["comment"] or "",
         m,
+        wo,
     )
 
 

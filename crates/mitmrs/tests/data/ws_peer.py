@@ -4,6 +4,9 @@ server: echoes every message; "close-me" makes it close with 1001. Prints its
         port on the first line, then serves until stdin closes.
 client PORT PROXY [BIG]: talks to the server through the proxy and prints
         what came back, one line per exchange.
+scripted PORT PROXY: for tests/data/ws_addon.py: "drop-me" (which the addon
+        drops, so nothing comes back), "hello" and a binary message (which it
+        changes), then "close-me".
 """
 import asyncio
 import sys
@@ -50,8 +53,26 @@ async def client(port, proxy, big):
     print("closed", ws.close_code, ws.close_reason, flush=True)
 
 
+async def scripted(port, proxy):
+    url = f"ws://127.0.0.1:{port}/scripted"
+    async with connect(url, proxy=proxy, open_timeout=20) as ws:
+        await ws.send("drop-me")
+        await ws.send("hello")
+        print("text", await ws.recv(), flush=True)
+        await ws.send(b"\x00\x01bin")
+        print("binary", await ws.recv(), flush=True)
+        await ws.send("close-me")
+        try:
+            await ws.recv()
+        except Exception:
+            pass
+    print("closed", ws.close_code, ws.close_reason, flush=True)
+
+
 if sys.argv[1] == "server":
     asyncio.run(server())
+elif sys.argv[1] == "scripted":
+    asyncio.run(scripted(sys.argv[2], sys.argv[3]))
 else:
     big = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     asyncio.run(client(sys.argv[2], sys.argv[3], big))
