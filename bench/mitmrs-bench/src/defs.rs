@@ -118,15 +118,20 @@ fn post_websocket(m: &mut MetricResult, _: &[MetricResult]) {
     for row in &mut m.rows {
         if let Ok(s) = &row.outcome {
             let get = |k: &str| s.get(k).copied().unwrap_or(f64::NAN);
-            row.notes.push(format!(
-                "64 MiB message echoed (first, on the fresh peer) in {:.2} s ({:.0} MB/s each way), \
-                 peak RSS {:.1} MiB (the target); then peak RSS {:.1} MiB during the 32 connections \
-                 (their WebSocket history, at most `websocket_history` per flow)",
+            let mut note = format!(
+                "64 MiB message echoed (first, on the fresh peer) in {:.2} s ({:.0} MB/s each way)",
                 get("big_secs"),
                 get("big_bytes_per_sec") / 1e6,
-                get("hwm_mib"),
-                get("msgs_hwm_mib"),
-            ));
+            );
+            if get("hwm_mib").is_finite() {
+                note += &format!(
+                    ", peak RSS {:.1} MiB (the target); then peak RSS {:.1} MiB during the 32 \
+                     connections (their WebSocket history, at most `websocket_history` per flow)",
+                    get("hwm_mib"),
+                    get("msgs_hwm_mib"),
+                );
+            }
+            row.notes.push(note);
         }
     }
 }

@@ -247,10 +247,13 @@ enum Unusable {
 fn read_state(tape: &Tape) -> Result<HttpFlow, Unusable> {
     let root = tape.root();
     if !matches!(root.get(), Ok(Shallow::Dict(_))) {
-        let found = root.get().map_or("nothing readable", |v| v.type_name());
+        let message = match root.get() {
+            Ok(v) => format!("expected a dict, found {}", v.type_name()),
+            Err(e) => format!("expected a dict, found an unreadable value ({e})"),
+        };
         return Err(Unusable::Flow(StateError {
             field: "flow".into(),
-            message: format!("expected a dict, found {found}"),
+            message,
         }));
     }
     let current = flow_version(root) == Some(FLOW_FORMAT_VERSION);

@@ -112,11 +112,16 @@ pub async fn load_flows(
     std::thread::Builder::new()
         .name("mitmrs-readfile".into())
         .spawn(move || {
-            let file = match File::open(&file_path) {
-                Ok(f) => f,
-                Err(e) => {
-                    let _ = tx.blocking_send(vec![Err(ReadError::Io(e))]);
-                    return;
+            // "-" is standard input, as in mitmproxy (`cat flows | mitmrs -nr -`).
+            let file: Box<dyn std::io::Read> = if file_path.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                match File::open(&file_path) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        let _ = tx.blocking_send(vec![Err(ReadError::Io(e))]);
+                        return;
+                    }
                 }
             };
             // Flows go over in batches (up to 256 flows or 4 MiB), so the two

@@ -256,6 +256,23 @@ fn mitmproxy_files_read_and_save_as_in_mitmdump() {
 }
 
 #[test]
+fn a_file_on_standard_input_reads_as_the_file() {
+    // `cat flows | mitmrs -nr -`, as mitmdump does it.
+    let input = fixture("successful_log.mitm");
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(support::BIN)
+        .args(["-nr", "-", "--set"])
+        .arg(format!("confdir={}", dir.path().display()))
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let from_file = run_bin(&["-nr", input.to_str().unwrap()]);
+    assert_eq!(console(&o), console(&from_file));
+    assert!(console(&o).contains("GET https://example.com/"), "{o:?}");
+}
+
+#[test]
 fn broken_and_unsupported_files_say_what_and_where() {
     let dir = tempfile::tempdir().unwrap();
     // Missing file.

@@ -215,6 +215,47 @@ fn a_scripts_message_list_is_trimmed_with_the_history() {
     assert!(proxy.interrupt().success());
 }
 
+/// A raw echo server that sends each frame back as its bytes arrive
+/// (tests/data/ws_stream_peer.py); it stops when dropped.
+fn stream_echo_server() -> Server {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_stream_peer.py");
+    let mut child = Command::new(venv_python())
+        .arg(script)
+        .arg("server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cannot start the streaming echo server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().expect("the server prints its port");
+    Server { child, port }
+}
+
+#[test]
+fn a_message_larger_than_the_socket_buffers_streams_both_ways_at_once() {
+    // The echo comes back while the message is still being sent, so the relay
+    // must read and write both sides at once (the first relay wrote to a side
+    // without reading it and deadlocked here; M11 found it). 64 MiB is more
+    // than all the socket buffers on the way hold.
+    let server = stream_echo_server();
+    let proxy = Proxy::start(&["--set", "stream_websockets=true"]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_stream_peer.py");
+    let o = Command::new(venv_python())
+        .arg(script)
+        .arg("client")
+        .arg(server.port.to_string())
+        .arg(format!("127.0.0.1:{}", proxy.port))
+        .arg((64u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "echoed 67108864 ok\n");
+    assert!(proxy.interrupt().success());
+}
+
 #[test]
 fn console_lines_are_mitmdumps() {
     let server = Server::start();
