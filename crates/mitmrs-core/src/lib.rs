@@ -14,6 +14,7 @@ pub mod connection;
 pub mod encoding;
 pub mod flow;
 pub mod headers;
+pub mod inject;
 pub mod message;
 pub mod mode;
 pub mod options;

@@ -118,6 +118,7 @@ struct Closed {
 enum Event {
     Read(usize, std::io::Result<usize>),
     Wrote(usize, std::io::Result<usize>),
+    Inject(mitmrs_core::inject::Injected),
     Tick,
 }
 
@@ -199,6 +200,9 @@ pub async fn relay(
     client: &mut Conn,
     server: &mut Conn,
 ) {
+    // Addons may inject messages (`inject.websocket`) from websocket_start
+    // on; they are sent once the relay runs.
+    let mut injections = mitmrs_core::inject::register(&flow.id);
     ctx.chain.websocket_start(flow).await;
     let peer = flow.client_conn.peername;
     let mut sides = [Side::new(true), Side::new(false)];
@@ -246,6 +250,10 @@ pub async fn relay(
         // A side is read only while what it sent has mostly been written on
         // (backpressure: at most PENDING bytes wait per direction).
         let (p0, p1) = (outs[0].pending(), outs[1].pending());
+        // An injected message goes between whole messages: with
+        // stream_websockets, not while a message is being passed on.
+        let injectable = (p0 < PENDING && p1 < PENDING)
+            && !(cfg.stream_websockets && sides.iter().any(|s| s.message.is_some()));
         let [b0, b1] = &mut bufs;
         let [o0, o1] = &outs;
         let (w0, w1) = (o0.slices(), o1.slices());
@@ -255,6 +263,7 @@ pub async fn relay(
             r = sw.write_vectored(&w1), if p1 > 0 => Event::Wrote(1, r),
             r = cr.read_buf(b0), if p1 < PENDING => Event::Read(0, r),
             r = sr.read_buf(b1), if p0 < PENDING => Event::Read(1, r),
+            Some(m) = injections.rx.recv(), if injectable => Event::Inject(m),
             () = idle.quarter(timeout) => Event::Tick,
         };
         drop((w0, w1));
@@ -284,6 +293,7 @@ pub async fn relay(
                 };
             }
             Event::Read(_, Ok(n)) if n > 0 => reads += 1,
+            Event::Inject(m) => inject(ctx, cfg, flow, m, &mut outs).await,
             Event::Read(i, _) => {
                 // The peer went away without a close frame (1006); the other
                 // peer is told 1000 (1006 must not be sent).
@@ -522,6 +532,39 @@ async fn message(
         other.frame(true, opcode, &content, to_server);
     }
     Ok(())
+}
+
+/// An injected message, as if the other peer had sent it: recorded (marked
+/// injected), given to `websocket_message`, and sent on unless dropped.
+async fn inject(
+    ctx: &ProxyCtx,
+    cfg: &ProxyConfig,
+    flow: &mut HttpFlow,
+    m: mitmrs_core::inject::Injected,
+    outs: &mut [Out; 2],
+) {
+    let mut msg = WebSocketMessage::new(m.kind, !m.to_client, m.content.clone());
+    msg.injected = true;
+    flow.websocket
+        .get_or_insert_with(Default::default)
+        .push(msg, cfg.websocket_history);
+    ctx.chain.websocket_message(flow).await;
+    let (content, dropped) = match flow.websocket.as_mut().and_then(|w| {
+        w.last_changed(m.content.len());
+        w.messages.back()
+    }) {
+        Some(last) => (last.content.clone(), last.dropped),
+        None => (m.content, false),
+    };
+    if !dropped {
+        let opcode = if m.kind == MessageType::Text {
+            OP_TEXT
+        } else {
+            OP_BINARY
+        };
+        let to = if m.to_client { 0 } else { 1 };
+        outs[to].frame(true, opcode, &content, to == 1);
+    }
 }
 
 /// A whole control frame: pings and pongs pass; a close ends the relay.

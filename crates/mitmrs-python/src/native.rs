@@ -186,6 +186,30 @@ fn set_hooks(names: Vec<String>) {
     HOOKS.store(set.bits(), Ordering::Relaxed);
 }
 
+/// `inject.websocket`: hands a message to the live WebSocket flow `flow_id`;
+/// returns why it could not, if it could not.
+#[pyfunction]
+fn inject_websocket(
+    flow_id: &str,
+    to_client: bool,
+    content: &[u8],
+    is_text: bool,
+) -> Option<String> {
+    use mitmrs_core::flow::MessageType;
+    let m = mitmrs_core::inject::Injected {
+        to_client,
+        kind: if is_text {
+            MessageType::Text
+        } else {
+            MessageType::Binary
+        },
+        content: Bytes::copy_from_slice(content),
+    };
+    mitmrs_core::inject::websocket(flow_id, m)
+        .err()
+        .map(|e| e.to_string())
+}
+
 #[pyfunction]
 fn shutdown() {
     crate::request_shutdown();
@@ -232,6 +256,7 @@ fn mitmproxy_package(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.setattr("__file__", "<mitmrs>/mitmproxy/__init__.py")?;
     let rs = PyModule::new(py, "mitmproxy._rs")?;
     rs.add_function(wrap_pyfunction!(encode, &rs)?)?;
+    rs.add_function(wrap_pyfunction!(inject_websocket, &rs)?)?;
     rs.add_function(wrap_pyfunction!(decode, &rs)?)?;
     rs.add_function(wrap_pyfunction!(reason, &rs)?)?;
     rs.add_function(wrap_pyfunction!(log, &rs)?)?;

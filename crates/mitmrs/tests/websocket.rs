@@ -215,6 +215,54 @@ fn a_scripts_message_list_is_trimmed_with_the_history() {
     assert!(proxy.interrupt().success());
 }
 
+#[test]
+fn a_script_injects_messages_as_mitmproxys_example_does() {
+    let server = Server::start();
+    let addon = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_inject.py");
+    let proxy = Proxy::start(&["-s", addon.to_str().unwrap()]);
+    let o = Command::new(venv_python())
+        .arg(peer_script())
+        .arg("inject")
+        .arg(server.port.to_string())
+        .arg(format!("http://127.0.0.1:{}", proxy.port))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    // The secret never reached the server (its echo would have come back).
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "got ssssssh\nclosed 1001 going away\n"
+    );
+    let end = proxy.expect_stdout("ws end");
+    assert!(
+        end.contains(
+            "ws end [(True, b'a secret', True, False), (False, b'ssssssh', False, True), \
+             (True, b'close-me', False, False)]"
+        ),
+        "{end}"
+    );
+    // The console shows the injected message like any other.
+    proxy.expect_stdout("<- WebSocket text message <- 127.0.0.1");
+
+    // A task started with asyncio.create_task in a plain hook (as mitmproxy's
+    // example does) injects until its flow's WebSocket ends.
+    let o = Command::new(venv_python())
+        .arg(peer_script())
+        .arg("ticks")
+        .arg(server.port.to_string())
+        .arg(format!("http://127.0.0.1:{}", proxy.port))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "tick 1\ntick 2\ntick 3\n"
+    );
+    proxy.expect_stdout("ticks stopped: closed by client=True");
+    assert!(!proxy.output().contains("not from a live connection"));
+    assert!(proxy.interrupt().success());
+}
+
 /// A raw echo server that sends each frame back as its bytes arrive
 /// (tests/data/ws_stream_peer.py); it stops when dropped.
 fn stream_echo_server() -> Server {

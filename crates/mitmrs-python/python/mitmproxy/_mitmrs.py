@@ -123,6 +123,41 @@ class _Options:
             _rs.option_parse_set(spec)
 
 
+def _inject_websocket(flow, to_client, message, is_text=True):
+    """mitmproxy's `inject.websocket` command: the message goes into the live
+    WebSocket as if the other peer had sent it (websocket_message runs for it)."""
+    if not isinstance(flow, http.HTTPFlow) or flow.websocket is None:
+        logging.warning("Cannot inject WebSocket messages into non-WebSocket flows.")
+    if isinstance(message, str):
+        message = message.encode()
+    err = _rs.inject_websocket(flow.id, bool(to_client), bytes(message), bool(is_text))
+    if err:
+        logging.warning(err)
+
+
+# mitmproxy's built-in commands that mitmrs implements
+_BUILTIN_COMMANDS = {
+    "inject.websocket": _inject_websocket,
+}
+
+
+class _Loop(asyncio.SelectorEventLoop):
+    """The asyncio loop of the scripts. Plain hooks run on other threads, where
+    this loop is the running loop too (as in mitmproxy, whose hooks all run on
+    its loop), so `asyncio.create_task` in a plain hook works: call_soon from
+    another thread goes through call_soon_threadsafe, which wakes the loop."""
+
+    def call_soon(self, callback, *args, context=None):
+        tid = self._thread_id
+        if tid is not None and tid != threading.get_ident():
+            return self.call_soon_threadsafe(callback, *args, context=context)
+        return super().call_soon(callback, *args, context=context)
+
+
+_get_running_loop = asyncio.events._get_running_loop
+_set_running_loop = asyncio.events._set_running_loop
+
+
 class _Commands:
     def __init__(self, host):
         self._host = host
@@ -142,6 +177,8 @@ class _Commands:
                     continue
                 if getattr(f, "command_name", None) == name:
                     return f
+        if name in _BUILTIN_COMMANDS:
+            return _BUILTIN_COMMANDS[name]
         if name in _LATER_COMMANDS:
             raise _later.not_yet(f"command {name!r}", _LATER_COMMANDS[name])
         raise exceptions.CommandError(f"Unknown command: {name}")
@@ -165,7 +202,6 @@ _LATER_COMMANDS = {
     "replay.server": "server replay",
     "replay.server.file": "server replay",
     "save.file": "writing flow files",
-    "inject.websocket": "injecting WebSocket messages",
     "inject.tcp": "TCP flows",
     "inject.udp": "UDP flows",
 }
@@ -265,7 +301,7 @@ def _user_tb(exc):
 class Host:
     def __init__(self, paths):
         _install_logging()
-        self.loop = asyncio.new_event_loop()
+        self.loop = _Loop()
         t = threading.Thread(target=self.loop.run_forever, name="mitmrs-asyncio", daemon=True)
         t.start()
         ctx.options = _Options()
@@ -308,6 +344,10 @@ class Host:
         if "client_connected" in names:
             # to drop the client object kept since client_connected
             names.add("client_disconnected")
+        if names & {"websocket_start", "websocket_message"}:
+            # so the script's flow learns that its WebSocket ended
+            # (flow.websocket.timestamp_end, close_code), as in mitmproxy
+            names.add("websocket_end")
         return sorted(names)
 
     def publish_hooks(self):
@@ -354,6 +394,8 @@ class Host:
         f, used = self._lookup(addon, name)
         if f is None:
             return None
+        if _get_running_loop() is not self.loop:
+            _set_running_loop(self.loop)
         call_args = args
         if used != name:
             self._warn_once(script, used, f"{script.path}: the '{used}' hook is deprecated, use '{name}' instead.")

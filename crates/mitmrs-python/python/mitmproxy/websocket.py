@@ -10,7 +10,6 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from mitmproxy._later import not_yet
 
 
 class Opcode(enum.IntEnum):
@@ -120,10 +119,6 @@ class WebSocketData:
 
     def _get_formatted_messages(self):
         return b"\n".join(m._format_ws_message() for m in self.messages)
-
-
-def inject(*args, **kwargs):
-    raise not_yet("inject.websocket", "injecting WebSocket messages")
 
 
 __all__ = ["WebSocketMessage", "WebSocketData", "Opcode"]

@@ -4,6 +4,10 @@ server: echoes every message; "close-me" makes it close with 1001. Prints its
         port on the first line, then serves until stdin closes.
 client PORT PROXY [BIG]: talks to the server through the proxy and prints
         what came back, one line per exchange.
+inject PORT PROXY: for tests/data/ws_inject.py: "a secret" (which the addon
+        drops, injecting "ssssssh" back), then "close-me".
+ticks PORT PROXY: for tests/data/ws_inject.py: prints the first three
+        messages the addon injects, then closes.
 scripted PORT PROXY: for tests/data/ws_addon.py: "drop-me" (which the addon
         drops, so nothing comes back), "hello" and a binary message (which it
         changes), then "close-me".
@@ -69,10 +73,33 @@ async def scripted(port, proxy):
     print("closed", ws.close_code, ws.close_reason, flush=True)
 
 
+async def inject(port, proxy):
+    url = f"ws://127.0.0.1:{port}/inject"
+    async with connect(url, proxy=proxy, open_timeout=20) as ws:
+        await ws.send("a secret")
+        print("got", await ws.recv(), flush=True)
+        await ws.send("close-me")
+        try:
+            await ws.recv()
+        except Exception:
+            pass
+    print("closed", ws.close_code, ws.close_reason, flush=True)
+
+
+async def ticks(port, proxy):
+    async with connect(f"ws://127.0.0.1:{port}/ticks", proxy=proxy, open_timeout=20) as ws:
+        for _ in range(3):
+            print(await ws.recv(), flush=True)
+
+
 if sys.argv[1] == "server":
     asyncio.run(server())
 elif sys.argv[1] == "scripted":
     asyncio.run(scripted(sys.argv[2], sys.argv[3]))
+elif sys.argv[1] == "inject":
+    asyncio.run(inject(sys.argv[2], sys.argv[3]))
+elif sys.argv[1] == "ticks":
+    asyncio.run(ticks(sys.argv[2], sys.argv[3]))
 else:
     big = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     asyncio.run(client(sys.argv[2], sys.argv[3], big))
