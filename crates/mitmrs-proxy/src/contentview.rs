@@ -104,6 +104,12 @@ fn hexdump_lines(b: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A request's query as mitmproxy's "Query" view shows it (for requests
+/// without a body): aligned `key: value` pairs, decoded.
+pub fn query_lines(query: &str) -> Vec<String> {
+    form_lines(query)
+}
+
 /// The lines of a body as mitmdump would show them (`None`: the content is missing).
 pub fn lines(content: Option<&[u8]>, content_type: Option<&str>) -> Vec<String> {
     let Some(b) = content else {
@@ -145,6 +151,7 @@ mod tests {
             vec!["a:        1", "long key: x y"]
         );
         assert_eq!(lines(None, None), vec!["content missing"]);
+        assert_eq!(query_lines("a=1&b=x%20y&c"), vec!["a: 1", "b: x y", "c: "]);
         assert_eq!(lines(Some(b""), None), Vec::<String>::new());
         let bin = lines(Some(&[0u8, 1, 2, 255, b'A']), None);
         assert_eq!(

@@ -102,16 +102,23 @@ impl Dumper {
     }
 
     /// mitmdump's `_echo_message`: a blank line, the body's view (cut at
-    /// `content_view_lines_cutoff` at level 3), and a blank line after it.
+    /// `content_view_lines_cutoff` at level 3), and a blank line after it. A
+    /// request without a body shows its query instead (mitmproxy's "Query" view).
     fn body(
         &self,
         lines: &mut Vec<String>,
         content: Option<bytes::Bytes>,
         headers: &Headers,
+        query: Option<&str>,
         detail: i64,
     ) {
         let ct = headers.get("content-type");
-        let all = crate::contentview::lines(content.as_deref(), ct.as_deref());
+        let all = match (content.as_deref(), query) {
+            (Some(b), Some(q)) if b.is_empty() && !q.is_empty() => {
+                crate::contentview::query_lines(q)
+            }
+            (c, _) => crate::contentview::lines(c, ct.as_deref()),
+        };
         let cutoff = self.cutoff.load(Ordering::Relaxed).max(0) as usize;
         let shown = if detail == 3 {
             all.len().min(cutoff)
@@ -138,13 +145,14 @@ impl Dumper {
         headers: &Headers,
         content: impl FnOnce() -> Option<bytes::Bytes>,
         trailers: Option<&Headers>,
+        query: Option<&str>,
         detail: i64,
     ) {
         if detail >= 2 {
             self.headers(lines, headers);
         }
         if detail >= 3 {
-            self.body(lines, content(), headers, detail);
+            self.body(lines, content(), headers, query, detail);
         }
         if detail >= 2 {
             if let Some(t) = trailers.filter(|t| !t.is_empty()) {
@@ -202,11 +210,13 @@ impl Dumper {
         ));
         let req = &f.request;
         let content = || message_content(req.content(), &req.content);
+        let query = req.path.split_once('?').map(|(_, q)| q);
         self.details(
             &mut lines,
             &req.headers,
             content,
             req.trailers.as_ref(),
+            query,
             detail,
         );
         if let Some(r) = &f.response {
@@ -248,7 +258,14 @@ impl Dumper {
                 self.style(&size, "1")
             ));
             let content = || message_content(r.content(), &r.content);
-            self.details(&mut lines, &r.headers, content, r.trailers.as_ref(), detail);
+            self.details(
+                &mut lines,
+                &r.headers,
+                content,
+                r.trailers.as_ref(),
+                None,
+                detail,
+            );
         }
         if let Some(e) = &f.error {
             lines.push(self.style(&format!(" << {}", escape(&e.msg)), "1;31"));
@@ -287,7 +304,13 @@ impl Dumper {
             f.request.path
         )];
         if detail >= 3 {
-            self.body(&mut lines, Some(m.content.clone()), &Headers::new(), detail);
+            self.body(
+                &mut lines,
+                Some(m.content.clone()),
+                &Headers::new(),
+                None,
+                detail,
+            );
         }
         lines
     }

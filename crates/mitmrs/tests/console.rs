@@ -245,3 +245,28 @@ fn detail_3_shows_bodies_like_mitmdump() {
         "newlines escaped: {lines:#?}"
     );
 }
+
+#[test]
+fn detail_3_shows_a_bodiless_requests_query_like_mitmdump() {
+    // mitmproxy's "Query" view: a request without a body shows its query.
+    let origin = Origin::http(|_| Response::ok("ok"));
+    let proxy = Proxy::start(&["--flow-detail", "3"]);
+    let r = curl(
+        &proxy,
+        &[&format!(
+            "http://127.0.0.1:{}/q?a=1&long+key=x%20y&c",
+            origin.port
+        )],
+    );
+    assert!(r.ok && r.status == 200, "curl: {r:?}\n{}", proxy.output());
+    proxy.expect_stdout("<< 200 OK");
+    let lines = proxy.stop();
+    let a = lines
+        .iter()
+        .position(|l| l == "    a:        1")
+        .unwrap_or_else(|| panic!("no query line: {lines:#?}"));
+    assert_eq!(lines[a - 1], "");
+    assert_eq!(lines[a + 1], "    long key: x y");
+    assert_eq!(lines[a + 2], "    c:        ");
+    assert_eq!(lines[a + 3], "");
+}
