@@ -24,9 +24,15 @@ struct Server {
 }
 
 impl Server {
+    /// tests/data/ws_peer.py's echo server.
     fn start() -> Server {
+        Server::of(peer_script())
+    }
+
+    /// The `server` mode of a peer script, once it has printed its port.
+    fn of(script: impl AsRef<std::ffi::OsStr>) -> Server {
         let mut child = Command::new(venv_python())
-            .arg(peer_script())
+            .arg(script)
             .arg("server")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -152,21 +158,35 @@ fn messages_pass_show_and_save_as_in_mitmproxy() {
     );
 }
 
-/// The proxy with tests/data/ws_addon.py, and the `scripted` client's
-/// output through it.
-fn scripted(server: &Server, extra: &[&str]) -> (Proxy, Output) {
-    let addon = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_addon.py");
-    let mut args = vec!["-s", addon.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let proxy = Proxy::start(&args);
+fn test_data(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    p.to_str().unwrap().to_string()
+}
+
+/// Runs tests/data/ws_peer.py's client `mode` against `server` through
+/// `proxy`; it must succeed.
+fn peer_client(mode: &str, server: &Server, proxy: &Proxy) -> Output {
     let o = Command::new(venv_python())
         .arg(peer_script())
-        .arg("scripted")
+        .arg(mode)
         .arg(server.port.to_string())
         .arg(format!("http://127.0.0.1:{}", proxy.port))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    o
+}
+
+/// The proxy with tests/data/ws_addon.py, and the `scripted` client's
+/// output through it.
+fn scripted(server: &Server, extra: &[&str]) -> (Proxy, Output) {
+    let addon = test_data("ws_addon.py");
+    let mut args = vec!["-s", addon.as_str()];
+    args.extend_from_slice(extra);
+    let proxy = Proxy::start(&args);
+    let o = peer_client("scripted", server, &proxy);
     // "drop-me" never reached the server (else its echo would come first), and
     // the script saw it as the first of the messages.
     assert_eq!(
@@ -218,16 +238,8 @@ fn a_scripts_message_list_is_trimmed_with_the_history() {
 #[test]
 fn a_script_injects_messages_as_mitmproxys_example_does() {
     let server = Server::start();
-    let addon = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_inject.py");
-    let proxy = Proxy::start(&["-s", addon.to_str().unwrap()]);
-    let o = Command::new(venv_python())
-        .arg(peer_script())
-        .arg("inject")
-        .arg(server.port.to_string())
-        .arg(format!("http://127.0.0.1:{}", proxy.port))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    let proxy = Proxy::start(&["-s", &test_data("ws_inject.py")]);
+    let o = peer_client("inject", &server, &proxy);
     // The secret never reached the server (its echo would have come back).
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -246,14 +258,7 @@ fn a_script_injects_messages_as_mitmproxys_example_does() {
 
     // A task started with asyncio.create_task in a plain hook (as mitmproxy's
     // example does) injects until its flow's WebSocket ends.
-    let o = Command::new(venv_python())
-        .arg(peer_script())
-        .arg("ticks")
-        .arg(server.port.to_string())
-        .arg(format!("http://127.0.0.1:{}", proxy.port))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    let o = peer_client("ticks", &server, &proxy);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "tick 1\ntick 2\ntick 3\n"
@@ -263,36 +268,17 @@ fn a_script_injects_messages_as_mitmproxys_example_does() {
     assert!(proxy.interrupt().success());
 }
 
-/// A raw echo server that sends each frame back as its bytes arrive
-/// (tests/data/ws_stream_peer.py); it stops when dropped.
-fn stream_echo_server() -> Server {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_stream_peer.py");
-    let mut child = Command::new(venv_python())
-        .arg(script)
-        .arg("server")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cannot start the streaming echo server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().parse().expect("the server prints its port");
-    Server { child, port }
-}
-
 #[test]
 fn a_message_larger_than_the_socket_buffers_streams_both_ways_at_once() {
     // The echo comes back while the message is still being sent, so the relay
     // must read and write both sides at once (the first relay wrote to a side
     // without reading it and deadlocked here; M11 found it). 64 MiB is more
     // than all the socket buffers on the way hold.
-    let server = stream_echo_server();
+    // A raw echo server that sends each frame back as its bytes arrive.
+    let server = Server::of(test_data("ws_stream_peer.py"));
     let proxy = Proxy::start(&["--set", "stream_websockets=true"]);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ws_stream_peer.py");
     let o = Command::new(venv_python())
-        .arg(script)
+        .arg(test_data("ws_stream_peer.py"))
         .arg("client")
         .arg(server.port.to_string())
         .arg(format!("127.0.0.1:{}", proxy.port))

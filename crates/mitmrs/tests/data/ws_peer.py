@@ -33,73 +33,66 @@ async def server():
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
-async def client(port, proxy, big):
-    url = f"ws://127.0.0.1:{port}/chat?x=1"
+async def close_me(ws):
+    """Asks the server to close (it answers 1001) and waits for the close."""
+    await ws.send("close-me")
+    try:
+        await ws.recv()
+    except Exception:
+        pass
+
+
+async def client(ws, big):
+    await ws.send("hello")
+    print("text", await ws.recv(), flush=True)
+    await ws.send(b"\x00\x01bin")
+    print("binary", await ws.recv(), flush=True)
+    await ws.send(["frag1-", "frag2-", "frag3"])
+    print("fragmented", await ws.recv(), flush=True)
+    await (await ws.ping(b"pingdata"))
+    print("pong", flush=True)
+    if big:
+        data = bytes(range(256)) * (big // 256)
+        await ws.send(data)
+        back = await ws.recv()
+        print("big", len(back), back == data, flush=True)
+    await close_me(ws)
+
+
+async def scripted(ws):
+    await ws.send("drop-me")
+    await ws.send("hello")
+    print("text", await ws.recv(), flush=True)
+    await ws.send(b"\x00\x01bin")
+    print("binary", await ws.recv(), flush=True)
+    await close_me(ws)
+
+
+async def inject(ws):
+    await ws.send("a secret")
+    print("got", await ws.recv(), flush=True)
+    await close_me(ws)
+
+
+async def ticks(ws):
+    for _ in range(3):
+        print(await ws.recv(), flush=True)
+
+
+async def run(mode, port, proxy, big):
+    path = {"client": "/chat?x=1"}.get(mode, "/" + mode)
+    url = f"ws://127.0.0.1:{port}{path}"
     async with connect(url, proxy=proxy, max_size=None, open_timeout=20) as ws:
-        await ws.send("hello")
-        print("text", await ws.recv(), flush=True)
-        await ws.send(b"\x00\x01bin")
-        print("binary", await ws.recv(), flush=True)
-        await ws.send(["frag1-", "frag2-", "frag3"])
-        print("fragmented", await ws.recv(), flush=True)
-        await (await ws.ping(b"pingdata"))
-        print("pong", flush=True)
-        if big:
-            data = bytes(range(256)) * (big // 256)
-            await ws.send(data)
-            back = await ws.recv()
-            print("big", len(back), back == data, flush=True)
-        await ws.send("close-me")
-        try:
-            await ws.recv()
-        except Exception:
-            pass
-    print("closed", ws.close_code, ws.close_reason, flush=True)
-
-
-async def scripted(port, proxy):
-    url = f"ws://127.0.0.1:{port}/scripted"
-    async with connect(url, proxy=proxy, open_timeout=20) as ws:
-        await ws.send("drop-me")
-        await ws.send("hello")
-        print("text", await ws.recv(), flush=True)
-        await ws.send(b"\x00\x01bin")
-        print("binary", await ws.recv(), flush=True)
-        await ws.send("close-me")
-        try:
-            await ws.recv()
-        except Exception:
-            pass
-    print("closed", ws.close_code, ws.close_reason, flush=True)
-
-
-async def inject(port, proxy):
-    url = f"ws://127.0.0.1:{port}/inject"
-    async with connect(url, proxy=proxy, open_timeout=20) as ws:
-        await ws.send("a secret")
-        print("got", await ws.recv(), flush=True)
-        await ws.send("close-me")
-        try:
-            await ws.recv()
-        except Exception:
-            pass
-    print("closed", ws.close_code, ws.close_reason, flush=True)
-
-
-async def ticks(port, proxy):
-    async with connect(f"ws://127.0.0.1:{port}/ticks", proxy=proxy, open_timeout=20) as ws:
-        for _ in range(3):
-            print(await ws.recv(), flush=True)
+        if mode == "client":
+            await client(ws, big)
+        else:
+            await {"scripted": scripted, "inject": inject, "ticks": ticks}[mode](ws)
+    if mode != "ticks":
+        print("closed", ws.close_code, ws.close_reason, flush=True)
 
 
 if sys.argv[1] == "server":
     asyncio.run(server())
-elif sys.argv[1] == "scripted":
-    asyncio.run(scripted(sys.argv[2], sys.argv[3]))
-elif sys.argv[1] == "inject":
-    asyncio.run(inject(sys.argv[2], sys.argv[3]))
-elif sys.argv[1] == "ticks":
-    asyncio.run(ticks(sys.argv[2], sys.argv[3]))
 else:
     big = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-    asyncio.run(client(sys.argv[2], sys.argv[3], big))
+    asyncio.run(run(sys.argv[1], sys.argv[2], sys.argv[3], big))
