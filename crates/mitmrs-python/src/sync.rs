@@ -460,9 +460,16 @@ pub(crate) struct FlowOut {
     comment: String,
     /// None: unchanged.
     metadata: Option<MetaDict>,
-    /// The last WebSocket message's content (None: unchanged) and whether it
-    /// is dropped; None: unchanged.
-    websocket: Option<(Option<Bytes>, bool)>,
+    /// None: unchanged.
+    websocket: Option<WsOut>,
+}
+
+/// What a hook did to `flow.websocket`.
+enum WsOut {
+    /// Set it to None (in `response`: the connection is relayed as raw bytes).
+    Removed,
+    /// The last message's content (None: unchanged) and whether it is dropped.
+    Last(Option<Bytes>, bool),
 }
 
 fn ex_headers(v: &Bound<'_, PyAny>) -> PyResult<Headers> {
@@ -560,8 +567,11 @@ impl FlowOut {
         })?
         .flatten();
         let websocket = changed(t.get_item(7)?, |w| {
+            if w.is_none() {
+                return Ok(WsOut::Removed);
+            }
             let w = w.downcast::<PyTuple>()?;
-            Ok((
+            Ok(WsOut::Last(
                 changed(w.get_item(0)?, |c| Ok(ex_content(c)?.unwrap_or_default()))?,
                 w.get_item(1)?.extract()?,
             ))
@@ -704,13 +714,17 @@ pub(crate) fn apply(flow: &mut HttpFlow, out: FlowOut) {
     if let Some(m) = out.metadata {
         flow.metadata = m;
     }
-    // The relay accounts for a changed length in the history (last_changed).
-    if let (Some((content, dropped)), Some(w)) = (out.websocket, flow.websocket.as_mut()) {
-        if let Some(m) = w.messages.back_mut() {
-            if let Some(c) = content {
-                m.content = c;
+    match (out.websocket, flow.websocket.as_mut()) {
+        (Some(WsOut::Removed), _) => flow.websocket = None,
+        // The relay accounts for a changed length in the history (last_changed).
+        (Some(WsOut::Last(content, dropped)), Some(w)) => {
+            if let Some(m) = w.messages.back_mut() {
+                if let Some(c) = content {
+                    m.content = c;
+                }
+                m.dropped = dropped;
             }
-            m.dropped = dropped;
         }
+        _ => {}
     }
 }

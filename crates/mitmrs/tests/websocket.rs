@@ -269,6 +269,19 @@ fn a_script_injects_messages_as_mitmproxys_example_does() {
 }
 
 #[test]
+fn a_script_setting_flow_websocket_to_none_gets_a_raw_relay() {
+    let server = Server::start();
+    let proxy = Proxy::start(&["-s", &test_data("ws_raw.py")]);
+    let o = client(&server, &proxy, 0);
+    assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("text hello\n"));
+    proxy.expect_stdout("websocket off");
+    let lines = proxy.stop().join("\n");
+    assert!(!lines.contains("WebSocket text message"), "{lines}");
+    assert!(!lines.contains("message hook ran"), "{lines}");
+}
+
+#[test]
 fn a_message_larger_than_the_socket_buffers_streams_both_ways_at_once() {
     // The echo comes back while the message is still being sent, so the relay
     // must read and write both sides at once (the first relay wrote to a side

@@ -898,8 +898,9 @@ def flow_out(f, orig):
     """What the hooks changed: (request, response, killed, intercepted, marked,
     comment, metadata, websocket); request/response/metadata are Ellipsis when
     unchanged (or never read), the response None when there is none; websocket
-    is Ellipsis or (content or Ellipsis if unchanged, dropped) of the message
-    that was last when the hooks began."""
+    is Ellipsis, None if the hooks set flow.websocket to None, or (content or
+    Ellipsis if unchanged, dropped) of the message that was last when the hooks
+    began."""
     st, (req, resp), meta, ws = orig
     d = f.__dict__
     err = d["error"]
@@ -926,6 +927,8 @@ def flow_out(f, orig):
         c = last.content
         if c is not content or last.dropped != dropped:
             wo = (... if c is content else c, bool(last.dropped))
+    if st[14] is not None and d.get("websocket") is None:
+        wo = None  # removed: in `response`, the connection is relayed as raw bytes
     return (
         rq, rs, killed, bool(d["intercepted"]),
         marked if isinstance(marked, str) else (":default:" if marked else ""),
