@@ -577,10 +577,25 @@ impl<'a> Fields<'a> {
         };
         // Old formats wrote an unknown address as ("", 0), and some a server's
         // name where its IP address belongs: both read as "not known".
-        Ok(host
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, port)))
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return Ok(None);
+        };
+        Ok(Some(match ip {
+            IpAddr::V4(_) => SocketAddr::new(ip, port),
+            IpAddr::V6(ip6) => {
+                // flowinfo and scope_id, kept so a re-save writes them back.
+                let extra = |n: usize| -> u32 {
+                    self.field(key)
+                        .and_then(|l| l.children().nth(n))
+                        .and_then(|v| match v.get() {
+                            Ok(Shallow::Int(i)) => u32::try_from(i).ok(),
+                            _ => None,
+                        })
+                        .unwrap_or(0)
+                };
+                SocketAddr::V6(std::net::SocketAddrV6::new(ip6, port, extra(2), extra(3)))
+            }
+        }))
     }
 
     fn headers(&self, key: &str) -> Result<Option<Headers>> {
@@ -1071,6 +1086,27 @@ mod tests {
                 let _ = flow_from_tape(tape.root());
             }
         }
+    }
+
+    #[test]
+    fn ipv6_flowinfo_and_scope_id_survive_a_round_trip() {
+        let mut f = sample();
+        let mut c = (*f.client_conn).clone();
+        c.peername = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            5000,
+            7,
+            3,
+        ));
+        f.client_conn = Arc::new(c);
+        let mut enc = Vec::new();
+        write_flow(&f, &mut enc);
+        let tape = Tape::decode(Bytes::from(enc.clone()), usize::MAX).unwrap();
+        let g = flow_from_tape(tape.root()).unwrap();
+        assert_eq!(g.client_conn.peername, f.client_conn.peername);
+        let mut again = Vec::new();
+        write_flow(&g, &mut again);
+        assert_eq!(again, enc);
     }
 
     #[test]
