@@ -54,7 +54,7 @@ for f in io.FlowReader(open(sys.argv[1], "rb")).stream():
     r, s = f.response, f.server_conn
     print(json.dumps({
         "id": f.id, "live": f.live,
-        "method": f.request.method, "url": f.request.url,
+        "method": f.request.method, "url": f.request.url, "authority": f.request.authority,
         "request_content": f.request.content.decode("latin-1"),
         "request_headers": [[k, v] for k, v in f.request.headers.items(multi=True)],
         "status": r.status_code if r else None,
@@ -127,6 +127,9 @@ fn flows_saved_with_w_open_in_mitmproxy_with_every_field() {
     let get = &flows[0];
     assert_eq!(get["method"], "GET");
     assert_eq!(get["url"], format!("{base}/get?x=1"));
+    // As mitmproxy in regular mode: an absolute-form request's authority is
+    // cleared (it goes on in origin form).
+    assert_eq!(get["authority"], "");
     assert_eq!(get["status"], 200);
     assert_eq!(get["reason"], "OK");
     assert_eq!(get["response_content"], "GET /get?x=1 ");

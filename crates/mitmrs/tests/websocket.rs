@@ -271,14 +271,32 @@ fn a_script_injects_messages_as_mitmproxys_example_does() {
 #[test]
 fn a_script_setting_flow_websocket_to_none_gets_a_raw_relay() {
     let server = Server::start();
-    let proxy = Proxy::start(&["-s", &test_data("ws_raw.py")]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("raw.mitm");
+    let proxy = Proxy::start(&["-s", &test_data("ws_raw.py"), "-w", file.to_str().unwrap()]);
     let o = client(&server, &proxy, 0);
     assert!(o.status.success(), "{}\n{}", text(&o), proxy.output());
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("text hello\n"));
     proxy.expect_stdout("websocket off");
-    let lines = proxy.stop().join("\n");
-    assert!(!lines.contains("WebSocket text message"), "{lines}");
-    assert!(!lines.contains("message hook ran"), "{lines}");
+    let status = proxy.interrupt();
+    assert!(status.success());
+    // Saved (in `response`) as a plain HTTP flow: no WebSocket, no messages.
+    let out = Command::new(venv_python())
+        .args([
+            "-c",
+            "import sys\nfrom mitmproxy import io\n\
+             for f in io.FlowReader(open(sys.argv[1], 'rb')).stream():\n    \
+             print(f.response.status_code, f.websocket)",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "101 None\n",
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -266,16 +266,18 @@ impl Session {
                 // grow every request's future.
                 return Box::pin(self.handle_connect(req)).await;
             }
+            // As mitmproxy in regular mode: the authority is cleared (the
+            // request goes on in origin form), before any hook sees it.
             (
                 RequestTarget::Absolute {
                     scheme,
-                    authority,
                     host,
                     port,
                     path,
+                    ..
                 },
                 _,
-            ) => (scheme, authority, host, port, path),
+            ) => (scheme, String::new(), host, port, path),
             (RequestTarget::Origin { path }, None) => {
                 let msg = format!(
                     "mitmrs is an HTTP proxy: requests must use an absolute URL (\"{} http://host{} ...\"), not \"{}\". Configure the client to use this address as its HTTP proxy.",
