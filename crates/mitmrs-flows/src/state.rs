@@ -39,6 +39,9 @@ type Result<T> = std::result::Result<T, StateError>;
 
 /// Appends the record of `f` (its state dict, format 21) to `out`.
 pub fn write_flow(f: &HttpFlow, out: &mut Vec<u8>) {
+    // Room for the whole record up front, so a flow with a large body is not
+    // copied again each time the buffer would double.
+    out.reserve(size_hint(f));
     Writer::new(out).dict(|w| {
         w.str("websocket");
         w.opt(f.websocket.as_ref(), websocket_state);
@@ -80,6 +83,30 @@ pub fn write_flow(f: &HttpFlow, out: &mut Vec<u8>) {
         w.str("version");
         w.int(FLOW_FORMAT_VERSION);
     });
+}
+
+/// About the size of `f`'s record: its bodies, headers and messages, and a
+/// little over what the rest of a flow takes.
+fn size_hint(f: &HttpFlow) -> usize {
+    let headers = |h: &Headers| {
+        h.fields()
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 12)
+            .sum::<usize>()
+    };
+    let body = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    let mut n = 3072 + headers(&f.request.headers) + body(&f.request.content);
+    if let Some(r) = &f.response {
+        n += headers(&r.headers) + body(&r.content);
+    }
+    if let Some(w) = &f.websocket {
+        n += w
+            .messages
+            .iter()
+            .map(|m| m.content.len() + 48)
+            .sum::<usize>();
+    }
+    n
 }
 
 /// The state dict of an HTTP flow as a [`Value`] (what [`write_flow`] writes,
