@@ -18,6 +18,7 @@ pub mod inject;
 pub mod message;
 pub mod mode;
 pub mod options;
+pub mod pyrepr;
 pub mod status;
 
 pub use addon::{Addon, Hook, HookResult, HookSet};

@@ -1,7 +1,8 @@
 //! Body rendering for the console dumper, after mitmproxy's "auto" content view:
-//! URL-encoded forms as aligned `key: value` pairs, mostly-binary data as a hex
-//! dump, everything else as text lines with control characters escaped. (JSON,
-//! XML and the other mitmproxy views are not reproduced; they print as text.)
+//! JSON re-indented as Python prints it ([`crate::jsonview`]), URL-encoded forms
+//! as aligned `key: value` pairs, mostly-binary data as a hex dump, everything
+//! else as text lines with control characters escaped. (HTML, XML and the other
+//! mitmproxy views are not reproduced; they print as text.)
 
 /// Escapes control characters (except tab) as `\xNN`.
 pub fn escape_control(s: &str) -> String {
@@ -119,6 +120,11 @@ pub fn lines(content: Option<&[u8]>, content_type: Option<&str>) -> Vec<String> 
         return Vec::new();
     }
     let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    if crate::jsonview::is_json_type(&ct) {
+        if let Some(l) = crate::jsonview::lines(b) {
+            return l;
+        }
+    }
     if ct.starts_with("application/x-www-form-urlencoded") {
         if let Ok(s) = std::str::from_utf8(b) {
             return form_lines(s);

@@ -18,6 +18,7 @@ pub mod ctx;
 pub mod dumper;
 pub mod http1;
 pub mod io;
+pub mod jsonview;
 mod mem;
 pub mod server;
 pub mod socks5;

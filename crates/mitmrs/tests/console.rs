@@ -270,3 +270,63 @@ fn detail_3_shows_a_bodiless_requests_query_like_mitmdump() {
     assert_eq!(lines[a + 2], "    c:        ");
     assert_eq!(lines[a + 3], "");
 }
+
+#[test]
+fn detail_3_shows_json_as_mitmdumps_json_view() {
+    // Each body as Python prints `json.dumps(json.loads(body), indent=4,
+    // ensure_ascii=False)`, which is what mitmproxy's JSON view shows.
+    const DOCS: &[&str] = &[
+        r#"{"name": "mitm", "list": [1, 2.5, {"a": null, "b": true}], "empty": {}, "s": "x\u00e9\ny", "n": [], "big": 12345678901234567890}"#,
+        r#"[1E5, 2.50, -0, 1e-7, 0.1, 1e400, -1e400, 3.0, 123456789012345678901234567890.5e-3]"#,
+        r#"{"a": 1, "b": 2, "a": 3}"#,
+        r#""\ud83d\ude00 \u0001 \t \/ \\ \"""#,
+        r#"[[[]], {"k": {"k": [{}]}}]"#,
+        r#"  {"ws" :  [ 1 , 2 ] }  "#,
+        r#"[NaN, Infinity, -Infinity]"#,
+    ];
+    let script = "import json, sys\n\
+                  docs = json.loads(sys.stdin.read())\n\
+                  print(json.dumps([json.dumps(json.loads(d), indent=4, ensure_ascii=False) for d in docs]))";
+    let mut py = std::process::Command::new(support::venv_python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let docs_json = serde_json::to_string(DOCS).unwrap();
+    std::io::Write::write_all(py.stdin.as_mut().unwrap(), docs_json.as_bytes()).unwrap();
+    drop(py.stdin.take());
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let expected: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+
+    let origin = Origin::http(|req| {
+        let mut r = Response::ok(req.body.clone());
+        r.headers = vec![("Content-Type".into(), "application/json".into())];
+        r
+    });
+    let proxy = Proxy::start(&["--flow-detail", "3"]);
+    for d in DOCS {
+        let r = curl(
+            &proxy,
+            &[
+                "--data-binary",
+                d,
+                "-H",
+                "Content-Type: text/plain",
+                &format!("http://127.0.0.1:{}/json", origin.port),
+            ],
+        );
+        assert!(r.ok && r.status == 200, "curl: {r:?}\n{}", proxy.output());
+    }
+    let last = expected.last().unwrap().lines().last().unwrap().to_string();
+    proxy.expect_stdout(&format!("    {last}"));
+    let all = proxy.stop().join("\n");
+    for (d, e) in DOCS.iter().zip(&expected) {
+        let block: Vec<String> = e.lines().map(|l| format!("    {l}")).collect();
+        assert!(
+            all.contains(&block.join("\n")),
+            "{d}\nwant:\n{e}\ngot:\n{all}"
+        );
+    }
+}
