@@ -38,7 +38,12 @@ impl fmt::Display for PyFloat {
 /// one further from zero. Found comparing 20,000 floats re-saved against the
 /// file mitmproxy wrote (6 differed, e.g. 101818265492423.12 against .13).
 fn plain(v: f64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let s = format!("{v}");
+    // On the stack: this runs for every timestamp of every flow saved.
+    let mut buf = StackStr::default();
+    let s = buf.format(format_args!("{v}"));
+    if s.is_empty() {
+        return write!(f, "{v}");
+    }
     let frac = s.split_once('.').map_or(0, |(_, d)| d.len());
     // v's exact decimal expansion has as many fraction digits as there are
     // factors of 2 in its denominator; a tie needs exactly one more than `s`.
@@ -52,12 +57,12 @@ fn plain(v: f64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let e2 = if exp == 0 { -1074 } else { exp - 1075 };
     let denominator_twos = -(e2 + i64::from(mantissa.trailing_zeros()));
     if mantissa == 0 || denominator_twos != frac as i64 + 1 {
-        return f.write_str(&s);
+        return f.write_str(s);
     }
     // The exact value: `frac` digits, then a 5.
     let exact = format!("{v:.*}", frac + 1);
     let Some(low) = exact.strip_suffix('5') else {
-        return f.write_str(&s);
+        return f.write_str(s);
     };
     let last = low.as_bytes()[low.len() - 1];
     let even = if (last - b'0').is_multiple_of(2) {
@@ -68,11 +73,50 @@ fn plain(v: f64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         up[n - 1] = last + 1;
         String::from_utf8(up).unwrap_or_default()
     } else {
-        return f.write_str(&s);
+        return f.write_str(s);
     };
     if even.parse::<f64>() == Ok(v) {
         f.write_str(&even)
     } else {
-        f.write_str(&s)
+        f.write_str(s)
+    }
+}
+
+/// A short string formatted into a fixed buffer (a float's shortest form is at
+/// most 24 bytes here).
+struct StackStr {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for StackStr {
+    fn default() -> Self {
+        StackStr {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl StackStr {
+    fn format(&mut self, args: fmt::Arguments<'_>) -> &str {
+        use fmt::Write as _;
+        self.len = 0;
+        if self.write_fmt(args).is_err() {
+            self.len = 0;
+        }
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
