@@ -110,7 +110,8 @@ fn size_hint(f: &HttpFlow) -> usize {
 }
 
 /// The state dict of an HTTP flow as a [`Value`] (what [`write_flow`] writes,
-/// read back).
+/// read back), for tests that edit a record.
+#[cfg(test)]
 pub fn flow_to_state(f: &HttpFlow) -> Value {
     let mut out = Vec::new();
     write_flow(f, &mut out);
@@ -579,13 +580,18 @@ impl<'a> Fields<'a> {
 
     /// `[host, port]` (a server's address: host may be a name).
     fn opt_address(&self, key: &str) -> Result<Option<(String, u16)>> {
+        Ok(self.address_list(key)?.map(|(host, port, _)| (host, port)))
+    }
+
+    /// `[host, port, ...]`, and the list itself for what follows.
+    fn address_list(&self, key: &str) -> Result<Option<(String, u16, Item<'a>)>> {
         let v = self.maybe(key)?;
-        let (host, port) = match v {
+        let (host, port, list) = match v {
             Shallow::Null => return Ok(None),
             Shallow::List(l) => {
                 let mut it = l.children();
                 match (it.next(), it.next()) {
-                    (Some(h), Some(p)) => (self.read(key, h)?, self.read(key, p)?),
+                    (Some(h), Some(p)) => (self.read(key, h)?, self.read(key, p)?, l),
                     _ => return Err(self.wrong(key, "a list [host, port]", &v)),
                 }
             }
@@ -594,12 +600,12 @@ impl<'a> Fields<'a> {
         let host = self
             .opt_text_of(key, host)?
             .ok_or_else(|| self.wrong(key, "[host, port]", &host))?;
-        Ok(Some((host, self.port(key, port)?)))
+        Ok(Some((host, self.port(key, port)?, list)))
     }
 
     /// A socket address: `[ip, port]` or `[ip, port, flowinfo, scope_id]`.
     fn opt_sockaddr(&self, key: &str) -> Result<Option<SocketAddr>> {
-        let Some((host, port)) = self.opt_address(key)? else {
+        let Some((host, port, list)) = self.address_list(key)? else {
             return Ok(None);
         };
         // Old formats wrote an unknown address as ("", 0), and some a server's
@@ -611,16 +617,12 @@ impl<'a> Fields<'a> {
             IpAddr::V4(_) => SocketAddr::new(ip, port),
             IpAddr::V6(ip6) => {
                 // flowinfo and scope_id, kept so a re-save writes them back.
-                let extra = |n: usize| -> u32 {
-                    self.field(key)
-                        .and_then(|l| l.children().nth(n))
-                        .and_then(|v| match v.get() {
-                            Ok(Shallow::Int(i)) => u32::try_from(i).ok(),
-                            _ => None,
-                        })
-                        .unwrap_or(0)
-                };
-                SocketAddr::V6(std::net::SocketAddrV6::new(ip6, port, extra(2), extra(3)))
+                let mut extra = list.children().skip(2).map(|v| match v.get() {
+                    Ok(Shallow::Int(i)) => u32::try_from(i).unwrap_or(0),
+                    _ => 0,
+                });
+                let (flowinfo, scope_id) = (extra.next().unwrap_or(0), extra.next().unwrap_or(0));
+                SocketAddr::V6(std::net::SocketAddrV6::new(ip6, port, flowinfo, scope_id))
             }
         }))
     }
