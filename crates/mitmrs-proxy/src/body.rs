@@ -154,6 +154,34 @@ async fn buffer_exact(src: &mut Conn, n: usize) -> Result<Buffered, BodyError> {
     Ok(Buffered::Complete(src.rbuf.split_to(n).freeze(), None))
 }
 
+/// Runs a message's transformer (if any) on one piece: inline, or on a
+/// blocking-pool thread if it may block (a runtime thread serves many
+/// connections, and mitmproxy's way of calling `.stream` callables on its event
+/// loop stalls them all). Without a transformer the piece comes back as is.
+pub async fn transform(
+    stream: &mut StreamMode,
+    data: Bytes,
+    end: bool,
+) -> Result<Vec<Bytes>, BodyError> {
+    let StreamMode::Transform(t) = stream else {
+        return Ok(vec![data]);
+    };
+    if !t.may_block() {
+        return t.transform(data, end).map_err(BodyError::Transform);
+    }
+    let StreamMode::Transform(mut t) = std::mem::replace(stream, StreamMode::On) else {
+        unreachable!("matched above");
+    };
+    let (t, out) = tokio::task::spawn_blocking(move || {
+        let out = t.transform(data, end);
+        (t, out)
+    })
+    .await
+    .map_err(|_| BodyError::Transform("the stream transformer panicked".into()))?;
+    *stream = StreamMode::Transform(t);
+    out.map_err(BodyError::Transform)
+}
+
 /// Writes body pieces in the receiver's framing, via the transformer if any.
 pub struct BodyWriter<'a> {
     pub dst: &'a mut Conn,
@@ -203,27 +231,8 @@ impl<'a> BodyWriter<'a> {
         res.map_err(|e| BodyError::Write(e.to_string()))
     }
 
-    /// Runs the transformer on one piece: inline, or on a blocking-pool thread
-    /// if it may block (a runtime thread serves many connections, and mitmproxy's
-    /// way of calling `.stream` callables on its event loop stalls them all).
     async fn transform(&mut self, data: Bytes, end: bool) -> Result<Vec<Bytes>, BodyError> {
-        let StreamMode::Transform(t) = self.stream else {
-            return Ok(vec![data]);
-        };
-        if !t.may_block() {
-            return t.transform(data, end).map_err(BodyError::Transform);
-        }
-        let StreamMode::Transform(mut t) = std::mem::replace(self.stream, StreamMode::On) else {
-            unreachable!("matched above");
-        };
-        let (t, out) = tokio::task::spawn_blocking(move || {
-            let out = t.transform(data, end);
-            (t, out)
-        })
-        .await
-        .map_err(|_| BodyError::Transform("the stream transformer panicked".into()))?;
-        *self.stream = StreamMode::Transform(t);
-        out.map_err(BodyError::Transform)
+        transform(self.stream, data, end).await
     }
 
     /// Sends one piece as received (through the transformer, if set).

@@ -45,6 +45,8 @@ pub struct ProxyConfig {
     /// Bytes of message content a WebSocket flow keeps.
     pub websocket_history: usize,
     pub websocket_max_message_size: u64,
+    /// Offer HTTP/2 to clients (ALPN `h2`).
+    pub http2: bool,
 }
 
 /// Expands a leading `~` to $HOME.
@@ -154,6 +156,7 @@ impl ProxyConfig {
                 .map_or(16 << 20, |n| usize::try_from(n).unwrap_or(usize::MAX)),
             websocket_max_message_size: size_option(o, "websocket_max_message_size")?
                 .unwrap_or(256 << 20),
+            http2: o.get_bool("http2"),
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod core_addons;
 pub mod ctx;
 pub mod dumper;
 pub mod http1;
+pub mod http2;
 pub mod io;
 pub mod jsonview;
 mod mem;

@@ -126,6 +126,19 @@ pub fn request_head(
             h.remove("sec-websocket-extensions");
         }
     }
+    if req.is_http2() || req.is_http3() {
+        // An HTTP/2 request goes to an HTTP/1 server (as mitmproxy converts it):
+        // the authority becomes the Host field, and several Cookie fields (allowed
+        // in HTTP/2 only) become one.
+        if !h.contains("host") && !req.authority.is_empty() {
+            h.insert(0, "Host", &req.authority);
+        }
+        let cookies = h.get_all("cookie");
+        if cookies.len() > 1 {
+            let joined = cookies.join("; ");
+            h.set("Cookie", joined);
+        }
+    }
     let target = if req.method.eq_ignore_ascii_case("CONNECT") {
         req.authority.as_str()
     } else {

@@ -144,8 +144,7 @@ pub fn core_option_specs() -> Vec<OptionSpec> {
             "http2",
             T::Bool,
             V::Bool(true),
-            "Enable/disable HTTP/2 support. Until mitmrs implements HTTP/2, ALPN offers only http/1.1 whatever \
-             this option says.",
+            "Enable/disable HTTP/2 support. HTTP/2 is enabled by default.",
         ),
         OptionSpec::new(
             "tcp_timeout",

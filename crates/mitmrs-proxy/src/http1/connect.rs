@@ -417,8 +417,11 @@ impl Session {
         let host = t.host.clone();
         let port = t.port;
         let offers_h1 = client_alpn.iter().any(|p| &p[..] == b"http/1.1");
-        // Until HTTP/2 lands, only http/1.1 is offered and accepted.
-        let alpn_offer: Vec<Vec<u8>> = if offers_h1 {
+        let offers_h2 =
+            self.rt.cfg.http2 && client_alpn.iter().any(|p| &p[..] == crate::http2::ALPN_H2);
+        // Servers are spoken to in HTTP/1.1 (HTTP/2 towards servers is not built
+        // yet), so only http/1.1 is offered to them.
+        let alpn_offer: Vec<Vec<u8>> = if offers_h1 || offers_h2 {
             vec![b"http/1.1".to_vec()]
         } else {
             Vec::new()
@@ -476,9 +479,20 @@ impl Session {
             .cert
             .first()
             .map(|c| Bytes::copy_from_slice(c.as_ref()));
+        // As mitmproxy: the client gets what the server chose, if the server was
+        // asked (eager TLS); otherwise HTTP/2 if the client offers it (and the
+        // `http2` option allows), else HTTP/1.1.
         let answer_alpn: Vec<Vec<u8>> = match server_alpn {
             Some(a) if client_alpn.contains(&a) => vec![a.to_vec()],
-            _ => alpn_offer.clone(),
+            _ if offers_h2 => {
+                let mut v = vec![crate::http2::ALPN_H2.to_vec()];
+                if offers_h1 {
+                    v.push(b"http/1.1".to_vec());
+                }
+                v
+            }
+            _ if offers_h1 => alpn_offer.clone(),
+            _ => Vec::new(),
         };
         let config = mitmrs_tls::client_facing_config(leaf, &answer_alpn);
         let old = std::mem::replace(

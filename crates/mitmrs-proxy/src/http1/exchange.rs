@@ -713,7 +713,7 @@ impl Session {
 /// Sends a request whose body (if any) is buffered: head and body in one go.
 /// `body_follows`: the client framed a body, so one is sent even if an addon
 /// emptied it.
-async fn send_buffered_request(
+pub(crate) async fn send_buffered_request(
     sc: &mut ServerConn,
     req: &Request,
     body_follows: bool,

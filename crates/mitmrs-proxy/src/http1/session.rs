@@ -133,6 +133,10 @@ pub async fn serve(ctx: Arc<ProxyCtx>, stream: TcpStream, peer: SocketAddr, loca
 impl Session {
     async fn run(&mut self) {
         loop {
+            if self.client.tls.alpn.as_deref() == Some(crate::http2::ALPN_H2) {
+                // Boxed: HTTP/2's state must not grow an HTTP/1 connection's task.
+                return Box::pin(crate::http2::serve(self)).await;
+            }
             self.conn.release_idle();
             let head = match self.read_head().await {
                 Ok(Some(h)) => h,
