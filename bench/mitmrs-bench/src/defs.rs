@@ -16,8 +16,6 @@ pub enum Mode {
     Fresh,
     /// The measurement spawns the peer itself (startup time).
     NoStart,
-    /// Only a "not built yet" row.
-    NotBuilt,
 }
 
 type Measure = Box<dyn Fn(&Ctx, &Peer) -> Result<Sample>>;
@@ -106,6 +104,14 @@ fn transfer_note(s: &PeerSpec) -> Option<&'static str> {
         Kind::Hudsucker => Some("always streams"),
         Kind::Direct => Some("no proxy"),
         _ => None,
+    }
+}
+
+fn h2_note(s: &PeerSpec) -> Option<&'static str> {
+    match s.kind {
+        Kind::Direct => Some("h2 over TLS straight to the origin"),
+        Kind::Nginx => Some("TLS + h2 to the client, HTTP/1.1 keep-alive to the origin"),
+        _ => Some("TLS + h2 to the client, HTTP/1.1 to the origin"),
     }
 }
 
@@ -454,11 +460,22 @@ pub fn build(ctx: &Ctx, m4s_size: u64) -> Vec<MetricDef> {
     let mut m10 = def(
         "M10",
         "M10",
-        "HTTP/2 through a TLS reverse proxy (h2load)",
-        "none",
+        "HTTP/2 through a TLS reverse proxy (h2load -c8 -m32)",
+        "rps",
         Unit::Rps,
     );
-    m10.mode = Mode::NotBuilt;
+    m10.peers = vec![
+        PeerSpec::new(Direct),
+        PeerSpec::new(Nginx).with(|o| o.h2 = true),
+        PeerSpec::reverse(Mitmdump),
+        PeerSpec::reverse(Mitmrs),
+    ];
+    m10.measure = Box::new(|ctx, peer| with_proc_stats(peer, || metrics::h2load(ctx, peer)));
+    m10.targets = vec![Target::VsPeer {
+        peer: "nginx reverse",
+        min: 1.0,
+    }];
+    m10.note = h2_note;
     v.push(m10);
 
     let mut m11 = def(

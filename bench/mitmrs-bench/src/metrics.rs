@@ -438,3 +438,69 @@ pub fn save_flows(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
     s.insert("file_mib".into(), file_len as f64 / (1024.0 * 1024.0));
     Ok(s)
 }
+
+/// M10: h2load over TLS with many streams per connection: `-c 8 -m 32` (256
+/// requests in flight), one client thread, for the run time after a second of
+/// warm-up. Direct goes to the origin's TLS port (h2 there too).
+pub fn h2load(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
+    let bin = ctx
+        .tools
+        .h2load
+        .as_ref()
+        .ok_or_else(|| anyhow!("h2load not installed (run bench/setup)"))?;
+    let dur = ctx.duration.max(1.0).round() as u64;
+    let addr = if peer.spec.kind == Kind::Direct {
+        ctx.origin.tls
+    } else {
+        peer.addr
+    };
+    let mut cmd = Command::new(bin);
+    cmd.args(["-t1", "-c8", "-m32", "--warm-up-time=1", "-D"])
+        .arg(dur.to_string())
+        .arg(format!("https://{addr}/small"));
+    let (st, out, err) = procs::run_bounded("h2load", &mut cmd, Duration::from_secs(dur + 60))?;
+    if !st.success() {
+        bail!("h2load failed: {} {}", err.trim(), out.trim());
+    }
+    let mut s = Sample::new();
+    for line in out.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("finished in ") {
+            // "finished in 10.00s, 52345.60 req/s, 9.33MB/s"
+            if let Some(rps) = rest
+                .split(", ")
+                .find_map(|p| p.strip_suffix(" req/s")?.trim().parse::<f64>().ok())
+            {
+                s.insert("rps".into(), rps);
+            }
+        } else if let Some(rest) = l.strip_prefix("requests: ") {
+            // "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+            for part in rest.split(", ") {
+                let mut it = part.split_whitespace();
+                if let (Some(n), Some(what)) = (it.next(), it.next()) {
+                    let n: f64 = n.parse().unwrap_or(0.0);
+                    match what {
+                        "succeeded" => {
+                            s.insert("requests".into(), n);
+                        }
+                        "failed" | "errored" | "timeout" => {
+                            *s.entry("errors".into()).or_insert(0.0) += n;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        } else if let Some(p) = l.strip_prefix("TLS Protocol:") {
+            if !out.contains("Application protocol: h2") {
+                bail!("h2load did not negotiate h2 ({})", p.trim());
+            }
+        }
+    }
+    if !s.contains_key("rps") || s.get("requests").copied().unwrap_or(0.0) == 0.0 {
+        bail!(
+            "h2load made no successful requests: {}",
+            out.trim().replace('\n', " | ")
+        );
+    }
+    Ok(s)
+}

@@ -41,6 +41,9 @@ pub struct Opts {
     /// mitmrs only: `--set stream_websockets=true` (M11; mitmdump 11 has no
     /// such option and always joins messages).
     pub stream_ws: bool,
+    /// nginx only: listen with TLS and HTTP/2 (M10; the mitm proxies in reverse
+    /// mode take TLS and h2 on their one port anyway).
+    pub h2: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,7 +202,7 @@ pub fn command(ctx: &Ctx, spec: PeerSpec, port: u16, dir: &std::path::Path) -> R
                 .nginx
                 .as_ref()
                 .ok_or_else(|| anyhow!("nginx not installed (run bench/setup)"))?;
-            let conf = write_nginx_conf(dir, port, origin, ctx.nofile)?;
+            let conf = write_nginx_conf(dir, port, origin, ctx.nofile, spec.opts.h2)?;
             let mut c = Command::new(bin);
             c.arg("-p")
                 .arg(dir)
@@ -217,6 +220,7 @@ fn write_nginx_conf(
     port: u16,
     origin: SocketAddr,
     nofile: u64,
+    h2: bool,
 ) -> Result<PathBuf> {
     for sub in [
         "tmp/body",
@@ -235,13 +239,24 @@ fn write_nginx_conf(
         ""
     };
     let d = dir.display();
+    let listen = if h2 {
+        let (cert, key) = crate::tlsutil::write_self_signed(dir)?;
+        format!(
+            "listen 127.0.0.1:{port} ssl http2 backlog=4096;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+             http2_max_concurrent_streams 128;",
+            cert.display(),
+            key.display()
+        )
+    } else {
+        format!("listen 127.0.0.1:{port} backlog=4096;")
+    };
     let conf = format!(
         "{user}worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
 worker_rlimit_nofile {nofile};\nevents {{ worker_connections {nofile}; }}\n\
 http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
   fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
   keepalive_requests 1000000;\n  upstream origin {{ server {origin}; keepalive 256; keepalive_requests 1000000; }}\n\
-  server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    client_max_body_size 0;\n    location / {{\n\
+  server {{\n    {listen}\n    client_max_body_size 0;\n    location / {{\n\
       proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
       proxy_set_header Host $http_host;\n      proxy_buffering off;\n      proxy_request_buffering off;\n      proxy_buffer_size 64k;\n      proxy_buffers 8 64k;\n      proxy_busy_buffers_size 128k;\n      client_body_buffer_size 64k;\n    }}\n  }}\n}}\n"
     );

@@ -112,12 +112,16 @@ pub struct MetricResult {
 }
 
 impl MetricResult {
-    /// The mitmrs row the ratios and targets are about (regular mode).
+    /// The mitmrs row the ratios and targets are about: regular mode's, or the
+    /// only mitmrs row of a metric that runs reverse mode alone (M10).
     pub fn subject(&self) -> Option<&Row> {
-        self.rows.iter().find(|r| {
-            r.spec
-                .is_some_and(|s| s.kind == Kind::Mitmrs && !s.opts.reverse)
-        })
+        let mitmrs = |reverse: bool| {
+            self.rows.iter().find(move |r| {
+                r.spec
+                    .is_some_and(|s| s.kind == Kind::Mitmrs && s.opts.reverse == reverse)
+            })
+        };
+        mitmrs(false).or_else(|| mitmrs(true))
     }
     pub fn row(&self, name: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.peer == name)

@@ -62,6 +62,7 @@ pub struct Tools {
     pub mitmdump: Option<PathBuf>,
     pub nginx: Option<PathBuf>,
     pub wrk: Option<PathBuf>,
+    pub h2load: Option<PathBuf>,
     pub hudsucker: PathBuf,
 }
 
@@ -137,6 +138,7 @@ fn find_tools(root: &Path, args: &RunArgs) -> Result<Tools> {
         mitmdump,
         nginx: which("nginx"),
         wrk: which("wrk"),
+        h2load: which("h2load"),
         hudsucker: root.join("bench/hudsucker-peer/target/release/hudsucker-peer"),
     })
 }
@@ -231,16 +233,6 @@ fn run_metric(ctx: &Ctx, def: &MetricDef, prev: &[MetricResult]) -> MetricResult
         targets: def.targets.clone(),
         rows: Vec::new(),
     };
-    if let Mode::NotBuilt = def.mode {
-        res.rows.push(Row {
-            peer: "mitmrs".into(),
-            spec: None,
-            outcome: Err("not built yet".into()),
-            runs: 0,
-            notes: vec![],
-        });
-        return res;
-    }
     let mut specs = def.peers.clone();
     if def.id == "M4S" && !ctx.peer_filter.is_empty() {
         specs = [
@@ -309,7 +301,6 @@ fn run_metric(ctx: &Ctx, def: &MetricDef, prev: &[MetricResult]) -> MetricResult
                         }
                     })
                 }
-                Mode::NotBuilt => unreachable!("handled above"),
             };
             match outcome {
                 Ok(s) => {

@@ -58,6 +58,22 @@ pub fn origin_tls() -> Result<OriginTls> {
     })
 }
 
+/// Writes a self-signed certificate for 127.0.0.1 and its key into `dir`
+/// (`cert.pem`, `key.pem`), for a TLS listener whose clients do not verify it
+/// (nginx in M10; h2load does not check certificates).
+pub fn write_self_signed(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let cert = params.self_signed(&key)?;
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem())?;
+    std::fs::write(&k, key.serialize_pem())?;
+    Ok((c, k))
+}
+
 /// Load every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

@@ -1,0 +1,272 @@
+//! HTTP/2 towards clients, through the real binary with curl (`--http2`): the
+//! client negotiates h2 by ALPN, every stream is a flow (console, hooks, scripts,
+//! flow files), bodies buffer or stream both ways, and the server is spoken to
+//! in HTTP/1.1 as mitmproxy converts (authority → Host).
+
+mod support;
+
+use std::process::Command;
+
+use support::{curl_plain, test_bytes, venv_python, Origin, Proxy, Response, TestPki};
+
+/// An origin that answers with what it saw: method, target, Host, body length,
+/// and the body's bytes summed (a cheap content check).
+fn echo_origin() -> Origin {
+    Origin::http(|req| {
+        if let Some(n) = req.target.strip_prefix("/bytes/") {
+            let n: usize = n.parse().unwrap_or(0);
+            return Response::ok(test_bytes(n));
+        }
+        let sum: u64 = req.body.iter().map(|&b| u64::from(b)).sum();
+        Response::ok(format!(
+            "{} {} host={} len={} sum={sum}\n",
+            req.method,
+            req.target,
+            req.header("host").unwrap_or("-"),
+            req.body.len(),
+        ))
+    })
+}
+
+/// curl with HTTP/2 straight at the proxy (reverse mode): stdout ends with a line
+/// "<http_version> <status>" per URL.
+fn curl_h2(proxy: &Proxy, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec![
+        "--http2",
+        "--noproxy",
+        "*",
+        "-w",
+        "%{http_version} %{http_code}\n",
+    ];
+    all.extend_from_slice(args);
+    curl_plain(proxy, &all)
+}
+
+fn reverse_proxy(origin: &Origin, extra: &[&str]) -> Proxy {
+    let mut args = vec![
+        "--mode".to_string(),
+        format!("reverse:http://127.0.0.1:{}", origin.port),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proxy::start(&args)
+}
+
+#[test]
+fn a_tls_client_offering_h2_gets_h2_and_the_server_http11_with_host() {
+    let origin = echo_origin();
+    let proxy = reverse_proxy(&origin, &[]);
+    let base = format!("https://127.0.0.1:{}", proxy.port);
+    let (ok, out, err) = curl_h2(&proxy, &[&format!("{base}/a?x=1"), &format!("{base}/b")]);
+    assert!(ok, "curl failed: {err}\n{}", proxy.output());
+    let target = format!("127.0.0.1:{}", origin.port);
+    assert_eq!(
+        out,
+        format!(
+            "GET /a?x=1 host={target} len=0 sum=0\n2 200\nGET /b host={target} len=0 sum=0\n2 200\n"
+        )
+    );
+    // Both streams came on one client connection; the server connection was
+    // kept for the second.
+    assert_eq!(origin.connections(), 1, "{}", proxy.output());
+    // mitmdump's lines for a translated flow.
+    proxy.expect_stdout(&format!("GET http://{target}/a?x=1 HTTP/2.0"));
+    proxy.expect_stdout("<< HTTP/1.1 200 OK");
+}
+
+#[test]
+fn streams_in_parallel_each_get_their_own_answer() {
+    let origin = echo_origin();
+    let proxy = reverse_proxy(&origin, &[]);
+    let base = format!("https://127.0.0.1:{}", proxy.port);
+    let urls: Vec<String> = (0..20).map(|i| format!("{base}/p{i}")).collect();
+    let mut args = vec!["--parallel", "--parallel-max", "20"];
+    args.extend(urls.iter().map(String::as_str));
+    let (ok, out, err) = curl_h2(&proxy, &args);
+    assert!(ok, "curl failed: {err}\n{}", proxy.output());
+    let target = format!("127.0.0.1:{}", origin.port);
+    for i in 0..20 {
+        assert!(
+            out.contains(&format!("GET /p{i} host={target} len=0 sum=0\n")),
+            "stream {i} missing in {out}"
+        );
+    }
+    assert_eq!(out.matches("2 200\n").count(), 20, "{out}");
+}
+
+#[test]
+fn bodies_go_both_ways_buffered_and_streamed() {
+    let origin = echo_origin();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let upload = dir.join("up.bin");
+    let data = test_bytes(3 << 20);
+    std::fs::write(&upload, &data).unwrap();
+    let sum: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    for extra in [&[][..], &["--set", "stream_large_bodies=1m"][..]] {
+        let proxy = reverse_proxy(&origin, extra);
+        let base = format!("https://127.0.0.1:{}", proxy.port);
+        let body_arg = format!("@{}", upload.display());
+        let (ok, out, err) = curl_h2(&proxy, &["--data-binary", &body_arg, &format!("{base}/up")]);
+        assert!(ok, "{extra:?}: curl failed: {err}\n{}", proxy.output());
+        assert_eq!(
+            out,
+            format!(
+                "POST /up host=127.0.0.1:{} len={} sum={sum}\n2 200\n",
+                origin.port,
+                data.len()
+            ),
+            "{extra:?}"
+        );
+        // 5 MiB down.
+        let file = dir.join("down.bin");
+        let (ok, out, err) = curl_h2(
+            &proxy,
+            &[
+                "-o",
+                file.to_str().unwrap(),
+                &format!("{base}/bytes/5242880"),
+            ],
+        );
+        assert!(ok, "{extra:?}: curl failed: {err}\n{}", proxy.output());
+        assert_eq!(out, "2 200\n");
+        assert!(
+            std::fs::read(&file).unwrap() == test_bytes(5 << 20),
+            "{extra:?}: downloaded body differs"
+        );
+    }
+}
+
+#[test]
+fn a_request_body_over_body_size_limit_gets_413() {
+    let origin = echo_origin();
+    let proxy = reverse_proxy(&origin, &["--set", "body_size_limit=1k"]);
+    let body = "x".repeat(4096);
+    let (ok, out, err) = curl_h2(
+        &proxy,
+        &[
+            "-d",
+            &body,
+            &format!("https://127.0.0.1:{}/big", proxy.port),
+        ],
+    );
+    assert!(ok, "curl failed: {err}");
+    assert!(out.ends_with("2 413\n"), "{out}");
+    assert!(out.contains("body_size_limit"), "{out}");
+    assert!(
+        origin.requests().is_empty(),
+        "the request must not reach the server"
+    );
+}
+
+#[test]
+fn http2_off_answers_http11() {
+    let origin = echo_origin();
+    let proxy = reverse_proxy(&origin, &["--set", "http2=false"]);
+    let (ok, out, err) = curl_h2(&proxy, &[&format!("https://127.0.0.1:{}/o", proxy.port)]);
+    assert!(ok, "curl failed: {err}");
+    assert!(out.ends_with("1.1 200\n"), "{out}");
+}
+
+#[test]
+fn in_a_connect_tunnel_h2_is_offered_unless_the_server_chose_http11() {
+    let pki = TestPki::new();
+    let origin = Origin::https(&pki, |req| Response::ok(format!("tls {}\n", req.target)));
+    let ca = format!("ssl_verify_upstream_trusted_ca={}", pki.ca_path.display());
+    let url = format!("https://127.0.0.1:{}/t", origin.port);
+    // The eager strategy (the default) has TLS with the server first: it chose
+    // http/1.1, so the client gets it too (mitmproxy mirrors the server's choice).
+    // Lazily, the client's h2 is taken and converted.
+    let lazy = [
+        "--set",
+        "connection_strategy=lazy",
+        "--set",
+        "upstream_cert=false",
+    ];
+    for (extra, version) in [(&[][..], "1.1"), (&lazy[..], "2")] {
+        let mut args = vec!["--set", ca.as_str()];
+        args.extend_from_slice(extra);
+        let proxy = Proxy::start(&args);
+        let (ok, out, err) = curl_plain(
+            &proxy,
+            &[
+                "--http2",
+                "-x",
+                &proxy.url(),
+                "-w",
+                "%{http_version} %{http_code}\n",
+                &url,
+            ],
+        );
+        assert!(ok, "{extra:?}: curl failed: {err}\n{}", proxy.output());
+        assert_eq!(out, format!("tls /t\n{version} 200\n"), "{extra:?}");
+    }
+}
+
+#[test]
+fn scripts_see_and_change_http2_flows_and_flow_files_keep_them() {
+    let origin = echo_origin();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let script = dir.join("h2.py");
+    std::fs::write(
+        &script,
+        r#"
+from mitmproxy import http
+
+def request(flow: http.HTTPFlow):
+    if flow.request.path == "/answer":
+        flow.response = http.Response.make(201, b"from the script\n", {"x-version": flow.request.http_version})
+
+def response(flow: http.HTTPFlow):
+    flow.response.headers["x-seen"] = flow.request.http_version + " " + flow.request.authority
+"#,
+    )
+    .unwrap();
+    let flows = dir.join("flows.mitm");
+    let proxy = reverse_proxy(
+        &origin,
+        &[
+            "-s",
+            script.to_str().unwrap(),
+            "-w",
+            flows.to_str().unwrap(),
+        ],
+    );
+    let base = format!("https://127.0.0.1:{}", proxy.port);
+    let (ok, out, err) = curl_h2(
+        &proxy,
+        &["-i", &format!("{base}/answer"), &format!("{base}/pass")],
+    );
+    assert!(ok, "curl failed: {err}\n{}", proxy.output());
+    let target = format!("127.0.0.1:{}", origin.port);
+    assert!(out.contains("HTTP/2 201"), "{out}");
+    assert!(out.contains("x-version: HTTP/2.0"), "{out}");
+    assert!(out.contains("from the script\n"), "{out}");
+    assert!(out.contains(&format!("x-seen: HTTP/2.0 {target}")), "{out}");
+    assert!(out.contains(&format!("GET /pass host={target}")), "{out}");
+    assert_eq!(
+        origin.requests().len(),
+        1,
+        "/answer never reaches the server"
+    );
+    drop(proxy.stop());
+
+    // mitmproxy reads the flows as HTTP/2 flows.
+    let read = Command::new(venv_python())
+        .args([
+            "-c",
+            "import sys\nfrom mitmproxy import io\n\
+             for f in io.FlowReader(open(sys.argv[1], 'rb')).stream():\n    \
+             print(f.request.http_version, f.request.authority, f.request.path, f.response.http_version, f.response.status_code)",
+        ])
+        .arg(&flows)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout),
+        format!("HTTP/2.0 {target} /answer HTTP/1.1 201\nHTTP/2.0 {target} /pass HTTP/1.1 200\n"),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+}
