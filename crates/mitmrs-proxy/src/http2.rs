@@ -117,25 +117,37 @@ pub async fn serve(s: &mut Session) {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let idle = s.rt.cfg.tcp_timeout;
     loop {
-        match conn.accept().await {
-            Some(Ok((req, respond))) => {
-                tasks.spawn(stream(shared.clone(), req, respond));
-            }
-            Some(Err(e)) => {
-                if !e.is_io() || !e.to_string().contains("connection reset") {
-                    info!(client = %s.client.peername, "HTTP/2 protocol error in client connection: {e}");
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    tasks.spawn(stream(shared.clone(), req, respond));
                 }
-                break;
-            }
-            None => {
-                // The client said goodbye: streams already open still finish.
-                let _ = poll_fn(|cx| conn.poll_closed(cx)).await;
+                Some(Err(e)) if e.is_io() => {
+                    debug!(client = %s.client.peername, "HTTP/2 client connection: {e}");
+                    break;
+                }
+                Some(Err(e)) => {
+                    info!(client = %s.client.peername, "HTTP/2 protocol error in client connection: {e}");
+                    break;
+                }
+                None => {
+                    // The client said goodbye: streams already open still finish.
+                    let _ = poll_fn(|cx| conn.poll_closed(cx)).await;
+                    break;
+                }
+            },
+            // Finished streams are reaped as they end, so the set holds what is in flight.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            // No stream for tcp_timeout: goodbye (GOAWAY), as an idle HTTP/1 connection is closed.
+            _ = tokio::time::sleep(idle), if tasks.is_empty() => {
+                debug!(client = %s.client.peername, "HTTP/2 connection idle for tcp_timeout; closing");
+                conn.graceful_shutdown();
+                let _ = tokio::time::timeout(idle, poll_fn(|cx| conn.poll_closed(cx))).await;
                 break;
             }
         }
-        // Reap finished streams as we go, so the set stays as large as what is in flight.
-        while tasks.try_join_next().is_some() {}
     }
     drop(conn);
     // Streams still running see the connection gone and end with an error.

@@ -270,3 +270,78 @@ def response(flow: http.HTTPFlow):
         String::from_utf8_lossy(&read.stderr)
     );
 }
+
+/// A raw HTTP/2 client in Python (TLS with ALPN h2, no certificate check): sends
+/// the preface, SETTINGS, then the frames given as hex, and prints the type and
+/// error code of a GOAWAY the proxy sends before it closes, or "closed".
+const RAW_H2: &str = r#"
+import socket, ssl, sys
+port, frames = int(sys.argv[1]), bytes.fromhex(sys.argv[2])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname="localhost")
+assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000") + frames)
+buf = b""
+while True:
+    try:
+        d = s.recv(65536)
+    except (ConnectionResetError, ssl.SSLError):
+        break
+    if not d:
+        break
+    buf += d
+i = 0
+while i + 9 <= len(buf):
+    n = int.from_bytes(buf[i:i+3], "big")
+    if buf[i+3] == 7:
+        print("goaway", int.from_bytes(buf[i+13:i+17], "big"))
+        sys.exit(0)
+    i += 9 + n
+print("closed")
+"#;
+
+fn raw_h2(proxy: &Proxy, frames_hex: &str) -> String {
+    let out = Command::new(venv_python())
+        .args(["-c", RAW_H2])
+        .arg(proxy.port.to_string())
+        .arg(frames_hex)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_broken_frame_ends_only_its_connection_with_goaway() {
+    let origin = echo_origin();
+    let proxy = reverse_proxy(&origin, &[]);
+    // A DATA frame on stream 0 is a connection error: PROTOCOL_ERROR (1).
+    assert_eq!(raw_h2(&proxy, "000003000100000000616263"), "goaway 1");
+    // A frame larger than the 16 KiB maximum: FRAME_SIZE_ERROR (6).
+    assert_eq!(
+        raw_h2(&proxy, &format!("004001000000000001{}", "00".repeat(16385))),
+        "goaway 6"
+    );
+    // The proxy goes on serving others.
+    let (ok, out, err) = curl_h2(
+        &proxy,
+        &[&format!("https://127.0.0.1:{}/after", proxy.port)],
+    );
+    assert!(ok, "curl failed: {err}\n{}", proxy.output());
+    assert!(out.ends_with("2 200\n"), "{out}");
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_tcp_timeout() {
+    let origin = echo_origin();
+    let proxy = reverse_proxy(&origin, &["--set", "tcp_timeout=1"]);
+    // Nothing after SETTINGS: the proxy says goodbye (NO_ERROR) and closes.
+    assert_eq!(raw_h2(&proxy, ""), "goaway 0");
+}
