@@ -1,28 +1,28 @@
-//! HTTP/2 towards the client: a connection whose TLS handshake chose `h2` by ALPN
-//! is served here with the `h2` crate (framing, HPACK, flow control, stream
-//! states; nothing of that is written by hand). Each stream is one flow, run on
-//! its own task through the same hooks and body rules as an HTTP/1 exchange
-//! (`requestheaders`, [body], `request`, server, `responseheaders`, [body],
-//! `response`, or `error`), so a hook that waits pauses only its stream.
+//! HTTP/2: a client connection whose TLS handshake chose `h2` by ALPN is served
+//! here with the `h2` crate (framing, HPACK, flow control, stream states; nothing
+//! of that is written by hand). Each stream is one flow, run on its own task
+//! through the same hooks and body rules as an HTTP/1 exchange (`requestheaders`,
+//! [body], `request`, server, `responseheaders`, [body], `response`, or `error`),
+//! so a hook that waits pauses only its stream.
 //!
-//! Requests go to the server over HTTP/1.1, converted as mitmproxy converts them
-//! (the authority becomes the Host field, Cookie fields are joined; see
-//! [`crate::wire::request_head`]). The connection keeps a pool of idle server
-//! connections, one per stream in flight at most, reused across streams. A server
-//! that negotiated HTTP/1.1 by ALPN during an eager TLS handshake makes the proxy
-//! answer the client with HTTP/1.1 too (mitmproxy mirrors the server's choice);
-//! HTTP/2 towards servers is not built yet.
+//! Towards the server: when the tunnel's server connection negotiated `h2` (the
+//! eager TLS handshake offers it when the client did), every stream to that
+//! server goes over that one HTTP/2 connection (`h2::client`). Otherwise requests
+//! go over HTTP/1.1, converted as mitmproxy converts them (the authority becomes
+//! the Host field, Cookie fields are joined; see [`crate::wire::request_head`]),
+//! on a pool of idle server connections (at most one per stream in flight).
 //!
 //! Memory per connection is bounded by the flow-control windows the proxy
-//! announces ([`STREAM_WINDOW`] per stream, [`CONN_WINDOW`] in all): a request
-//! body is acknowledged to the client only once it was buffered (within
-//! `body_size_limit`) or written to the server, and a response body is read from
-//! the server only as fast as the client's window lets it out.
+//! announces ([`STREAM_WINDOW`] per stream, [`CONN_WINDOW`] in all, both sides):
+//! a body piece is acknowledged to its sender only once it was buffered (within
+//! `body_size_limit`) or passed on, and it is passed on only as fast as the
+//! receiver's window opens.
 
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use mitmrs_core::{
@@ -35,14 +35,14 @@ use crate::body::{self, BodyError, BodyWriter, Buffered};
 use crate::ctx::{ProxyCtx, Runtime};
 use crate::http1::exchange::{send_buffered_request, sni_for_host};
 use crate::http1::session::{Session, Tunnel};
-use crate::io::{Rewind, Stream, READ_CHUNK};
+use crate::io::{Conn, Rewind, Stream, READ_CHUNK};
 use crate::upstream::{self, ServerConn};
 use crate::wire::{self, BodyPlan};
 
-/// The receive window of each stream: how much of a request body the client may
-/// send ahead of the proxy.
+/// The receive window of each stream: how much of a body a peer may send ahead
+/// of the proxy.
 pub const STREAM_WINDOW: u32 = 256 * 1024;
-/// The receive window of the whole connection.
+/// The receive window of a whole connection.
 pub const CONN_WINDOW: u32 = 1024 * 1024;
 /// Streams a client may have open at once (as nginx's default, about).
 pub const MAX_STREAMS: u32 = 100;
@@ -56,8 +56,24 @@ struct Shared {
     rt: Arc<Runtime>,
     client: Arc<Client>,
     tunnel: Option<TunnelFacts>,
-    /// Idle server connections, kept for the next stream.
+    /// Idle HTTP/1.1 server connections, kept for the next stream.
     idle: Mutex<Vec<ServerConn>>,
+    /// The HTTP/2 connection to the tunnel's server, if it chose h2.
+    h2: Option<H2Server>,
+}
+
+/// An HTTP/2 connection to a server, shared by the streams.
+struct H2Server {
+    send: SendRequest<Bytes>,
+    info: Arc<Server>,
+    host: String,
+    port: u16,
+}
+
+impl H2Server {
+    fn serves(&self, req: &Request) -> bool {
+        req.scheme == "https" && req.host == self.host && req.port == self.port
+    }
 }
 
 /// The facts of the session's tunnel the streams need.
@@ -83,41 +99,111 @@ impl TunnelFacts {
     }
 }
 
+/// Takes the stream out of a connection, with the bytes already read in front.
+fn take_io(conn: &mut Conn, timeout: std::time::Duration) -> Rewind {
+    let old = std::mem::replace(conn, Conn::new(Stream::empty(), timeout));
+    let (io, rbuf) = old.into_parts();
+    Rewind::new(rbuf.freeze(), io)
+}
+
+/// Starts HTTP/2 on a server connection that chose h2: the connection's driver
+/// runs on its own task; `sc` stays behind as the record (its stream taken).
+async fn start_h2_server(
+    rt: &Runtime,
+    peer: std::net::SocketAddr,
+    sc: &mut ServerConn,
+) -> Result<(H2Server, tokio::task::JoinHandle<()>), String> {
+    let io = take_io(&mut sc.conn, rt.cfg.tcp_timeout);
+    let (host, port) = sc.info.address.clone().unwrap_or_default();
+    let max_header = u32::try_from(rt.cfg.max_header_size).unwrap_or(u32::MAX);
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_header_list_size(max_header)
+        .enable_push(false)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with the server failed: {e}"))?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(client = %peer, "HTTP/2 server connection: {e}");
+        }
+    });
+    Ok((
+        H2Server {
+            send,
+            info: sc.shared(),
+            host,
+            port,
+        },
+        driver,
+    ))
+}
+
 /// Serves the session's connection as HTTP/2 until it ends.
 pub async fn serve(s: &mut Session) {
-    let old = std::mem::replace(
-        &mut s.conn,
-        crate::io::Conn::new(Stream::empty(), s.rt.cfg.tcp_timeout),
-    );
-    let (io, rbuf) = old.into_parts();
-    let io = Rewind::new(rbuf.freeze(), io);
+    let io = take_io(&mut s.conn, s.rt.cfg.tcp_timeout);
+    let mut server = s.server.take();
+    let mut h2_server = None;
+    let mut h2_record = None;
+    let mut driver = None;
+    if let Some(mut sc) = server.take_if(|sc| sc.info.tls.alpn.as_deref() == Some(ALPN_H2)) {
+        match start_h2_server(&s.rt, s.client.peername, &mut sc).await {
+            Ok((h, d)) => {
+                h2_server = Some(h);
+                driver = Some(d);
+            }
+            Err(msg) => info!(client = %s.client.peername, "{msg}"),
+        }
+        h2_record = Some(sc);
+    }
     let shared = Arc::new(Shared {
         ctx: s.ctx.clone(),
         rt: s.rt.clone(),
         client: s.client.clone(),
         tunnel: s.tunnel.as_ref().map(TunnelFacts::of),
-        idle: Mutex::new(s.server.take().into_iter().collect()),
+        idle: Mutex::new(server.into_iter().collect()),
+        h2: h2_server,
     });
-    let max_header = u32::try_from(s.rt.cfg.max_header_size).unwrap_or(u32::MAX);
+    serve_streams(&s.rt, s.client.peername, &shared, io).await;
+    let idle = std::mem::take(&mut *shared.idle.lock().unwrap_or_else(|e| e.into_inner()));
+    for sc in idle {
+        upstream::disconnect(&shared.ctx, &shared.client, sc).await;
+    }
+    // The last handle to the server's HTTP/2 connection goes: its driver says
+    // goodbye and ends.
+    drop(shared);
+    if let Some(d) = driver {
+        let _ = tokio::time::timeout(s.rt.cfg.tcp_timeout, d).await;
+    }
+    if let Some(sc) = h2_record {
+        upstream::disconnect(&s.ctx, &s.client, sc).await;
+    }
+}
+
+/// Accepts the client's streams and runs each on its own task until the
+/// connection ends; then waits for the streams still running.
+async fn serve_streams(rt: &Runtime, peer: std::net::SocketAddr, shared: &Arc<Shared>, io: Rewind) {
+    let max_header = u32::try_from(rt.cfg.max_header_size).unwrap_or(u32::MAX);
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
         .max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(max_header)
         .handshake::<_, Bytes>(io);
-    let mut conn = match tokio::time::timeout(s.rt.cfg.tcp_timeout, handshake).await {
+    let mut conn = match tokio::time::timeout(rt.cfg.tcp_timeout, handshake).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            info!(client = %s.client.peername, "HTTP/2 protocol error in client connection: {e}");
+            info!(client = %peer, "HTTP/2 protocol error in client connection: {e}");
             return;
         }
         Err(_) => {
-            info!(client = %s.client.peername, "HTTP/2 connection preface not received within tcp_timeout");
+            info!(client = %peer, "HTTP/2 connection preface not received within tcp_timeout");
             return;
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
-    let idle = s.rt.cfg.tcp_timeout;
+    let idle = rt.cfg.tcp_timeout;
     loop {
         tokio::select! {
             next = conn.accept() => match next {
@@ -125,11 +211,11 @@ pub async fn serve(s: &mut Session) {
                     tasks.spawn(stream(shared.clone(), req, respond));
                 }
                 Some(Err(e)) if e.is_io() => {
-                    debug!(client = %s.client.peername, "HTTP/2 client connection: {e}");
+                    debug!(client = %peer, "HTTP/2 client connection: {e}");
                     break;
                 }
                 Some(Err(e)) => {
-                    info!(client = %s.client.peername, "HTTP/2 protocol error in client connection: {e}");
+                    info!(client = %peer, "HTTP/2 protocol error in client connection: {e}");
                     break;
                 }
                 None => {
@@ -142,7 +228,7 @@ pub async fn serve(s: &mut Session) {
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             // No stream for tcp_timeout: goodbye (GOAWAY), as an idle HTTP/1 connection is closed.
             _ = tokio::time::sleep(idle), if tasks.is_empty() => {
-                debug!(client = %s.client.peername, "HTTP/2 connection idle for tcp_timeout; closing");
+                debug!(client = %peer, "HTTP/2 connection idle for tcp_timeout; closing");
                 conn.graceful_shutdown();
                 let _ = tokio::time::timeout(idle, poll_fn(|cx| conn.poll_closed(cx))).await;
                 break;
@@ -152,21 +238,21 @@ pub async fn serve(s: &mut Session) {
     drop(conn);
     // Streams still running see the connection gone and end with an error.
     while tasks.join_next().await.is_some() {}
-    let idle = std::mem::take(&mut *shared.idle.lock().unwrap_or_else(|e| e.into_inner()));
-    for sc in idle {
-        upstream::disconnect(&shared.ctx, &shared.client, sc).await;
-    }
 }
 
-/// The request of one stream as the flow's `Request`.
-fn request_of(sh: &Shared, parts: &http::request::Parts) -> Request {
-    let mut headers = Headers::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        headers.push(
+fn headers_of(map: &http::HeaderMap) -> Headers {
+    let mut h = Headers::with_capacity(map.len());
+    for (name, value) in map {
+        h.push(
             Bytes::copy_from_slice(name.as_str().as_bytes()),
             Bytes::copy_from_slice(value.as_bytes()),
         );
     }
+    h
+}
+
+/// The request of one stream as the flow's `Request`.
+fn request_of(sh: &Shared, parts: &http::request::Parts) -> Request {
     let authority = parts
         .uri
         .authority()
@@ -199,7 +285,7 @@ fn request_of(sh: &Shared, parts: &http::request::Parts) -> Request {
         port,
         path,
         http_version: "HTTP/2.0".into(),
-        headers,
+        headers: headers_of(&parts.headers),
         content: None,
         trailers: None,
         timestamp_start: now(),
@@ -221,12 +307,193 @@ struct Client2 {
     send: Option<SendStream<Bytes>>,
 }
 
+/// Where a body's pieces come from.
+enum Source<'a> {
+    /// An HTTP/1 body on a connection.
+    H1 {
+        conn: &'a mut Conn,
+        dec: &'a mut BodyDecoder,
+    },
+    /// An HTTP/2 stream. The last piece handed out is released to the sender's
+    /// window when the next one is asked for: only once it was passed on.
+    H2 {
+        body: &'a mut RecvStream,
+        unreleased: usize,
+    },
+}
+
+impl Source<'_> {
+    fn h2(body: &mut RecvStream) -> Source<'_> {
+        Source::H2 {
+            body,
+            unreleased: 0,
+        }
+    }
+
+    async fn next(&mut self) -> Result<BodyEvent, BodyError> {
+        match self {
+            Source::H1 { conn, dec } => body::next_event(conn, dec).await,
+            Source::H2 { body, unreleased } => {
+                if *unreleased > 0 {
+                    let _ = body.flow_control().release_capacity(*unreleased);
+                    *unreleased = 0;
+                }
+                match body.data().await {
+                    Some(Ok(b)) => {
+                        *unreleased = b.len();
+                        Ok(BodyEvent::Data(b))
+                    }
+                    Some(Err(e)) => Err(BodyError::Read(e.to_string())),
+                    None => {
+                        let trailers = match body.trailers().await {
+                            Ok(t) => t.map(|m| headers_of(&m)),
+                            Err(e) => return Err(BodyError::Read(e.to_string())),
+                        };
+                        Ok(BodyEvent::End { trailers })
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a body's pieces go.
+enum Sink<'a> {
+    /// An HTTP/1 message (framing, transformer and stored copy in the writer).
+    H1(BodyWriter<'a>),
+    /// An HTTP/2 stream.
+    H2 {
+        send: &'a mut SendStream<Bytes>,
+        mode: &'a mut StreamMode,
+        store: Option<BytesMut>,
+    },
+}
+
+impl<'a> Sink<'a> {
+    fn h2(send: &'a mut SendStream<Bytes>, mode: &'a mut StreamMode, store: bool) -> Self {
+        Sink::H2 {
+            send,
+            mode,
+            store: store.then(BytesMut::new),
+        }
+    }
+
+    async fn piece(&mut self, data: Bytes) -> Result<(), BodyError> {
+        match self {
+            Sink::H1(w) => w.piece(data).await,
+            Sink::H2 { send, mode, store } => {
+                for out in body::transform(mode, data, false).await? {
+                    if let Some(s) = store.as_mut() {
+                        s.extend_from_slice(&out);
+                    }
+                    send_data(send, out, false).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(&mut self, trailers: Option<&Headers>) -> Result<(), BodyError> {
+        match self {
+            Sink::H1(w) => w.finish(trailers).await,
+            Sink::H2 { send, mode, store } => {
+                for out in body::transform(mode, Bytes::new(), true).await? {
+                    if let Some(s) = store.as_mut() {
+                        s.extend_from_slice(&out);
+                    }
+                    send_data(send, out, false).await?;
+                }
+                end_stream(send, trailers)
+            }
+        }
+    }
+
+    fn take_store(&mut self) -> Option<BytesMut> {
+        match self {
+            Sink::H1(w) => w.store.take(),
+            Sink::H2 { store, .. } => store.take(),
+        }
+    }
+}
+
+/// Moves the rest of a body from `src` to `sink`, after `prefix`; returns the
+/// trailers. `limit` is `body_size_limit`, counted over the whole body.
+async fn pump(
+    src: &mut Source<'_>,
+    prefix: Vec<Bytes>,
+    sink: &mut Sink<'_>,
+    limit: Option<u64>,
+) -> Result<Option<Headers>, BodyError> {
+    let mut total: u64 = prefix.iter().map(|p| p.len() as u64).sum();
+    for p in prefix {
+        sink.piece(p).await?;
+    }
+    loop {
+        match src.next().await? {
+            BodyEvent::Data(b) => {
+                total += b.len() as u64;
+                if limit.is_some_and(|l| total > l) {
+                    return Err(BodyError::TooLarge(limit.unwrap_or(0)));
+                }
+                sink.piece(b).await?;
+            }
+            BodyEvent::End { trailers } => {
+                sink.finish(trailers.as_ref()).await?;
+                return Ok(trailers);
+            }
+        }
+    }
+}
+
+/// Buffers a body from an HTTP/2 stream. Past `stream_threshold` it stops and
+/// hands back what it read; past `limit` it fails.
+async fn buffer_h2(
+    body: &mut RecvStream,
+    limit: Option<u64>,
+    stream_threshold: Option<u64>,
+) -> Result<Buffered, BodyError> {
+    let mut src = Source::h2(body);
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut total: u64 = 0;
+    loop {
+        match src.next().await? {
+            BodyEvent::Data(b) => {
+                total += b.len() as u64;
+                if limit.is_some_and(|l| total > l) {
+                    return Err(BodyError::TooLarge(limit.unwrap_or(0)));
+                }
+                pieces.push(b);
+                if stream_threshold.is_some_and(|t| total > t) {
+                    return Ok(Buffered::Overflow(pieces));
+                }
+            }
+            BodyEvent::End { trailers } => {
+                let content = match pieces.len() {
+                    0 => Bytes::new(),
+                    1 => pieces.pop().unwrap_or_default(),
+                    _ => {
+                        let mut all = BytesMut::with_capacity(total as usize);
+                        for p in pieces {
+                            all.extend_from_slice(&p);
+                        }
+                        all.freeze()
+                    }
+                };
+                return Ok(Buffered::Complete(content, trailers));
+            }
+        }
+    }
+}
+
 /// One stream: one flow.
 async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendResponse<Bytes>) {
     let (parts, mut body) = req.into_parts();
     let request = request_of(&sh, &parts);
     drop(parts);
-    let server_info = Arc::new(Server::new(Some((request.host.clone(), request.port))));
+    let server_info = match sh.h2.as_ref().filter(|h| h.serves(&request)) {
+        Some(h) => h.info.clone(),
+        None => Arc::new(Server::new(Some((request.host.clone(), request.port)))),
+    };
     let mut flow = Box::new(HttpFlow::new(sh.client.clone(), server_info, request));
     let mut client = Client2 {
         respond,
@@ -263,7 +530,7 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
         flow.request.content = Some(Bytes::new());
         flow.request.timestamp_end = Some(now());
     } else if !flow.request.stream.is_streaming() {
-        match buffer_request(&mut body, cfg.body_size_limit, cfg.stream_large_bodies).await {
+        match buffer_h2(&mut body, cfg.body_size_limit, cfg.stream_large_bodies).await {
             Ok(Buffered::Complete(b, trailers)) => {
                 flow.request.content = Some(b);
                 flow.request.trailers = trailers;
@@ -293,10 +560,40 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
             return reply_from_hook(&sh, flow, &mut client).await;
         }
     }
+    let req_body = ReqBody {
+        body,
+        prefix,
+        streaming,
+        follows: body_follows,
+    };
+    match sh.h2.as_ref().filter(|h| h.serves(&flow.request)) {
+        Some(h2) => exchange_h2(&sh, h2, flow, &mut client, req_body).await,
+        None => exchange_h1(&sh, flow, &mut client, req_body).await,
+    }
+}
 
-    let mut sc = match server_for(&sh, &flow).await {
+/// A request body not yet sent: the client's stream, the pieces already read
+/// (when buffering passed `stream_large_bodies`), and whether it streams.
+struct ReqBody {
+    body: RecvStream,
+    prefix: Vec<Bytes>,
+    streaming: bool,
+    /// The client sent a body (possibly empty).
+    follows: bool,
+}
+
+/// The request goes to an HTTP/1.1 server connection.
+async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2, rb: ReqBody) {
+    let cfg = &sh.rt.cfg;
+    let ReqBody {
+        mut body,
+        prefix,
+        streaming,
+        follows,
+    } = rb;
+    let mut sc = match server_for(sh, &flow).await {
         Ok(sc) => sc,
-        Err(msg) => return fail(&sh, flow, &mut client, Some(502), msg).await,
+        Err(msg) => return fail(sh, flow, client, Some(502), msg).await,
     };
     flow.server_conn = sc.shared();
     let reused = sc
@@ -313,74 +610,407 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
         let framing = wire::request_head(&flow.request, plan, false, &mut out);
         if let Err(e) = sc.conn.write_all(&out).await {
             let msg = format!("error sending request to server: {e}");
-            return server_failed(&sh, flow, &mut client, sc, msg).await;
+            return server_failed(sh, flow, client, sc, msg).await;
         }
         let mut mode = std::mem::take(&mut flow.request.stream);
         let res = {
-            let mut w =
-                BodyWriter::new(&mut sc.conn, framing, &mut mode, cfg.store_streamed_bodies);
-            let r = stream_request(&mut body, prefix, &mut w, cfg.body_size_limit).await;
-            (r, w.store.take())
+            let w = BodyWriter::new(&mut sc.conn, framing, &mut mode, cfg.store_streamed_bodies);
+            let mut sink = Sink::H1(w);
+            let r = pump(
+                &mut Source::h2(&mut body),
+                prefix,
+                &mut sink,
+                cfg.body_size_limit,
+            )
+            .await;
+            (r, sink.take_store())
         };
         flow.request.stream = mode;
-        match res {
-            (Ok(trailers), stored) => {
-                flow.request.trailers = trailers;
-                flow.request.content = stored.map(BytesMut::freeze);
-                flow.request.timestamp_end = Some(now());
-            }
-            (Err(e), _) => {
-                sc.reusable = false;
-                upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-                return request_body_failed(&sh, flow, &mut client, e).await;
-            }
+        if let Err(e) = request_streamed(&mut flow, res) {
+            sc.reusable = false;
+            upstream::disconnect(&sh.ctx, &sh.client, sc).await;
+            return request_body_failed(sh, flow, client, e).await;
         }
         sh.ctx.chain.request(&mut flow).await;
         if flow.killed() {
             upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-            return fail(
-                &sh,
-                flow,
-                &mut client,
-                None,
-                FlowError::KILLED_MESSAGE.into(),
-            )
-            .await;
+            return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
         }
-    } else if let Err(msg) = send_buffered_request(&mut sc, &flow.request, body_follows).await {
-        return server_failed(&sh, flow, &mut client, sc, msg).await;
+    } else if let Err(msg) = send_buffered_request(&mut sc, &flow.request, follows).await {
+        return server_failed(sh, flow, client, sc, msg).await;
     }
 
-    let head = match read_response_head(&sh, &mut sc).await {
+    let head = match read_response_head(sh, &mut sc).await {
         Ok(Some(h)) => h,
         Ok(None) if reused && !streaming => {
             // A stale keep-alive connection: once more on a fresh one.
             debug!(client = %sh.client.peername, "server closed a reused connection; reconnecting");
             upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-            sc = match connect(&sh, &flow.request).await {
+            sc = match connect(sh, &flow.request).await {
                 Ok(sc) => sc,
-                Err(msg) => return fail(&sh, flow, &mut client, Some(502), msg).await,
+                Err(msg) => return fail(sh, flow, client, Some(502), msg).await,
             };
             flow.server_conn = sc.shared();
-            if let Err(msg) = send_buffered_request(&mut sc, &flow.request, body_follows).await {
-                return server_failed(&sh, flow, &mut client, sc, msg).await;
+            if let Err(msg) = send_buffered_request(&mut sc, &flow.request, follows).await {
+                return server_failed(sh, flow, client, sc, msg).await;
             }
-            match read_response_head(&sh, &mut sc).await {
+            match read_response_head(sh, &mut sc).await {
                 Ok(Some(h)) => h,
                 Ok(None) => {
                     let msg = "server closed the connection without sending a response".into();
-                    return server_failed(&sh, flow, &mut client, sc, msg).await;
+                    return server_failed(sh, flow, client, sc, msg).await;
                 }
-                Err(msg) => return server_failed(&sh, flow, &mut client, sc, msg).await,
+                Err(msg) => return server_failed(sh, flow, client, sc, msg).await,
             }
         }
         Ok(None) => {
             let msg = "server closed the connection without sending a response".into();
-            return server_failed(&sh, flow, &mut client, sc, msg).await;
+            return server_failed(sh, flow, client, sc, msg).await;
         }
-        Err(msg) => return server_failed(&sh, flow, &mut client, sc, msg).await,
+        Err(msg) => return server_failed(sh, flow, client, sc, msg).await,
     };
-    handle_response(&sh, flow, &mut client, sc, head).await
+    let framing = match response_framing(&flow.request.method, head.status, &head.headers) {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = format!("malformed response from server: {e}");
+            return server_failed(sh, flow, client, sc, msg).await;
+        }
+    };
+    let keep = head.version == mitmrs_http1::Version::Http11
+        && !head.headers.has_token("connection", "close")
+        && framing != Framing::UntilClose;
+    let resp = Response {
+        http_version: head.version.as_str().into(),
+        status_code: head.status,
+        reason: head.reason,
+        headers: head.headers,
+        content: None,
+        trailers: None,
+        timestamp_start: now(),
+        timestamp_end: None,
+        stream: StreamMode::Off,
+    };
+    let up = Upstream::H1 {
+        sc,
+        dec: BodyDecoder::new(framing, READ_CHUNK),
+        keep,
+    };
+    handle_response(sh, flow, client, resp, up).await
+}
+
+/// Records the outcome of a streamed request body in the flow.
+fn request_streamed(
+    flow: &mut HttpFlow,
+    res: (Result<Option<Headers>, BodyError>, Option<BytesMut>),
+) -> Result<(), BodyError> {
+    let (trailers, stored) = res;
+    flow.request.trailers = trailers?;
+    flow.request.content = stored.map(BytesMut::freeze);
+    flow.request.timestamp_end = Some(now());
+    Ok(())
+}
+
+/// The request as an HTTP/2 request head for the server.
+fn h2_request(req: &Request) -> Result<http::Request<()>, String> {
+    let authority = if req.authority.is_empty() {
+        req.hostport()
+    } else {
+        req.authority.clone()
+    };
+    let uri = http::Uri::builder()
+        .scheme(req.scheme.as_str())
+        .authority(authority.as_str())
+        .path_and_query(req.path.as_str())
+        .build()
+        .map_err(|e| format!("the request cannot be sent over HTTP/2: {e}"))?;
+    let method = http::Method::from_bytes(req.method.as_bytes())
+        .map_err(|e| format!("the request cannot be sent over HTTP/2: {e}"))?;
+    let mut out = http::Request::new(());
+    *out.method_mut() = method;
+    *out.uri_mut() = uri;
+    *out.headers_mut() = header_map(&req.headers, true);
+    Ok(out)
+}
+
+/// The request goes over the server's HTTP/2 connection.
+async fn exchange_h2(
+    sh: &Shared,
+    h2: &H2Server,
+    mut flow: Box<HttpFlow>,
+    client: &mut Client2,
+    rb: ReqBody,
+) {
+    let cfg = &sh.rt.cfg;
+    let ReqBody {
+        mut body,
+        prefix,
+        streaming,
+        ..
+    } = rb;
+    flow.server_conn = h2.info.clone();
+    let head = match h2_request(&flow.request) {
+        Ok(h) => h,
+        Err(msg) => return fail(sh, flow, client, Some(502), msg).await,
+    };
+    let content = flow.request.content.clone().unwrap_or_default();
+    let trailers = flow.request.trailers.clone().filter(|t| !t.is_empty());
+    let end = !streaming && content.is_empty() && trailers.is_none();
+    let mut send = h2.send.clone();
+    let sent = match poll_fn(|cx| send.poll_ready(cx)).await {
+        Ok(()) => send.send_request(head, end),
+        Err(e) => Err(e),
+    };
+    let (response, mut up) = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("server connection failed: {e}");
+            return fail(sh, flow, client, Some(502), msg).await;
+        }
+    };
+    if streaming {
+        let mut mode = std::mem::take(&mut flow.request.stream);
+        let res = {
+            let mut sink = Sink::h2(&mut up, &mut mode, cfg.store_streamed_bodies);
+            let r = pump(
+                &mut Source::h2(&mut body),
+                prefix,
+                &mut sink,
+                cfg.body_size_limit,
+            )
+            .await;
+            (r, sink.take_store())
+        };
+        flow.request.stream = mode;
+        if let Err(e) = request_streamed(&mut flow, res) {
+            up.send_reset(Reason::CANCEL);
+            return request_body_failed(sh, flow, client, e).await;
+        }
+        sh.ctx.chain.request(&mut flow).await;
+        if flow.killed() {
+            up.send_reset(Reason::CANCEL);
+            return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
+        }
+    } else if !end {
+        let res = match &trailers {
+            None => send_data(&mut up, content, true).await,
+            Some(t) => match send_data(&mut up, content, false).await {
+                Ok(()) => end_stream(&mut up, Some(t)),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = res {
+            let msg = format!("error sending request to server: {}", error_text(&e));
+            return fail(sh, flow, client, Some(502), msg).await;
+        }
+    }
+    let resp = match response.await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("server connection failed: {e}");
+            return fail(sh, flow, client, Some(502), msg).await;
+        }
+    };
+    let (parts, rbody) = resp.into_parts();
+    let resp = Response {
+        http_version: "HTTP/2.0".into(),
+        status_code: parts.status.as_u16(),
+        reason: String::new(),
+        headers: headers_of(&parts.headers),
+        content: None,
+        trailers: None,
+        timestamp_start: now(),
+        timestamp_end: None,
+        stream: StreamMode::Off,
+    };
+    handle_response(sh, flow, client, resp, Upstream::H2 { body: rbody }).await
+}
+
+/// Where the response body comes from.
+enum Upstream {
+    H1 {
+        sc: ServerConn,
+        dec: BodyDecoder,
+        /// The connection may carry another request after this response.
+        keep: bool,
+    },
+    H2 {
+        body: RecvStream,
+    },
+}
+
+impl Upstream {
+    fn body_follows(&self) -> bool {
+        match self {
+            Upstream::H1 { dec, .. } => dec.framing() != Framing::None,
+            Upstream::H2 { body } => !body.is_end_stream(),
+        }
+    }
+
+    /// The body's length, if the server announced it.
+    fn known_length(&self, resp: &Response) -> Option<u64> {
+        match self {
+            Upstream::H1 { dec, .. } => body::known_length(dec.framing()),
+            Upstream::H2 { .. } => content_length(&resp.headers),
+        }
+    }
+
+    fn source(&mut self) -> Source<'_> {
+        match self {
+            Upstream::H1 { sc, dec, .. } => Source::H1 {
+                conn: &mut sc.conn,
+                dec,
+            },
+            Upstream::H2 { body } => Source::h2(body),
+        }
+    }
+
+    async fn buffer(
+        &mut self,
+        limit: Option<u64>,
+        threshold: Option<u64>,
+    ) -> Result<Buffered, BodyError> {
+        match self {
+            Upstream::H1 { sc, dec, .. } => body::buffer(&mut sc.conn, dec, limit, threshold).await,
+            Upstream::H2 { body } => buffer_h2(body, limit, threshold).await,
+        }
+    }
+
+    /// Done with the response: an HTTP/1 connection goes back to the pool if
+    /// `ok` and reusable, else it is closed; an unfinished HTTP/2 stream is reset.
+    async fn done(self, sh: &Shared, ok: bool) {
+        match self {
+            Upstream::H1 { sc, keep, .. } => finish_server(sh, sc, keep && ok).await,
+            Upstream::H2 { .. } => {}
+        }
+    }
+}
+
+async fn handle_response(
+    sh: &Shared,
+    mut flow: Box<HttpFlow>,
+    client: &mut Client2,
+    mut resp: Response,
+    mut up: Upstream,
+) {
+    let cfg = &sh.rt.cfg;
+    if stream_at_headers(cfg.stream_large_bodies, up.known_length(&resp)) {
+        resp.stream = StreamMode::On;
+    }
+    flow.response = Some(resp);
+    sh.ctx.chain.responseheaders(&mut flow).await;
+    if flow.killed() {
+        up.done(sh, false).await;
+        return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
+    }
+    let mut prefix = Vec::new();
+    let Some(resp) = flow.response.as_mut() else {
+        up.done(sh, false).await;
+        return fail(
+            sh,
+            flow,
+            client,
+            Some(502),
+            "response removed by an addon".into(),
+        )
+        .await;
+    };
+    let body_follows = up.body_follows();
+    if !body_follows {
+        resp.content = Some(Bytes::new());
+        resp.timestamp_end = Some(now());
+    } else if !resp.stream.is_streaming() {
+        match up
+            .buffer(cfg.body_size_limit, cfg.stream_large_bodies)
+            .await
+        {
+            Ok(Buffered::Complete(b, trailers)) => {
+                resp.content = Some(b);
+                resp.trailers = trailers;
+                resp.timestamp_end = Some(now());
+            }
+            Ok(Buffered::Overflow(pieces)) => {
+                resp.stream = StreamMode::On;
+                prefix = pieces;
+            }
+            Err(e) => {
+                flow.response = None;
+                up.done(sh, false).await;
+                let msg = match e {
+                    BodyError::TooLarge(l) => {
+                        format!("response body larger than body_size_limit ({l} bytes)")
+                    }
+                    e => format!("error reading response body: {}", error_text(&e)),
+                };
+                return fail(sh, flow, client, Some(502), msg).await;
+            }
+        }
+    }
+    let streaming = body_follows && resp.stream.is_streaming();
+    if !streaming {
+        up.done(sh, true).await;
+        sh.ctx.chain.response(&mut flow).await;
+        flow.live = false;
+        if flow.killed() {
+            client.respond.send_reset(Reason::CANCEL);
+            return;
+        }
+        send_buffered_response(&flow, client).await;
+        return;
+    }
+
+    // Streamed: head now, the body as it arrives, then `response`.
+    let known = match resp.stream {
+        StreamMode::Transform(_) => None,
+        _ => up.known_length(resp),
+    };
+    let head = match response_head(resp, known, false) {
+        Ok(h) => h,
+        Err(msg) => {
+            up.done(sh, false).await;
+            return fail(sh, flow, client, Some(502), msg).await;
+        }
+    };
+    let mut send = match client.respond.send_response(head, false) {
+        Ok(s) => s,
+        Err(e) => {
+            up.done(sh, false).await;
+            return fail(sh, flow, client, None, format!("client disconnected: {e}")).await;
+        }
+    };
+    let mut mode = std::mem::take(&mut resp.stream);
+    let (res, stored) = {
+        let mut sink = Sink::h2(&mut send, &mut mode, cfg.store_streamed_bodies);
+        let r = pump(&mut up.source(), prefix, &mut sink, cfg.body_size_limit).await;
+        (r, sink.take_store())
+    };
+    client.send = Some(send);
+    if let Some(resp) = flow.response.as_mut() {
+        resp.stream = mode;
+    }
+    match res {
+        Ok(trailers) => {
+            if let Some(resp) = flow.response.as_mut() {
+                resp.trailers = trailers;
+                resp.content = stored.map(BytesMut::freeze);
+                resp.timestamp_end = Some(now());
+            }
+        }
+        Err(e) => {
+            up.done(sh, false).await;
+            let msg = match &e {
+                BodyError::Read(m) => format!("server connection failed mid-response: {m}"),
+                BodyError::Write(m) => format!("client disconnected mid-response: {m}"),
+                BodyError::TooLarge(l) => {
+                    format!("response body larger than body_size_limit ({l} bytes)")
+                }
+                BodyError::Transform(m) => format!("stream transformer failed: {m}"),
+            };
+            return fail(sh, flow, client, None, msg).await;
+        }
+    }
+    up.done(sh, true).await;
+    sh.ctx.chain.response(&mut flow).await;
+    flow.live = false;
 }
 
 fn stream_at_headers(limit: Option<u64>, len: Option<u64>) -> bool {
@@ -397,88 +1027,7 @@ fn content_length(h: &Headers) -> Option<u64> {
     std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
 
-/// Buffers a request body from the client, acknowledging each piece as it comes.
-async fn buffer_request(
-    body: &mut RecvStream,
-    limit: Option<u64>,
-    stream_threshold: Option<u64>,
-) -> Result<Buffered, BodyError> {
-    let mut pieces: Vec<Bytes> = Vec::new();
-    let mut total: u64 = 0;
-    while let Some(piece) = body.data().await {
-        let piece = piece.map_err(|e| BodyError::Read(e.to_string()))?;
-        let _ = body.flow_control().release_capacity(piece.len());
-        total += piece.len() as u64;
-        if limit.is_some_and(|l| total > l) {
-            return Err(BodyError::TooLarge(limit.unwrap_or(0)));
-        }
-        pieces.push(piece);
-        if stream_threshold.is_some_and(|t| total > t) {
-            return Ok(Buffered::Overflow(pieces));
-        }
-    }
-    let trailers = request_trailers(body).await?;
-    let content = match pieces.len() {
-        0 => Bytes::new(),
-        1 => pieces.pop().unwrap_or_default(),
-        _ => {
-            let mut all = BytesMut::with_capacity(total as usize);
-            for p in pieces {
-                all.extend_from_slice(&p);
-            }
-            all.freeze()
-        }
-    };
-    Ok(Buffered::Complete(content, trailers))
-}
-
-async fn request_trailers(body: &mut RecvStream) -> Result<Option<Headers>, BodyError> {
-    match body.trailers().await {
-        Ok(Some(map)) => Ok(Some(headers_of(&map))),
-        Ok(None) => Ok(None),
-        Err(e) => Err(BodyError::Read(e.to_string())),
-    }
-}
-
-fn headers_of(map: &http::HeaderMap) -> Headers {
-    let mut h = Headers::with_capacity(map.len());
-    for (name, value) in map {
-        h.push(
-            Bytes::copy_from_slice(name.as_str().as_bytes()),
-            Bytes::copy_from_slice(value.as_bytes()),
-        );
-    }
-    h
-}
-
-/// Streams a request body to the server: `prefix` first, then each piece as the
-/// client sends it, acknowledged to the client only once written (backpressure).
-async fn stream_request(
-    body: &mut RecvStream,
-    prefix: Vec<Bytes>,
-    w: &mut BodyWriter<'_>,
-    limit: Option<u64>,
-) -> Result<Option<Headers>, BodyError> {
-    let mut total: u64 = prefix.iter().map(|p| p.len() as u64).sum();
-    for p in prefix {
-        w.piece(p).await?;
-    }
-    while let Some(piece) = body.data().await {
-        let piece = piece.map_err(|e| BodyError::Read(e.to_string()))?;
-        let n = piece.len();
-        total += n as u64;
-        if limit.is_some_and(|l| total > l) {
-            return Err(BodyError::TooLarge(limit.unwrap_or(0)));
-        }
-        w.piece(piece).await?;
-        let _ = body.flow_control().release_capacity(n);
-    }
-    let trailers = request_trailers(body).await?;
-    w.finish(trailers.as_ref()).await?;
-    Ok(trailers)
-}
-
-/// A server connection for the flow: an idle one to the same place, else a new one.
+/// An idle HTTP/1.1 server connection to the flow's server, else a new one.
 async fn server_for(sh: &Shared, flow: &HttpFlow) -> Result<ServerConn, String> {
     let req = &flow.request;
     let tls = req.scheme == "https";
@@ -501,7 +1050,8 @@ async fn server_for(sh: &Shared, flow: &HttpFlow) -> Result<ServerConn, String> 
     }
 }
 
-/// Opens a new server connection for `req` (TLS if https, with the tunnel's SNI).
+/// Opens a new HTTP/1.1 server connection for `req` (TLS if https, with the
+/// tunnel's SNI).
 async fn connect(sh: &Shared, req: &Request) -> Result<ServerConn, String> {
     let mut sc = upstream::connect(&sh.ctx, &sh.rt, &sh.client, &req.host, req.port).await?;
     if req.scheme == "https" {
@@ -561,219 +1111,7 @@ async fn read_response_head(
     }
 }
 
-async fn handle_response(
-    sh: &Shared,
-    mut flow: Box<HttpFlow>,
-    client: &mut Client2,
-    mut sc: ServerConn,
-    head: mitmrs_http1::ResponseHead,
-) {
-    let cfg = &sh.rt.cfg;
-    let framing = match response_framing(&flow.request.method, head.status, &head.headers) {
-        Ok(f) => f,
-        Err(e) => {
-            let msg = format!("malformed response from server: {e}");
-            return server_failed(sh, flow, client, sc, msg).await;
-        }
-    };
-    let server_keep = head.version == mitmrs_http1::Version::Http11
-        && !head.headers.has_token("connection", "close")
-        && framing != Framing::UntilClose;
-    let mut resp = Response {
-        http_version: head.version.as_str().into(),
-        status_code: head.status,
-        reason: head.reason,
-        headers: head.headers,
-        content: None,
-        trailers: None,
-        timestamp_start: now(),
-        timestamp_end: None,
-        stream: StreamMode::Off,
-    };
-    if stream_at_headers(cfg.stream_large_bodies, body::known_length(framing)) {
-        resp.stream = StreamMode::On;
-    }
-    flow.response = Some(resp);
-    sh.ctx.chain.responseheaders(&mut flow).await;
-    if flow.killed() {
-        upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-        return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
-    }
-    let mut dec = BodyDecoder::new(framing, READ_CHUNK);
-    let mut prefix = Vec::new();
-    let Some(resp) = flow.response.as_mut() else {
-        upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-        return fail(
-            sh,
-            flow,
-            client,
-            Some(502),
-            "response removed by an addon".into(),
-        )
-        .await;
-    };
-    let body_follows = framing != Framing::None;
-    if !body_follows {
-        resp.content = Some(Bytes::new());
-        resp.timestamp_end = Some(now());
-    } else if !resp.stream.is_streaming() {
-        match body::buffer(
-            &mut sc.conn,
-            &mut dec,
-            cfg.body_size_limit,
-            cfg.stream_large_bodies,
-        )
-        .await
-        {
-            Ok(Buffered::Complete(b, trailers)) => {
-                resp.content = Some(b);
-                resp.trailers = trailers;
-                resp.timestamp_end = Some(now());
-            }
-            Ok(Buffered::Overflow(pieces)) => {
-                resp.stream = StreamMode::On;
-                prefix = pieces;
-            }
-            Err(e) => {
-                flow.response = None;
-                let msg = match e {
-                    BodyError::TooLarge(l) => {
-                        format!("response body larger than body_size_limit ({l} bytes)")
-                    }
-                    e => format!("error reading response body: {}", error_text(&e)),
-                };
-                return server_failed(sh, flow, client, sc, msg).await;
-            }
-        }
-    }
-    let streaming = body_follows && resp.stream.is_streaming();
-    if !streaming {
-        finish_server(sh, sc, server_keep).await;
-        sh.ctx.chain.response(&mut flow).await;
-        flow.live = false;
-        if flow.killed() {
-            client.respond.send_reset(Reason::CANCEL);
-            return;
-        }
-        send_buffered_response(&flow, client).await;
-        return;
-    }
-
-    // Streamed: head now, the body as it arrives, then `response`.
-    let Some(resp) = flow.response.as_mut() else {
-        return;
-    };
-    let known = match (&resp.stream, body::known_length(framing)) {
-        (StreamMode::Transform(_), _) => None,
-        (_, n) => n,
-    };
-    let head = match response_head(resp, known, false) {
-        Ok(h) => h,
-        Err(msg) => {
-            upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-            return fail(sh, flow, client, Some(502), msg).await;
-        }
-    };
-    let mut send = match client.respond.send_response(head, false) {
-        Ok(s) => s,
-        Err(e) => {
-            upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-            return fail(sh, flow, client, None, format!("client disconnected: {e}")).await;
-        }
-    };
-    let mut mode = std::mem::take(&mut resp.stream);
-    let mut store = cfg.store_streamed_bodies.then(BytesMut::new);
-    let res = stream_response(
-        &mut sc,
-        &mut dec,
-        prefix,
-        &mut send,
-        &mut mode,
-        store.as_mut(),
-        cfg.body_size_limit,
-    )
-    .await;
-    client.send = Some(send);
-    if let Some(resp) = flow.response.as_mut() {
-        resp.stream = mode;
-    }
-    match res {
-        Ok(trailers) => {
-            if let Some(resp) = flow.response.as_mut() {
-                resp.trailers = trailers;
-                resp.content = store.map(BytesMut::freeze);
-                resp.timestamp_end = Some(now());
-            }
-        }
-        Err(e) => {
-            sc.reusable = false;
-            upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-            let msg = match &e {
-                BodyError::Read(m) => format!("server connection failed mid-response: {m}"),
-                BodyError::Write(m) => format!("client disconnected mid-response: {m}"),
-                BodyError::TooLarge(l) => {
-                    format!("response body larger than body_size_limit ({l} bytes)")
-                }
-                BodyError::Transform(m) => format!("stream transformer failed: {m}"),
-            };
-            return fail(sh, flow, client, None, msg).await;
-        }
-    }
-    finish_server(sh, sc, server_keep).await;
-    sh.ctx.chain.response(&mut flow).await;
-    flow.live = false;
-}
-
-/// Moves a response body from the server to the client stream, as fast as the
-/// client's flow-control window allows. Returns the trailers.
-async fn stream_response(
-    sc: &mut ServerConn,
-    dec: &mut BodyDecoder,
-    prefix: Vec<Bytes>,
-    send: &mut SendStream<Bytes>,
-    mode: &mut StreamMode,
-    mut store: Option<&mut BytesMut>,
-    limit: Option<u64>,
-) -> Result<Option<Headers>, BodyError> {
-    let mut total: u64 = prefix.iter().map(|p| p.len() as u64).sum();
-    for p in prefix {
-        for out in body::transform(mode, p, false).await? {
-            if let Some(s) = store.as_deref_mut() {
-                s.extend_from_slice(&out);
-            }
-            send_data(send, out, false).await?;
-        }
-    }
-    let trailers = loop {
-        match body::next_event(&mut sc.conn, dec).await? {
-            BodyEvent::Data(b) => {
-                total += b.len() as u64;
-                if limit.is_some_and(|l| total > l) {
-                    return Err(BodyError::TooLarge(limit.unwrap_or(0)));
-                }
-                for out in body::transform(mode, b, false).await? {
-                    if let Some(s) = store.as_deref_mut() {
-                        s.extend_from_slice(&out);
-                    }
-                    send_data(send, out, false).await?;
-                }
-            }
-            BodyEvent::End { trailers } => break trailers,
-            #[allow(unreachable_patterns)]
-            _ => {}
-        }
-    };
-    for out in body::transform(mode, Bytes::new(), true).await? {
-        if let Some(s) = store.as_deref_mut() {
-            s.extend_from_slice(&out);
-        }
-        send_data(send, out, false).await?;
-    }
-    end_stream(send, trailers.as_ref())?;
-    Ok(trailers)
-}
-
-/// Ends a response stream: with trailers if there are any, else an empty final DATA frame.
+/// Ends a stream: with trailers if there are any, else an empty final DATA frame.
 fn end_stream(send: &mut SendStream<Bytes>, trailers: Option<&Headers>) -> Result<(), BodyError> {
     let res = match trailers.filter(|t| !t.is_empty()) {
         Some(t) => send.send_trailers(header_map(t, false)),
@@ -800,7 +1138,7 @@ async fn send_data(
         let cap = match poll_fn(|cx| send.poll_capacity(cx)).await {
             Some(Ok(n)) => n,
             Some(Err(e)) => return Err(gone(e)),
-            None => return Err(BodyError::Write("the client closed the stream".into())),
+            None => return Err(BodyError::Write("the peer closed the stream".into())),
         };
         if cap == 0 {
             continue;
@@ -813,7 +1151,8 @@ async fn send_data(
 }
 
 /// Fields as an HTTP/2 header block: names lowercased, connection-specific fields
-/// (not allowed in HTTP/2) left out, as are fields HTTP/2 cannot carry.
+/// (not allowed in HTTP/2) and Host (the authority carries it) left out, as are
+/// fields HTTP/2 cannot carry.
 fn header_map(h: &Headers, drop_hop_by_hop: bool) -> http::HeaderMap {
     let mut h = h.clone();
     if drop_hop_by_hop {
@@ -893,9 +1232,7 @@ async fn send_buffered_response(flow: &HttpFlow, client: &mut Client2) {
     }
     let res = match trailers {
         Some(t) => match send_data(&mut send, content, false).await {
-            Ok(()) => send
-                .send_trailers(header_map(t, false))
-                .map_err(|e| BodyError::Write(e.to_string())),
+            Ok(()) => end_stream(&mut send, Some(t)),
             Err(e) => Err(e),
         },
         None => send_data(&mut send, content, true).await,

@@ -5,7 +5,8 @@
 
 mod support;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 
 use support::{curl_plain, test_bytes, venv_python, Origin, Proxy, Response, TestPki};
 
@@ -250,7 +251,7 @@ def response(flow: http.HTTPFlow):
         1,
         "/answer never reaches the server"
     );
-    drop(proxy.stop());
+    assert!(proxy.interrupt().success());
 
     // mitmproxy reads the flows as HTTP/2 flows.
     let read = Command::new(venv_python())
@@ -344,4 +345,122 @@ fn an_idle_connection_is_closed_after_tcp_timeout() {
     let proxy = reverse_proxy(&origin, &["--set", "tcp_timeout=1"]);
     // Nothing after SETTINGS: the proxy says goodbye (NO_ERROR) and closes.
     assert_eq!(raw_h2(&proxy, ""), "goaway 0");
+}
+
+/// The Python HTTP/2 origin (tests/data/h2_origin.py), stopped on drop.
+struct H2Origin {
+    port: u16,
+    child: Child,
+}
+
+impl H2Origin {
+    fn start(pki: &TestPki) -> H2Origin {
+        let script = support::workspace_root().join("crates/mitmrs/tests/data/h2_origin.py");
+        let mut child = Command::new(venv_python())
+            .arg(script)
+            .arg(&pki.leaf_chain_path)
+            .arg(&pki.leaf_key_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("h2 origin port");
+        H2Origin { port, child }
+    }
+}
+
+impl Drop for H2Origin {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_h2_server_is_spoken_to_in_h2() {
+    let pki = TestPki::new();
+    let origin = H2Origin::start(&pki);
+    let ca = format!("ssl_verify_upstream_trusted_ca={}", pki.ca_path.display());
+    let target = format!("127.0.0.1:{}", origin.port);
+    let dir = tempfile::tempdir().unwrap();
+    let upload = dir.path().join("up.bin");
+    let data = test_bytes(1 << 20);
+    std::fs::write(&upload, &data).unwrap();
+    let sum: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    let body_arg = format!("@{}", upload.display());
+    let down = dir.path().join("down.bin");
+    let expected_down: Vec<u8> = (0..(3usize << 20)).map(|i| (i % 251) as u8).collect();
+    for (how, extra) in [
+        (
+            "reverse",
+            vec!["--mode".to_string(), format!("reverse:https://{target}")],
+        ),
+        ("regular", vec![]),
+        (
+            "regular, streamed",
+            vec!["--set".to_string(), "stream_large_bodies=100k".to_string()],
+        ),
+    ] {
+        let mut args = vec!["--set", ca.as_str()];
+        args.extend(extra.iter().map(String::as_str));
+        let proxy = Proxy::start(&args);
+        let (base, via): (String, Vec<String>) = if how == "reverse" {
+            (
+                format!("https://127.0.0.1:{}", proxy.port),
+                vec!["--noproxy".into(), "*".into()],
+            )
+        } else {
+            (format!("https://{target}"), vec!["-x".into(), proxy.url()])
+        };
+        let mut common: Vec<&str> = vec!["--http2", "-w", "%{http_version} %{http_code}\n"];
+        common.extend(via.iter().map(String::as_str));
+
+        let mut a = common.clone();
+        let urls = [format!("{base}/a?x=1"), format!("{base}/b")];
+        a.extend(urls.iter().map(String::as_str));
+        let (ok, out, err) = curl_plain(&proxy, &a);
+        assert!(ok, "{how}: curl failed: {err}\n{}", proxy.output());
+        let authority = &target;
+        assert_eq!(
+            out,
+            format!(
+                "h2 GET /a?x=1 authority={authority} len=0 sum=0\n2 200\n\
+                 h2 GET /b authority={authority} len=0 sum=0\n2 200\n"
+            ),
+            "{how}"
+        );
+
+        let mut a = common.clone();
+        let up_url = format!("{base}/up");
+        a.extend(["--data-binary", &body_arg, &up_url]);
+        let (ok, out, err) = curl_plain(&proxy, &a);
+        assert!(ok, "{how}: curl failed: {err}\n{}", proxy.output());
+        assert_eq!(
+            out,
+            format!(
+                "h2 POST /up authority={authority} len={} sum={sum}\n2 200\n",
+                data.len()
+            ),
+            "{how}"
+        );
+
+        let mut a = common.clone();
+        let down_url = format!("{base}/bytes/{}", expected_down.len());
+        a.extend(["-o", down.to_str().unwrap(), &down_url]);
+        let (ok, out, err) = curl_plain(&proxy, &a);
+        assert!(ok, "{how}: curl failed: {err}\n{}", proxy.output());
+        assert_eq!(out, "2 200\n", "{how}");
+        assert!(
+            std::fs::read(&down).unwrap() == expected_down,
+            "{how}: downloaded body differs"
+        );
+        // mitmdump's lines: HTTP/2 both ways, the standard reason phrase shown.
+        proxy.expect_stdout(&format!("GET https://{target}/a?x=1 HTTP/2.0"));
+        proxy.expect_stdout("<< HTTP/2.0 200 OK");
+    }
 }

@@ -419,12 +419,13 @@ impl Session {
         let offers_h1 = client_alpn.iter().any(|p| &p[..] == b"http/1.1");
         let offers_h2 =
             self.rt.cfg.http2 && client_alpn.iter().any(|p| &p[..] == crate::http2::ALPN_H2);
-        // Servers are spoken to in HTTP/1.1 (HTTP/2 towards servers is not built
-        // yet), so only http/1.1 is offered to them.
-        let alpn_offer: Vec<Vec<u8>> = if offers_h1 || offers_h2 {
-            vec![b"http/1.1".to_vec()]
-        } else {
-            Vec::new()
+        // What the server is offered: h2 (spoken through `http2.rs`) if the client
+        // offered it, and http/1.1, which an HTTP/2 client's requests can be
+        // converted to.
+        let alpn_offer: Vec<Vec<u8>> = match (offers_h2, offers_h1) {
+            (true, _) => vec![crate::http2::ALPN_H2.to_vec(), b"http/1.1".to_vec()],
+            (false, true) => vec![b"http/1.1".to_vec()],
+            (false, false) => Vec::new(),
         };
 
         let mut server_error = None;
@@ -491,7 +492,7 @@ impl Session {
                 }
                 v
             }
-            _ if offers_h1 => alpn_offer.clone(),
+            _ if offers_h1 => vec![b"http/1.1".to_vec()],
             _ => Vec::new(),
         };
         let config = mitmrs_tls::client_facing_config(leaf, &answer_alpn);

@@ -545,6 +545,10 @@ fn read_request(r: &mut impl BufRead) -> Option<Request> {
 /// certificate is written to a PEM file for `ssl_verify_upstream_trusted_ca`.
 pub struct TestPki {
     pub ca_path: PathBuf,
+    /// The leaf (then the CA) and its key as PEM files, for origins that are not
+    /// rustls (the Python HTTP/2 origin).
+    pub leaf_chain_path: PathBuf,
+    pub leaf_key_path: PathBuf,
     pub server_config: Arc<rustls::ServerConfig>,
     _dir: TempDir,
 }
@@ -576,6 +580,10 @@ impl TestPki {
         let dir = tempfile::tempdir().unwrap();
         let ca_path = dir.path().join("origin-ca.pem");
         std::fs::write(&ca_path, ca.pem()).unwrap();
+        let leaf_chain_path = dir.path().join("origin-leaf.pem");
+        std::fs::write(&leaf_chain_path, leaf.pem() + &ca.pem()).unwrap();
+        let leaf_key_path = dir.path().join("origin-key.pem");
+        std::fs::write(&leaf_key_path, leaf_key.serialize_pem()).unwrap();
 
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
             rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
@@ -590,6 +598,8 @@ impl TestPki {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         TestPki {
             ca_path,
+            leaf_chain_path,
+            leaf_key_path,
             server_config: Arc::new(cfg),
             _dir: dir,
         }
