@@ -20,6 +20,7 @@
 
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
@@ -41,11 +42,19 @@ use crate::wire::{self, BodyPlan};
 
 /// The receive window of each stream: how much of a body a peer may send ahead
 /// of the proxy.
-pub const STREAM_WINDOW: u32 = 256 * 1024;
-/// The receive window of a whole connection.
-pub const CONN_WINDOW: u32 = 1024 * 1024;
+pub const STREAM_WINDOW: u32 = 64 * 1024;
 /// Streams a client may have open at once (as nginx's default, about).
 pub const MAX_STREAMS: u32 = 100;
+/// The receive window of a whole connection: room for every stream's window, so
+/// streams that do not read (a hook waiting, a slow server) cannot use up the
+/// window the others need (with a smaller one, four stalled uploads stopped every
+/// other stream of the connection).
+pub const CONN_WINDOW: u32 = MAX_STREAMS * STREAM_WINDOW;
+
+/// Why a body read from an HTTP/2 peer failed when nothing came for `tcp_timeout`.
+const IDLE_READ: &str = "no data for tcp_timeout";
+/// Why a body write to an HTTP/2 peer failed when its window stayed shut for `tcp_timeout`.
+const IDLE_WRITE: &str = "the peer's flow-control window stayed closed for tcp_timeout";
 
 /// The `h2` ALPN protocol id.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -204,6 +213,7 @@ async fn serve_streams(rt: &Runtime, peer: std::net::SocketAddr, shared: &Arc<Sh
     };
     let mut tasks = tokio::task::JoinSet::new();
     let idle = rt.cfg.tcp_timeout;
+    let mut closing = false;
     loop {
         tokio::select! {
             next = conn.accept() => match next {
@@ -226,12 +236,17 @@ async fn serve_streams(rt: &Runtime, peer: std::net::SocketAddr, shared: &Arc<Sh
             },
             // Finished streams are reaped as they end, so the set holds what is in flight.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            // No stream for tcp_timeout: goodbye (GOAWAY), as an idle HTTP/1 connection is closed.
+            // No stream for tcp_timeout: goodbye (GOAWAY), as an idle HTTP/1
+            // connection is closed. Streams the client opened before it saw the
+            // GOAWAY are still accepted and served; `accept` ends when they are done.
+            // Quiet for another tcp_timeout after that: the connection is dropped.
             _ = tokio::time::sleep(idle), if tasks.is_empty() => {
+                if closing {
+                    break;
+                }
                 debug!(client = %peer, "HTTP/2 connection idle for tcp_timeout; closing");
                 conn.graceful_shutdown();
-                let _ = tokio::time::timeout(idle, poll_fn(|cx| conn.poll_closed(cx))).await;
-                break;
+                closing = true;
             }
         }
     }
@@ -294,8 +309,12 @@ fn request_of(sh: &Shared, parts: &http::request::Parts) -> Request {
     };
     if sh.tunnel.as_ref().is_some_and(|t| t.reverse) && !sh.rt.cfg.keep_host_header {
         // As mitmproxy in reverse mode: the host header (for HTTP/2 the
-        // authority) names the target.
+        // authority, and a Host field if the client sent one too) names the target.
         req.authority = req.hostport();
+        if req.headers.contains("host") {
+            let hp = req.authority.clone();
+            req.headers.set("host", hp);
+        }
     }
     req
 }
@@ -319,33 +338,46 @@ enum Source<'a> {
     H2 {
         body: &'a mut RecvStream,
         unreleased: usize,
+        /// `tcp_timeout`: the longest wait for the next piece.
+        idle: Duration,
     },
 }
 
 impl Source<'_> {
-    fn h2(body: &mut RecvStream) -> Source<'_> {
+    fn h2(body: &mut RecvStream, idle: Duration) -> Source<'_> {
         Source::H2 {
             body,
             unreleased: 0,
+            idle,
         }
     }
 
     async fn next(&mut self) -> Result<BodyEvent, BodyError> {
         match self {
             Source::H1 { conn, dec } => body::next_event(conn, dec).await,
-            Source::H2 { body, unreleased } => {
+            Source::H2 {
+                body,
+                unreleased,
+                idle,
+            } => {
                 if *unreleased > 0 {
                     let _ = body.flow_control().release_capacity(*unreleased);
                     *unreleased = 0;
                 }
-                match body.data().await {
+                let next = tokio::time::timeout(*idle, body.data())
+                    .await
+                    .map_err(|_| BodyError::Read(IDLE_READ.into()))?;
+                match next {
                     Some(Ok(b)) => {
                         *unreleased = b.len();
                         Ok(BodyEvent::Data(b))
                     }
                     Some(Err(e)) => Err(BodyError::Read(e.to_string())),
                     None => {
-                        let trailers = match body.trailers().await {
+                        let trailers = tokio::time::timeout(*idle, body.trailers())
+                            .await
+                            .map_err(|_| BodyError::Read(IDLE_READ.into()))?;
+                        let trailers = match trailers {
                             Ok(t) => t.map(|m| headers_of(&m)),
                             Err(e) => return Err(BodyError::Read(e.to_string())),
                         };
@@ -366,27 +398,39 @@ enum Sink<'a> {
         send: &'a mut SendStream<Bytes>,
         mode: &'a mut StreamMode,
         store: Option<BytesMut>,
+        idle: Duration,
     },
 }
 
 impl<'a> Sink<'a> {
-    fn h2(send: &'a mut SendStream<Bytes>, mode: &'a mut StreamMode, store: bool) -> Self {
+    fn h2(
+        send: &'a mut SendStream<Bytes>,
+        mode: &'a mut StreamMode,
+        store: bool,
+        idle: Duration,
+    ) -> Self {
         Sink::H2 {
             send,
             mode,
             store: store.then(BytesMut::new),
+            idle,
         }
     }
 
     async fn piece(&mut self, data: Bytes) -> Result<(), BodyError> {
         match self {
             Sink::H1(w) => w.piece(data).await,
-            Sink::H2 { send, mode, store } => {
+            Sink::H2 {
+                send,
+                mode,
+                store,
+                idle,
+            } => {
                 for out in body::transform(mode, data, false).await? {
                     if let Some(s) = store.as_mut() {
                         s.extend_from_slice(&out);
                     }
-                    send_data(send, out, false).await?;
+                    send_data(send, out, false, *idle).await?;
                 }
                 Ok(())
             }
@@ -396,12 +440,17 @@ impl<'a> Sink<'a> {
     async fn finish(&mut self, trailers: Option<&Headers>) -> Result<(), BodyError> {
         match self {
             Sink::H1(w) => w.finish(trailers).await,
-            Sink::H2 { send, mode, store } => {
+            Sink::H2 {
+                send,
+                mode,
+                store,
+                idle,
+            } => {
                 for out in body::transform(mode, Bytes::new(), true).await? {
                     if let Some(s) = store.as_mut() {
                         s.extend_from_slice(&out);
                     }
-                    send_data(send, out, false).await?;
+                    send_data(send, out, false, *idle).await?;
                 }
                 end_stream(send, trailers)
             }
@@ -451,8 +500,9 @@ async fn buffer_h2(
     body: &mut RecvStream,
     limit: Option<u64>,
     stream_threshold: Option<u64>,
+    idle: Duration,
 ) -> Result<Buffered, BodyError> {
-    let mut src = Source::h2(body);
+    let mut src = Source::h2(body, idle);
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut total: u64 = 0;
     loop {
@@ -501,12 +551,11 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
     };
     let cfg = &sh.rt.cfg;
     let body_follows = !body.is_end_stream();
-    if body_follows
-        && stream_at_headers(
-            cfg.stream_large_bodies,
-            content_length(&flow.request.headers),
-        )
-    {
+    // The length as the client announced it (h2 holds the DATA frames to it); a
+    // hook may change the field, but the framing towards the server follows the
+    // bytes that actually come.
+    let wire_len = content_length(&flow.request.headers);
+    if body_follows && stream_at_headers(cfg.stream_large_bodies, wire_len) {
         flow.request.stream = StreamMode::On;
     }
     sh.ctx.chain.requestheaders(&mut flow).await;
@@ -530,7 +579,14 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
         flow.request.content = Some(Bytes::new());
         flow.request.timestamp_end = Some(now());
     } else if !flow.request.stream.is_streaming() {
-        match buffer_h2(&mut body, cfg.body_size_limit, cfg.stream_large_bodies).await {
+        match buffer_h2(
+            &mut body,
+            cfg.body_size_limit,
+            cfg.stream_large_bodies,
+            cfg.tcp_timeout,
+        )
+        .await
+        {
             Ok(Buffered::Complete(b, trailers)) => {
                 flow.request.content = Some(b);
                 flow.request.trailers = trailers;
@@ -565,6 +621,7 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
         prefix,
         streaming,
         follows: body_follows,
+        len: wire_len,
     };
     match sh.h2.as_ref().filter(|h| h.serves(&flow.request)) {
         Some(h2) => exchange_h2(&sh, h2, flow, &mut client, req_body).await,
@@ -580,6 +637,8 @@ struct ReqBody {
     streaming: bool,
     /// The client sent a body (possibly empty).
     follows: bool,
+    /// The body's length as the client announced it.
+    len: Option<u64>,
 }
 
 /// The request goes to an HTTP/1.1 server connection.
@@ -590,6 +649,7 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
         prefix,
         streaming,
         follows,
+        len,
     } = rb;
     let mut sc = match server_for(sh, &flow).await {
         Ok(sc) => sc,
@@ -602,7 +662,7 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
         .is_some_and(|t| t < flow.request.timestamp_start);
 
     if streaming {
-        let plan = match (&flow.request.stream, content_length(&flow.request.headers)) {
+        let plan = match (&flow.request.stream, len) {
             (StreamMode::Transform(_), _) | (_, None) => BodyPlan::StreamUnknown,
             (_, Some(n)) => BodyPlan::StreamLength(n),
         };
@@ -617,7 +677,7 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
             let w = BodyWriter::new(&mut sc.conn, framing, &mut mode, cfg.store_streamed_bodies);
             let mut sink = Sink::H1(w);
             let r = pump(
-                &mut Source::h2(&mut body),
+                &mut Source::h2(&mut body, cfg.tcp_timeout),
                 prefix,
                 &mut sink,
                 cfg.body_size_limit,
@@ -636,11 +696,20 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
             upstream::disconnect(&sh.ctx, &sh.client, sc).await;
             return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
         }
-    } else if let Err(msg) = send_buffered_request(&mut sc, &flow.request, follows).await {
+    } else if let Err(msg) = unless_reset(
+        &mut client.respond,
+        send_buffered_request(&mut sc, &flow.request, follows),
+    )
+    .await
+    .and_then(|r| r)
+    {
         return server_failed(sh, flow, client, sc, msg).await;
     }
 
-    let head = match read_response_head(sh, &mut sc).await {
+    let head = unless_reset(&mut client.respond, read_response_head(sh, &mut sc))
+        .await
+        .and_then(|r| r);
+    let head = match head {
         Ok(Some(h)) => h,
         Ok(None) if reused && !streaming => {
             // A stale keep-alive connection: once more on a fresh one.
@@ -654,7 +723,10 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
             if let Err(msg) = send_buffered_request(&mut sc, &flow.request, follows).await {
                 return server_failed(sh, flow, client, sc, msg).await;
             }
-            match read_response_head(sh, &mut sc).await {
+            let head = unless_reset(&mut client.respond, read_response_head(sh, &mut sc))
+                .await
+                .and_then(|r| r);
+            match head {
                 Ok(Some(h)) => h,
                 Ok(None) => {
                     let msg = "server closed the connection without sending a response".into();
@@ -728,7 +800,7 @@ fn h2_request(req: &Request) -> Result<http::Request<()>, String> {
     let mut out = http::Request::new(());
     *out.method_mut() = method;
     *out.uri_mut() = uri;
-    *out.headers_mut() = header_map(&req.headers, true);
+    *out.headers_mut() = header_map(&req.headers);
     Ok(out)
 }
 
@@ -756,9 +828,10 @@ async fn exchange_h2(
     let trailers = flow.request.trailers.clone().filter(|t| !t.is_empty());
     let end = !streaming && content.is_empty() && trailers.is_none();
     let mut send = h2.send.clone();
-    let sent = match poll_fn(|cx| send.poll_ready(cx)).await {
-        Ok(()) => send.send_request(head, end),
-        Err(e) => Err(e),
+    let sent = match unless_reset(&mut client.respond, poll_fn(|cx| send.poll_ready(cx))).await {
+        Ok(Ok(())) => send.send_request(head, end),
+        Ok(Err(e)) => Err(e),
+        Err(msg) => return fail(sh, flow, client, None, msg).await,
     };
     let (response, mut up) = match sent {
         Ok(r) => r,
@@ -770,9 +843,14 @@ async fn exchange_h2(
     if streaming {
         let mut mode = std::mem::take(&mut flow.request.stream);
         let res = {
-            let mut sink = Sink::h2(&mut up, &mut mode, cfg.store_streamed_bodies);
+            let mut sink = Sink::h2(
+                &mut up,
+                &mut mode,
+                cfg.store_streamed_bodies,
+                cfg.tcp_timeout,
+            );
             let r = pump(
-                &mut Source::h2(&mut body),
+                &mut Source::h2(&mut body, cfg.tcp_timeout),
                 prefix,
                 &mut sink,
                 cfg.body_size_limit,
@@ -792,8 +870,8 @@ async fn exchange_h2(
         }
     } else if !end {
         let res = match &trailers {
-            None => send_data(&mut up, content, true).await,
-            Some(t) => match send_data(&mut up, content, false).await {
+            None => send_data(&mut up, content, true, cfg.tcp_timeout).await,
+            Some(t) => match send_data(&mut up, content, false, cfg.tcp_timeout).await {
                 Ok(()) => end_stream(&mut up, Some(t)),
                 Err(e) => Err(e),
             },
@@ -803,12 +881,13 @@ async fn exchange_h2(
             return fail(sh, flow, client, Some(502), msg).await;
         }
     }
-    let resp = match response.await {
-        Ok(r) => r,
-        Err(e) => {
+    let resp = match unless_reset(&mut client.respond, response).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             let msg = format!("server connection failed: {e}");
             return fail(sh, flow, client, Some(502), msg).await;
         }
+        Err(msg) => return fail(sh, flow, client, None, msg).await,
     };
     let (parts, rbody) = resp.into_parts();
     let resp = Response {
@@ -854,13 +933,13 @@ impl Upstream {
         }
     }
 
-    fn source(&mut self) -> Source<'_> {
+    fn source(&mut self, idle: Duration) -> Source<'_> {
         match self {
             Upstream::H1 { sc, dec, .. } => Source::H1 {
                 conn: &mut sc.conn,
                 dec,
             },
-            Upstream::H2 { body } => Source::h2(body),
+            Upstream::H2 { body } => Source::h2(body, idle),
         }
     }
 
@@ -868,10 +947,11 @@ impl Upstream {
         &mut self,
         limit: Option<u64>,
         threshold: Option<u64>,
+        idle: Duration,
     ) -> Result<Buffered, BodyError> {
         match self {
             Upstream::H1 { sc, dec, .. } => body::buffer(&mut sc.conn, dec, limit, threshold).await,
-            Upstream::H2 { body } => buffer_h2(body, limit, threshold).await,
+            Upstream::H2 { body } => buffer_h2(body, limit, threshold, idle).await,
         }
     }
 
@@ -919,20 +999,31 @@ async fn handle_response(
         resp.content = Some(Bytes::new());
         resp.timestamp_end = Some(now());
     } else if !resp.stream.is_streaming() {
-        match up
-            .buffer(cfg.body_size_limit, cfg.stream_large_bodies)
-            .await
-        {
-            Ok(Buffered::Complete(b, trailers)) => {
+        let buffered = unless_reset(
+            &mut client.respond,
+            up.buffer(
+                cfg.body_size_limit,
+                cfg.stream_large_bodies,
+                cfg.tcp_timeout,
+            ),
+        )
+        .await;
+        match buffered {
+            Err(msg) => {
+                flow.response = None;
+                up.done(sh, false).await;
+                return fail(sh, flow, client, None, msg).await;
+            }
+            Ok(Ok(Buffered::Complete(b, trailers))) => {
                 resp.content = Some(b);
                 resp.trailers = trailers;
                 resp.timestamp_end = Some(now());
             }
-            Ok(Buffered::Overflow(pieces)) => {
+            Ok(Ok(Buffered::Overflow(pieces))) => {
                 resp.stream = StreamMode::On;
                 prefix = pieces;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 flow.response = None;
                 up.done(sh, false).await;
                 let msg = match e {
@@ -954,7 +1045,7 @@ async fn handle_response(
             client.respond.send_reset(Reason::CANCEL);
             return;
         }
-        send_buffered_response(&flow, client).await;
+        send_buffered_response(&flow, client, sh.rt.cfg.tcp_timeout).await;
         return;
     }
 
@@ -979,8 +1070,21 @@ async fn handle_response(
     };
     let mut mode = std::mem::take(&mut resp.stream);
     let (res, stored) = {
-        let mut sink = Sink::h2(&mut send, &mut mode, cfg.store_streamed_bodies);
-        let r = pump(&mut up.source(), prefix, &mut sink, cfg.body_size_limit).await;
+        let mut sink = Sink::h2(
+            &mut send,
+            &mut mode,
+            cfg.store_streamed_bodies,
+            cfg.tcp_timeout,
+        );
+        // A reset is seen here when the next piece is written (h2 allows no
+        // `poll_reset` on the response once its head went out).
+        let r = pump(
+            &mut up.source(cfg.tcp_timeout),
+            prefix,
+            &mut sink,
+            cfg.body_size_limit,
+        )
+        .await;
         (r, sink.take_store())
     };
     client.send = Some(send);
@@ -1011,6 +1115,24 @@ async fn handle_response(
     up.done(sh, true).await;
     sh.ctx.chain.response(&mut flow).await;
     flow.live = false;
+}
+
+/// Runs `fut` unless the client resets the stream (or the connection fails)
+/// first: then `fut` is dropped and the error says why. mitmproxy likewise ends
+/// the flow with an error when its client resets the stream; without this, the
+/// flow would go on waiting for the server (a "rapid reset" client could have the
+/// proxy open one server connection per reset stream).
+async fn unless_reset<F: std::future::Future>(
+    respond: &mut SendResponse<Bytes>,
+    fut: F,
+) -> Result<F::Output, String> {
+    tokio::select! {
+        out = fut => Ok(out),
+        r = poll_fn(|cx| respond.poll_reset(cx)) => Err(match r {
+            Ok(reason) => format!("stream reset by client ({reason:?})"),
+            Err(e) => format!("client disconnected: {e}"),
+        }),
+    }
 }
 
 fn stream_at_headers(limit: Option<u64>, len: Option<u64>) -> bool {
@@ -1114,7 +1236,7 @@ async fn read_response_head(
 /// Ends a stream: with trailers if there are any, else an empty final DATA frame.
 fn end_stream(send: &mut SendStream<Bytes>, trailers: Option<&Headers>) -> Result<(), BodyError> {
     let res = match trailers.filter(|t| !t.is_empty()) {
-        Some(t) => send.send_trailers(header_map(t, false)),
+        Some(t) => send.send_trailers(header_map(t)),
         None => send.send_data(Bytes::new(), true),
     };
     res.map_err(|e| BodyError::Write(e.to_string()))
@@ -1125,6 +1247,7 @@ async fn send_data(
     send: &mut SendStream<Bytes>,
     mut data: Bytes,
     end: bool,
+    idle: Duration,
 ) -> Result<(), BodyError> {
     let gone = |e: h2::Error| BodyError::Write(e.to_string());
     if data.is_empty() {
@@ -1135,7 +1258,10 @@ async fn send_data(
     }
     while !data.is_empty() {
         send.reserve_capacity(data.len());
-        let cap = match poll_fn(|cx| send.poll_capacity(cx)).await {
+        let cap = tokio::time::timeout(idle, poll_fn(|cx| send.poll_capacity(cx)))
+            .await
+            .map_err(|_| BodyError::Write(IDLE_WRITE.into()))?;
+        let cap = match cap {
             Some(Ok(n)) => n,
             Some(Err(e)) => return Err(gone(e)),
             None => return Err(BodyError::Write("the peer closed the stream".into())),
@@ -1150,14 +1276,12 @@ async fn send_data(
     Ok(())
 }
 
-/// Fields as an HTTP/2 header block: names lowercased, connection-specific fields
-/// (not allowed in HTTP/2) and Host (the authority carries it) left out, as are
-/// fields HTTP/2 cannot carry.
-fn header_map(h: &Headers, drop_hop_by_hop: bool) -> http::HeaderMap {
+/// Fields as an HTTP/2 header block (or trailers): names lowercased,
+/// connection-specific fields (not allowed in HTTP/2, and refused by the h2 crate)
+/// and Host (the authority carries it) left out, as are fields HTTP/2 cannot carry.
+fn header_map(h: &Headers) -> http::HeaderMap {
     let mut h = h.clone();
-    if drop_hop_by_hop {
-        mitmrs_http1::strip_hop_by_hop(&mut h, false);
-    }
+    mitmrs_http1::strip_hop_by_hop(&mut h, false);
     let mut map = http::HeaderMap::with_capacity(h.len());
     for (name, value) in h.fields() {
         let (Ok(n), Ok(v)) = (
@@ -1187,7 +1311,7 @@ fn response_head(
 ) -> Result<http::Response<()>, String> {
     let status = http::StatusCode::from_u16(resp.status_code)
         .map_err(|_| format!("invalid response status code {}", resp.status_code))?;
-    let mut map = header_map(&resp.headers, true);
+    let mut map = header_map(&resp.headers);
     if !head_only {
         map.remove(http::header::CONTENT_LENGTH);
         if let Some(n) = length {
@@ -1203,7 +1327,7 @@ fn response_head(
 }
 
 /// Sends a complete (buffered) response.
-async fn send_buffered_response(flow: &HttpFlow, client: &mut Client2) {
+async fn send_buffered_response(flow: &HttpFlow, client: &mut Client2, idle: Duration) {
     let Some(resp) = flow.response.as_ref() else {
         client.respond.send_reset(Reason::INTERNAL_ERROR);
         return;
@@ -1231,11 +1355,11 @@ async fn send_buffered_response(flow: &HttpFlow, client: &mut Client2) {
         return;
     }
     let res = match trailers {
-        Some(t) => match send_data(&mut send, content, false).await {
+        Some(t) => match send_data(&mut send, content, false, idle).await {
             Ok(()) => end_stream(&mut send, Some(t)),
             Err(e) => Err(e),
         },
-        None => send_data(&mut send, content, true).await,
+        None => send_data(&mut send, content, true, idle).await,
     };
     if let Err(e) = res {
         debug!(client = %flow.client_conn.peername, "client stream gone: {}", error_text(&e));
@@ -1254,7 +1378,7 @@ async fn reply_from_hook(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Clie
         client.respond.send_reset(Reason::CANCEL);
         return;
     }
-    send_buffered_response(&flow, client).await;
+    send_buffered_response(&flow, client, sh.rt.cfg.tcp_timeout).await;
 }
 
 /// Keeps the server connection for later streams, or closes it.
@@ -1320,7 +1444,7 @@ async fn fail(
             let content = page.content.clone().unwrap_or_default();
             if let Ok(head) = response_head(&page, Some(content.len() as u64), false) {
                 if let Ok(mut send) = client.respond.send_response(head, false) {
-                    let _ = send_data(&mut send, content, true).await;
+                    let _ = send_data(&mut send, content, true, sh.rt.cfg.tcp_timeout).await;
                     return;
                 }
             }

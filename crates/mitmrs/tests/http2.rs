@@ -464,3 +464,72 @@ fn an_h2_server_is_spoken_to_in_h2() {
         proxy.expect_stdout("<< HTTP/2.0 200 OK");
     }
 }
+
+/// A client (the `h2` package) that sends `GET /hang`, waits for a line on stdin,
+/// resets the stream, and keeps the connection open until stdin closes.
+const RESETTING_CLIENT: &str = r#"
+import socket, ssl, sys
+import h2.connection, h2.config
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30), server_hostname="localhost")
+c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+c.initiate_connection()
+c.send_headers(1, [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/hang")], end_stream=True)
+s.sendall(c.data_to_send())
+sys.stdin.readline()
+c.reset_stream(1)
+s.sendall(c.data_to_send())
+print("reset", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn a_stream_the_client_resets_ends_its_flow_and_server_connection() {
+    use std::io::{Read, Write};
+    // A server that takes the request and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let proxy = Proxy::start(&[
+        "--mode",
+        &format!("reverse:http://127.0.0.1:{port}"),
+        "--set",
+        "connection_strategy=lazy",
+    ]);
+    let mut client = Command::new(venv_python())
+        .args(["-c", RESETTING_CLIENT])
+        .arg(proxy.port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    server
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = server.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("GET /hang HTTP/1.1\r\n"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "reset\n");
+    // The proxy gives up on the server connection (EOF here), and the flow ends
+    // with an error saying why, while the client connection stays open.
+    let n = server
+        .read(&mut buf)
+        .expect("the proxy kept the server connection open");
+    assert_eq!(n, 0);
+    proxy.expect_stdout("stream reset by client");
+    drop(stdin);
+    let _ = client.wait();
+}

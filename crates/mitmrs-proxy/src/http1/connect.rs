@@ -485,13 +485,13 @@ impl Session {
         // `http2` option allows), else HTTP/1.1.
         let answer_alpn: Vec<Vec<u8>> = match server_alpn {
             Some(a) if client_alpn.contains(&a) => vec![a.to_vec()],
-            _ if offers_h2 => {
-                let mut v = vec![crate::http2::ALPN_H2.to_vec()];
-                if offers_h1 {
-                    v.push(b"http/1.1".to_vec());
-                }
-                v
-            }
+            // In the client's order of preference (rustls picks the first of
+            // these the client offered).
+            _ if offers_h2 => client_alpn
+                .iter()
+                .filter(|p| &p[..] == crate::http2::ALPN_H2 || &p[..] == b"http/1.1")
+                .map(|p| p.to_vec())
+                .collect(),
             _ if offers_h1 => vec![b"http/1.1".to_vec()],
             _ => Vec::new(),
         };
