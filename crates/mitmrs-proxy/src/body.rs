@@ -94,22 +94,27 @@ pub async fn buffer(
                 }
             }
             BodyEvent::End { trailers } => {
-                let body = match pieces.len() {
-                    0 => Bytes::new(),
-                    1 => pieces.pop().unwrap_or_default(),
-                    _ => {
-                        let mut all = BytesMut::with_capacity(total as usize);
-                        for p in pieces {
-                            all.extend_from_slice(&p);
-                        }
-                        all.freeze()
-                    }
-                };
-                return Ok(Buffered::Complete(body, trailers));
+                return Ok(Buffered::Complete(join(pieces, total), trailers));
             }
             // BodyEvent is non-exhaustive in spirit; nothing else exists today.
             #[allow(unreachable_patterns)]
             _ => {}
+        }
+    }
+}
+
+/// A body's pieces as one buffer (`total` bytes): a single piece as it is, more
+/// copied once into a buffer of exactly that size.
+pub fn join(mut pieces: Vec<Bytes>, total: u64) -> Bytes {
+    match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(total as usize);
+            for p in pieces {
+                all.extend_from_slice(&p);
+            }
+            all.freeze()
         }
     }
 }

@@ -518,18 +518,7 @@ async fn buffer_h2(
                 }
             }
             BodyEvent::End { trailers } => {
-                let content = match pieces.len() {
-                    0 => Bytes::new(),
-                    1 => pieces.pop().unwrap_or_default(),
-                    _ => {
-                        let mut all = BytesMut::with_capacity(total as usize);
-                        for p in pieces {
-                            all.extend_from_slice(&p);
-                        }
-                        all.freeze()
-                    }
-                };
-                return Ok(Buffered::Complete(content, trailers));
+                return Ok(Buffered::Complete(body::join(pieces, total), trailers));
             }
         }
     }
@@ -560,14 +549,7 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
     }
     sh.ctx.chain.requestheaders(&mut flow).await;
     if flow.killed() {
-        return fail(
-            &sh,
-            flow,
-            &mut client,
-            None,
-            FlowError::KILLED_MESSAGE.into(),
-        )
-        .await;
+        return fail_killed(&sh, flow, &mut client).await;
     }
     if flow.response.is_some() {
         flow.request.timestamp_end = Some(now());
@@ -603,14 +585,7 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
     if !streaming {
         sh.ctx.chain.request(&mut flow).await;
         if flow.killed() {
-            return fail(
-                &sh,
-                flow,
-                &mut client,
-                None,
-                FlowError::KILLED_MESSAGE.into(),
-            )
-            .await;
+            return fail_killed(&sh, flow, &mut client).await;
         }
         if flow.response.is_some() {
             return reply_from_hook(&sh, flow, &mut client).await;
@@ -694,7 +669,7 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
         sh.ctx.chain.request(&mut flow).await;
         if flow.killed() {
             upstream::disconnect(&sh.ctx, &sh.client, sc).await;
-            return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
+            return fail_killed(sh, flow, client).await;
         }
     } else if let Err(msg) = unless_reset(
         &mut client.respond,
@@ -866,7 +841,7 @@ async fn exchange_h2(
         sh.ctx.chain.request(&mut flow).await;
         if flow.killed() {
             up.send_reset(Reason::CANCEL);
-            return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
+            return fail_killed(sh, flow, client).await;
         }
     } else if !end {
         let res = match &trailers {
@@ -980,7 +955,7 @@ async fn handle_response(
     sh.ctx.chain.responseheaders(&mut flow).await;
     if flow.killed() {
         up.done(sh, false).await;
-        return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
+        return fail_killed(sh, flow, client).await;
     }
     let mut prefix = Vec::new();
     let Some(resp) = flow.response.as_mut() else {
@@ -1370,7 +1345,7 @@ async fn send_buffered_response(flow: &HttpFlow, client: &mut Client2, idle: Dur
 async fn reply_from_hook(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2) {
     sh.ctx.chain.responseheaders(&mut flow).await;
     if flow.killed() {
-        return fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await;
+        return fail_killed(sh, flow, client).await;
     }
     sh.ctx.chain.response(&mut flow).await;
     flow.live = false;
@@ -1406,6 +1381,11 @@ async fn request_body_failed(sh: &Shared, flow: Box<HttpFlow>, client: &mut Clie
         BodyError::Transform(m) => (502, format!("stream transformer failed: {m}")),
     };
     fail(sh, flow, client, Some(status), msg).await
+}
+
+/// Ends a flow an addon killed (its stream is reset).
+async fn fail_killed(sh: &Shared, flow: Box<HttpFlow>, client: &mut Client2) {
+    fail(sh, flow, client, None, FlowError::KILLED_MESSAGE.into()).await
 }
 
 async fn server_failed(
