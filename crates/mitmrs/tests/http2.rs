@@ -533,3 +533,35 @@ fn a_stream_the_client_resets_ends_its_flow_and_server_connection() {
     drop(stdin);
     let _ = client.wait();
 }
+
+#[test]
+fn prior_knowledge_h2c_is_served_and_an_h2c_upgrade_offer_is_removed() {
+    let origin = Origin::http(|req| {
+        Response::ok(format!(
+            "upgrade={} http2-settings={}\n",
+            req.header("upgrade").unwrap_or("-"),
+            req.header("http2-settings").unwrap_or("-")
+        ))
+    });
+    let proxy = reverse_proxy(&origin, &[]);
+    let url = format!("http://127.0.0.1:{}/c", proxy.port);
+    // Prior knowledge: HTTP/2 without TLS from the first byte (mitmproxy kills these flows).
+    let (ok, out, err) = curl_plain(
+        &proxy,
+        &[
+            "--http2-prior-knowledge",
+            "--noproxy",
+            "*",
+            "-w",
+            "%{http_version} %{http_code}\n",
+            &url,
+        ],
+    );
+    assert!(ok, "curl failed: {err}\n{}", proxy.output());
+    assert_eq!(out, "upgrade=- http2-settings=-\n2 200\n");
+    // An upgrade offer (curl --http2 on http://) reaches the server without it, as
+    // mitmproxy's disable_h2c does, and the exchange stays HTTP/1.1.
+    let (ok, out, err) = curl_h2(&proxy, &[&url]);
+    assert!(ok, "curl failed: {err}\n{}", proxy.output());
+    assert_eq!(out, "upgrade=- http2-settings=-\n1.1 200\n");
+}

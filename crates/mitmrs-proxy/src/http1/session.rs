@@ -18,6 +18,16 @@ use crate::io::Conn;
 use crate::upstream::{self, ServerConn};
 use crate::wire;
 
+/// HTTP/2's connection preface, which a client with prior knowledge (h2c) sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a client connection sends next.
+enum Incoming {
+    Request(RequestHead),
+    /// HTTP/2's connection preface.
+    H2Preface,
+}
+
 /// What happens to the client connection after an exchange.
 pub enum After {
     KeepAlive,
@@ -139,7 +149,11 @@ impl Session {
             }
             self.conn.release_idle();
             let head = match self.read_head().await {
-                Ok(Some(h)) => h,
+                Ok(Some(Incoming::Request(h))) => h,
+                Ok(Some(Incoming::H2Preface)) => {
+                    // HTTP/2 with prior knowledge (h2c; mitmproxy refuses it).
+                    return Box::pin(crate::http2::serve(self)).await;
+                }
                 Ok(None) => return,
                 Err((status, msg)) => {
                     info!(client = %self.client.peername, "HTTP protocol error in client request: {msg}");
@@ -160,11 +174,25 @@ impl Session {
     }
 
     /// Reads the next request head. `Ok(None)`: the client closed or went idle.
-    async fn read_head(&mut self) -> Result<Option<RequestHead>, (u16, String)> {
+    async fn read_head(&mut self) -> Result<Option<Incoming>, (u16, String)> {
         let max = self.rt.cfg.max_header_size;
         loop {
+            if self.rt.cfg.http2 {
+                let b = &self.conn.rbuf[..];
+                let n = b.len().min(H2_PREFACE.len());
+                if n > 0 && b[..n] == H2_PREFACE[..n] {
+                    if n == H2_PREFACE.len() {
+                        return Ok(Some(Incoming::H2Preface));
+                    }
+                    // The start of a preface (or of a method like POST): more first.
+                    match self.conn.fill().await {
+                        Ok(0) | Err(_) => return Ok(None),
+                        Ok(_) => continue,
+                    }
+                }
+            }
             match parse_request_head(&mut self.conn.rbuf, max) {
-                Ok(Some(h)) => return Ok(Some(h)),
+                Ok(Some(h)) => return Ok(Some(Incoming::Request(h))),
                 Ok(None) => {}
                 Err(ParseError::HeadTooLarge { limit }) => {
                     return Err((
