@@ -9,11 +9,6 @@
 //!   from requests, so servers answer in full instead of with 304.
 //! * [`AntiComp`] (`anticomp`): sets `Accept-Encoding: identity`.
 //!
-//! * [`DisableH2c`]: removes an `Upgrade: h2c` offer from HTTP/1 requests (as
-//!   mitmproxy's `disable_h2c`), so a server cannot switch the connection to
-//!   cleartext HTTP/2 behind the proxy's back (the proxy would then only relay
-//!   bytes). HTTP/2 with prior knowledge is served instead (`http2.rs`).
-//!
 //! AntiCache and AntiComp hook nothing per flow while their option is off.
 
 use std::collections::BTreeSet;
@@ -247,38 +242,6 @@ impl Addon for RequestToggle {
 
     async fn request(&self, flow: &mut HttpFlow) -> HookResult {
         (self.apply)(flow);
-        Ok(())
-    }
-}
-
-/// mitmproxy's `disable_h2c`, for h2c upgrade offers.
-pub struct DisableH2c;
-
-#[async_trait]
-impl Addon for DisableH2c {
-    fn name(&self) -> &str {
-        "disable_h2c"
-    }
-
-    fn hooks(&self) -> HookSet {
-        // At the headers (mitmproxy: at `request`), so a streamed request's
-        // offer is gone too before its head is sent.
-        HookSet::of(&[Hook::RequestHeaders])
-    }
-
-    async fn requestheaders(&self, flow: &mut HttpFlow) -> HookResult {
-        let h = &mut flow.request.headers;
-        if h.get("upgrade")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("h2c"))
-        {
-            tracing::warn!(
-                "HTTP/2 cleartext upgrade requests (Upgrade: h2c) are not supported; the offer was \
-                 removed (HTTP/2 with prior knowledge, or over TLS, is)."
-            );
-            h.remove("upgrade");
-            h.remove("connection");
-            h.remove("http2-settings");
-        }
         Ok(())
     }
 }
