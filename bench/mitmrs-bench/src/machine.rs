@@ -73,6 +73,12 @@ pub fn results_doc(ctx: &Ctx, args: &RunArgs, table: &str) -> String {
                 .map_or("not installed".into(), |p| version(p, &["-v"]))
         ),
         format!(
+            "h2load: {}",
+            t.h2load
+                .as_ref()
+                .map_or("not installed".into(), |p| version(p, &["--version"]))
+        ),
+        format!(
             "nginx: {}",
             t.nginx
                 .as_ref()
