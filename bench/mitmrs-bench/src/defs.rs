@@ -124,11 +124,16 @@ fn post_websocket(m: &mut MetricResult, _: &[MetricResult]) {
     for row in &mut m.rows {
         if let Ok(s) = &row.outcome {
             let get = |k: &str| s.get(k).copied().unwrap_or(f64::NAN);
-            let mut note = format!(
-                "64 MiB message echoed (first, on the fresh peer) in {:.2} s ({:.0} MB/s each way)",
-                get("big_secs"),
-                get("big_bytes_per_sec") / 1e6,
-            );
+            let mut note = if get("big_secs").is_finite() {
+                format!(
+                    "64 MiB message echoed (first, on the fresh peer) in {:.2} s ({:.0} MB/s each way)",
+                    get("big_secs"),
+                    get("big_bytes_per_sec") / 1e6,
+                )
+            } else {
+                "the 64 MiB message (first, on the fresh peer) did not come back within the time bound"
+                    .to_string()
+            };
             if get("hwm_mib").is_finite() {
                 note += &format!(
                     ", peak RSS {:.1} MiB (the target); then peak RSS {:.1} MiB during the 32 \
