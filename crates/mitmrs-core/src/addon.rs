@@ -84,8 +84,16 @@ impl HookSet {
     pub const fn with(self, h: Hook) -> HookSet {
         HookSet(self.0 | (1 << h as u64))
     }
-    pub fn of(hooks: &[Hook]) -> HookSet {
-        hooks.iter().fold(HookSet::EMPTY, |s, h| s.with(*h))
+    /// The set of `hooks`; usable in a `const` (an addon's `hooks()` is called
+    /// for every hook of every flow, so a constant set costs nothing there).
+    pub const fn of(hooks: &[Hook]) -> HookSet {
+        let mut set = HookSet::EMPTY;
+        let mut i = 0;
+        while i < hooks.len() {
+            set = set.with(hooks[i]);
+            i += 1;
+        }
+        set
     }
     pub const fn contains(self, h: Hook) -> bool {
         self.0 & (1 << h as u64) != 0

@@ -22,6 +22,7 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -50,6 +51,9 @@ struct Stream {
 #[derive(Default)]
 pub struct Save {
     stream: Mutex<Option<Arc<Stream>>>,
+    /// A file is open: only then are the flow hooks listed, so that without `-w`
+    /// the addon costs flows nothing.
+    active: AtomicBool,
 }
 
 impl Save {
@@ -242,14 +246,20 @@ impl Addon for Save {
     }
 
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[
+        const IDLE: HookSet = HookSet::of(&[Hook::Configure, Hook::Done]);
+        const SAVING: HookSet = HookSet::of(&[
             Hook::Configure,
             Hook::Request,
             Hook::Response,
             Hook::Error,
             Hook::WebsocketEnd,
             Hook::Done,
-        ])
+        ]);
+        if self.active.load(Ordering::Relaxed) {
+            SAVING
+        } else {
+            IDLE
+        }
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
@@ -309,7 +319,10 @@ impl Addon for Save {
         if let Some(old) = slot.take() {
             close(old);
         }
-        let Some(spec) = spec else { return Ok(()) };
+        let Some(spec) = spec else {
+            self.active.store(false, Ordering::Relaxed);
+            return Ok(());
+        };
         // Only the buffer changed: go on appending to the same file.
         let (path, file) = open(&spec, same_file).map_err(|e| OptionsError::Rejected {
             name: "save_stream_file".into(),
@@ -335,6 +348,7 @@ impl Addon for Save {
             thread,
         };
         *slot = Some(Arc::new(stream));
+        self.active.store(true, Ordering::Relaxed);
         Ok(())
     }
 

@@ -43,7 +43,8 @@ impl Addon for Block {
     }
 
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Load, Hook::Configure, Hook::ClientConnected])
+        const HOOKS: HookSet = HookSet::of(&[Hook::Load, Hook::Configure, Hook::ClientConnected]);
+        HOOKS
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
@@ -212,7 +213,8 @@ impl Addon for RequestToggle {
     }
 
     fn hooks(&self) -> HookSet {
-        let base = HookSet::of(&[Hook::Load, Hook::Configure]);
+        const BASE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure]);
+        let base = BASE;
         if self.on.load(Ordering::Relaxed) {
             base.with(Hook::Request)
         } else {

@@ -412,16 +412,17 @@ impl Addon for Dumper {
 
     fn hooks(&self) -> HookSet {
         // At flow_detail 0 (`-q`) the dumper costs nothing per flow.
+        const SHOWING: HookSet = HookSet::of(&[
+            Hook::Configure,
+            Hook::Response,
+            Hook::Error,
+            Hook::WebsocketMessage,
+            Hook::WebsocketEnd,
+        ]);
         if self.detail.load(Ordering::Relaxed) <= 0 {
             HookSet::EMPTY.with(Hook::Configure)
         } else {
-            HookSet::of(&[
-                Hook::Configure,
-                Hook::Response,
-                Hook::Error,
-                Hook::WebsocketMessage,
-                Hook::WebsocketEnd,
-            ])
+            SHOWING
         }
     }
 
