@@ -565,3 +565,88 @@ fn prior_knowledge_h2c_is_served_and_an_h2c_upgrade_offer_is_removed() {
     assert!(ok, "curl failed: {err}\n{}", proxy.output());
     assert_eq!(out, "upgrade=- http2-settings=-\n1.1 200\n");
 }
+
+#[test]
+fn uploads_stalled_at_the_server_do_not_stop_the_other_streams() {
+    use std::io::{Read, Write};
+    // An origin that never reads the body of `POST /slow` and answers anything else.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match conn.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            if text.starts_with("POST /slow") {
+                held.push(conn);
+                continue;
+            }
+            std::thread::spawn(move || {
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                let _ = conn.read_exact(&mut body);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nfast ok\n",
+                );
+            });
+        }
+    });
+    let proxy = Proxy::start(&[
+        "--mode",
+        &format!("reverse:http://127.0.0.1:{port}"),
+        "--set",
+        "stream_large_bodies=1",
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.bin");
+    // More than the loopback socket buffers towards the origin hold, so each
+    // upload really stalls in its stream's window (with 4 MiB bodies the kernel took
+    // them all and the test passed with the old 1 MiB connection window too; with 24
+    // MiB it fails there and passes now).
+    std::fs::write(&big, test_bytes(24 << 20)).unwrap();
+    let base = format!("https://127.0.0.1:{}", proxy.port);
+    // Six uploads that stall (each holds its stream's window), and one that must
+    // get through on the same connection (curl multiplexes them). curl gives up on
+    // the stalled ones at its time limit; the fast one answers long before.
+    let body = format!("@{}", big.display());
+    let mut args: Vec<String> = [
+        "--http2",
+        "--noproxy",
+        "*",
+        "--parallel",
+        "--parallel-max",
+        "10",
+        "--max-time",
+        "8",
+        "--data-binary",
+        &body,
+        "-w",
+        "%{url_effective} %{http_version} %{http_code}\n",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend((0..6).map(|i| format!("{base}/slow{i}")));
+    args.push(format!("{base}/fast"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, out, err) = curl_plain(&proxy, &args);
+    assert!(
+        out.contains(&format!("fast ok\n{base}/fast 2 200\n")),
+        "the upload behind the stalled ones did not get through: {out:?} {err}\n{}",
+        proxy.output()
+    );
+}
