@@ -556,6 +556,14 @@ async fn stream(sh: Arc<Shared>, req: http::Request<RecvStream>, respond: SendRe
         return reply_from_hook(&sh, flow, &mut client).await;
     }
 
+    if body_follows && expects_continue(&flow.request.headers) {
+        // As for HTTP/1 (and mitmproxy): the proxy answers `100 Continue` itself
+        // and the server does not see the field.
+        flow.request.headers.remove("expect");
+        let mut cont = http::Response::new(());
+        *cont.status_mut() = http::StatusCode::CONTINUE;
+        let _ = client.respond.send_informational(cont);
+    }
     let mut prefix = Vec::new();
     if !body_follows {
         flow.request.content = Some(Bytes::new());
@@ -1108,6 +1116,11 @@ async fn unless_reset<F: std::future::Future>(
             Err(e) => format!("client disconnected: {e}"),
         }),
     }
+}
+
+fn expects_continue(h: &Headers) -> bool {
+    h.get("expect")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
 fn stream_at_headers(limit: Option<u64>, len: Option<u64>) -> bool {

@@ -139,6 +139,34 @@ fn bodies_go_both_ways_buffered_and_streamed() {
 }
 
 #[test]
+fn expect_100_continue_is_answered_by_the_proxy() {
+    let origin = Origin::http(|req| {
+        Response::ok(format!(
+            "expect={} len={}\n",
+            req.header("expect").unwrap_or("-"),
+            req.body.len()
+        ))
+    });
+    let proxy = reverse_proxy(&origin, &[]);
+    let body = "x".repeat(1000);
+    // curl waits up to --expect100-timeout for the 100 before it sends the body.
+    let (ok, out, err) = curl_h2(
+        &proxy,
+        &[
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "25",
+            "-d",
+            &body,
+            &format!("https://127.0.0.1:{}/e", proxy.port),
+        ],
+    );
+    assert!(ok, "curl failed: {err}\n{}", proxy.output());
+    assert_eq!(out, "expect=- len=1000\n2 200\n");
+}
+
+#[test]
 fn a_request_body_over_body_size_limit_gets_413() {
     let origin = echo_origin();
     let proxy = reverse_proxy(&origin, &["--set", "body_size_limit=1k"]);
