@@ -784,6 +784,11 @@ fn h2_request(req: &Request) -> Result<http::Request<()>, String> {
     *out.method_mut() = method;
     *out.uri_mut() = uri;
     *out.headers_mut() = header_map(&req.headers);
+    if req.headers.has_token("te", "trailers") {
+        // The one TE value HTTP/2 allows, and gRPC servers require.
+        out.headers_mut()
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
     Ok(out)
 }
 

@@ -463,6 +463,18 @@ fn an_h2_server_is_spoken_to_in_h2() {
             "{how}"
         );
 
+        // `te: trailers` (gRPC needs it) is the one TE value HTTP/2 carries on.
+        let mut a = common.clone();
+        let te_url = format!("{base}/te");
+        a.extend(["-H", "te: trailers", &te_url]);
+        let (ok, out, err) = curl_plain(&proxy, &a);
+        assert!(ok, "{how}: curl failed: {err}\n{}", proxy.output());
+        assert_eq!(
+            out,
+            format!("h2 GET /te authority={authority} len=0 sum=0 te=trailers\n2 200\n"),
+            "{how}"
+        );
+
         let mut a = common.clone();
         let up_url = format!("{base}/up");
         a.extend(["--data-binary", &body_arg, &up_url]);

@@ -2,7 +2,7 @@
 
 Usage: h2_origin.py CERT KEY. Prints its port, then serves until stdin closes.
 Every request is answered with what the origin saw:
-    h2 <method> <path> authority=<:authority> len=<body length> sum=<sum of body bytes>
+    h2 <method> <path> authority=<:authority> len=<body length> sum=<sum of body bytes>[ te=<te>]
 except /bytes/N, which answers N bytes (i % 251), sent as the client's flow-control
 windows allow, with a trailer `x-trailer: done`.
 """
@@ -64,12 +64,13 @@ def serve(sock):
                     conn.send_headers(ev.stream_id, [(":status", "200"), ("content-length", str(n))])
                     pending[ev.stream_id] = [data, [("x-trailer", "done")]]
                 else:
-                    text = "h2 %s %s authority=%s len=%d sum=%d\n" % (
+                    text = "h2 %s %s authority=%s len=%d sum=%d%s\n" % (
                         headers[b":method"].decode(),
                         path,
                         headers.get(b":authority", b"-").decode(),
                         len(body),
                         sum(body),
+                        " te=" + headers[b"te"].decode() if b"te" in headers else "",
                     )
                     conn.send_headers(
                         ev.stream_id,
