@@ -64,7 +64,7 @@ struct Shared {
     ctx: Arc<ProxyCtx>,
     rt: Arc<Runtime>,
     client: Arc<Client>,
-    tunnel: Option<TunnelFacts>,
+    tunnel: Option<Tunnel>,
     /// Idle HTTP/1.1 server connections, kept for the next stream.
     idle: Mutex<Vec<ServerConn>>,
     /// The HTTP/2 connection to the tunnel's server, if it chose h2.
@@ -82,29 +82,6 @@ struct H2Server {
 impl H2Server {
     fn serves(&self, req: &Request) -> bool {
         req.scheme == "https" && req.host == self.host && req.port == self.port
-    }
-}
-
-/// The facts of the session's tunnel the streams need.
-struct TunnelFacts {
-    host: String,
-    port: u16,
-    https: bool,
-    reverse: bool,
-    sni: Option<String>,
-    server_error: Option<String>,
-}
-
-impl TunnelFacts {
-    fn of(t: &Tunnel) -> Self {
-        Self {
-            host: t.host.clone(),
-            port: t.port,
-            https: t.server_tls.unwrap_or(t.tls),
-            reverse: t.is_reverse(),
-            sni: t.sni.clone(),
-            server_error: t.server_error.clone(),
-        }
     }
 }
 
@@ -170,7 +147,7 @@ pub async fn serve(s: &mut Session) {
         ctx: s.ctx.clone(),
         rt: s.rt.clone(),
         client: s.client.clone(),
-        tunnel: s.tunnel.as_ref().map(TunnelFacts::of),
+        tunnel: s.tunnel.clone(),
         idle: Mutex::new(server.into_iter().collect()),
         h2: h2_server,
     });
@@ -280,7 +257,7 @@ fn request_of(sh: &Shared, parts: &http::request::Parts) -> Request {
         .unwrap_or_else(|| "/".into());
     let (scheme, host, port) = match &sh.tunnel {
         Some(t) => (
-            if t.https { "https" } else { "http" }.to_string(),
+            if t.https() { "https" } else { "http" }.to_string(),
             t.host.clone(),
             t.port,
         ),
@@ -307,7 +284,7 @@ fn request_of(sh: &Shared, parts: &http::request::Parts) -> Request {
         timestamp_end: None,
         stream: StreamMode::Off,
     };
-    if sh.tunnel.as_ref().is_some_and(|t| t.reverse) && !sh.rt.cfg.keep_host_header {
+    if sh.tunnel.as_ref().is_some_and(Tunnel::is_reverse) && !sh.rt.cfg.keep_host_header {
         // As mitmproxy in reverse mode: the host header (for HTTP/2 the
         // authority, and a Host field if the client sent one too) names the target.
         req.authority = req.hostport();

@@ -55,6 +55,7 @@ pub enum After {
 }
 
 /// The target of a CONNECT tunnel we are inside.
+#[derive(Clone)]
 pub struct Tunnel {
     pub host: String,
     pub port: u16,
@@ -86,6 +87,11 @@ impl Tunnel {
     /// Reverse mode's tunnel (its server side does not follow the client's TLS).
     pub fn is_reverse(&self) -> bool {
         self.server_tls.is_some()
+    }
+
+    /// Requests in this tunnel go to the server over TLS (are `https`).
+    pub fn https(&self) -> bool {
+        self.server_tls.unwrap_or(self.tls)
     }
 }
 
@@ -280,12 +286,7 @@ impl Session {
             // HTTP mode).
             (RequestTarget::Absolute { path, .. }, Some(t))
             | (RequestTarget::Origin { path }, Some(t)) => (
-                if t.server_tls.unwrap_or(t.tls) {
-                    "https"
-                } else {
-                    "http"
-                }
-                .to_string(),
+                if t.https() { "https" } else { "http" }.to_string(),
                 String::new(),
                 t.host.clone(),
                 t.port,
