@@ -33,8 +33,9 @@ use mitmrs_http1::{parse_response_head, response_framing, BodyDecoder, BodyEvent
 use tracing::{debug, info};
 
 use crate::body::{self, BodyError, BodyWriter, Buffered};
+use crate::config::ProxyConfig;
 use crate::ctx::{ProxyCtx, Runtime};
-use crate::http1::exchange::{send_buffered_request, sni_for_host};
+use crate::http1::exchange::{response_from_head, send_buffered_request, sni_for_host};
 use crate::http1::session::{Session, Tunnel};
 use crate::io::{Conn, Rewind, Stream, READ_CHUNK};
 use crate::upstream::{self, ServerConn};
@@ -633,20 +634,10 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
             return server_failed(sh, flow, client, sc, msg).await;
         }
         let mut mode = std::mem::take(&mut flow.request.stream);
-        let res = {
-            let w = BodyWriter::new(&mut sc.conn, framing, &mut mode, cfg.store_streamed_bodies);
-            let mut sink = Sink::H1(w);
-            let r = pump(
-                &mut Source::h2(&mut body, cfg.tcp_timeout),
-                prefix,
-                &mut sink,
-                cfg.body_size_limit,
-            )
-            .await;
-            (r, sink.take_store())
-        };
+        let w = BodyWriter::new(&mut sc.conn, framing, &mut mode, cfg.store_streamed_bodies);
+        let res = stream_request_body(&mut flow, &mut body, prefix, Sink::H1(w), cfg).await;
         flow.request.stream = mode;
-        if let Err(e) = request_streamed(&mut flow, res) {
+        if let Err(e) = res {
             sc.reusable = false;
             upstream::disconnect(&sh.ctx, &sh.client, sc).await;
             return request_body_failed(sh, flow, client, e).await;
@@ -708,20 +699,7 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
             return server_failed(sh, flow, client, sc, msg).await;
         }
     };
-    let keep = head.version == mitmrs_http1::Version::Http11
-        && !head.headers.has_token("connection", "close")
-        && framing != Framing::UntilClose;
-    let resp = Response {
-        http_version: head.version.as_str().into(),
-        status_code: head.status,
-        reason: head.reason,
-        headers: head.headers,
-        content: None,
-        trailers: None,
-        timestamp_start: now(),
-        timestamp_end: None,
-        stream: StreamMode::Off,
-    };
+    let (resp, keep) = response_from_head(head, framing);
     let up = Upstream::H1 {
         sc,
         dec: BodyDecoder::new(framing, READ_CHUNK),
@@ -730,14 +708,19 @@ async fn exchange_h1(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2,
     handle_response(sh, flow, client, resp, up).await
 }
 
-/// Records the outcome of a streamed request body in the flow.
-fn request_streamed(
+/// Streams the client's request body (after `prefix`) into `sink`, and records
+/// the outcome in the flow: trailers, the stored copy if any, the end time.
+async fn stream_request_body(
     flow: &mut HttpFlow,
-    res: (Result<Option<Headers>, BodyError>, Option<BytesMut>),
+    body: &mut RecvStream,
+    prefix: Vec<Bytes>,
+    mut sink: Sink<'_>,
+    cfg: &ProxyConfig,
 ) -> Result<(), BodyError> {
-    let (trailers, stored) = res;
-    flow.request.trailers = trailers?;
-    flow.request.content = stored.map(BytesMut::freeze);
+    let mut src = Source::h2(body, cfg.tcp_timeout);
+    let trailers = pump(&mut src, prefix, &mut sink, cfg.body_size_limit).await?;
+    flow.request.trailers = trailers;
+    flow.request.content = sink.take_store().map(BytesMut::freeze);
     flow.request.timestamp_end = Some(now());
     Ok(())
 }
@@ -807,24 +790,15 @@ async fn exchange_h2(
     };
     if streaming {
         let mut mode = std::mem::take(&mut flow.request.stream);
-        let res = {
-            let mut sink = Sink::h2(
-                &mut up,
-                &mut mode,
-                cfg.store_streamed_bodies,
-                cfg.tcp_timeout,
-            );
-            let r = pump(
-                &mut Source::h2(&mut body, cfg.tcp_timeout),
-                prefix,
-                &mut sink,
-                cfg.body_size_limit,
-            )
-            .await;
-            (r, sink.take_store())
-        };
+        let sink = Sink::h2(
+            &mut up,
+            &mut mode,
+            cfg.store_streamed_bodies,
+            cfg.tcp_timeout,
+        );
+        let res = stream_request_body(&mut flow, &mut body, prefix, sink, cfg).await;
         flow.request.stream = mode;
-        if let Err(e) = request_streamed(&mut flow, res) {
+        if let Err(e) = res {
             up.send_reset(Reason::CANCEL);
             return request_body_failed(sh, flow, client, e).await;
         }

@@ -291,20 +291,7 @@ impl Session {
                     .await
             }
         };
-        let server_keep = head.version == mitmrs_http1::Version::Http11
-            && !head.headers.has_token("connection", "close")
-            && framing != Framing::UntilClose;
-        let mut resp = Response {
-            http_version: head.version.as_str().into(),
-            status_code: head.status,
-            reason: head.reason,
-            headers: head.headers,
-            content: None,
-            trailers: None,
-            timestamp_start: now(),
-            timestamp_end: None,
-            stream: StreamMode::Off,
-        };
+        let (mut resp, server_keep) = response_from_head(head, framing);
         if stream_at_headers(cfg.stream_large_bodies, framing) {
             resp.stream = StreamMode::On;
         }
@@ -708,6 +695,29 @@ impl Session {
             }
         }
     }
+}
+
+/// The flow's response for a received head (its body still to come), and whether
+/// the server connection can carry another request after it.
+pub(crate) fn response_from_head(
+    head: mitmrs_http1::ResponseHead,
+    framing: Framing,
+) -> (Response, bool) {
+    let keep = head.version == mitmrs_http1::Version::Http11
+        && !head.headers.has_token("connection", "close")
+        && framing != Framing::UntilClose;
+    let resp = Response {
+        http_version: head.version.as_str().into(),
+        status_code: head.status,
+        reason: head.reason,
+        headers: head.headers,
+        content: None,
+        trailers: None,
+        timestamp_start: now(),
+        timestamp_end: None,
+        stream: StreamMode::Off,
+    };
+    (resp, keep)
 }
 
 /// Sends a request whose body (if any) is buffered: head and body in one go.
