@@ -978,14 +978,7 @@ async fn handle_response(
     let streaming = body_follows && resp.stream.is_streaming();
     if !streaming {
         up.done(sh, true).await;
-        sh.ctx.chain.response(&mut flow).await;
-        flow.live = false;
-        if flow.killed() {
-            client.respond.send_reset(Reason::CANCEL);
-            return;
-        }
-        send_buffered_response(&flow, client, sh.rt.cfg.tcp_timeout).await;
-        return;
+        return respond_buffered(sh, flow, client).await;
     }
 
     // Streamed: head now, the body as it arrives, then `response`.
@@ -1316,6 +1309,12 @@ async fn reply_from_hook(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Clie
     if flow.killed() {
         return fail_killed(sh, flow, client).await;
     }
+    respond_buffered(sh, flow, client).await
+}
+
+/// Runs `response` for a complete response, then sends it (or resets the
+/// stream if an addon killed the flow).
+async fn respond_buffered(sh: &Shared, mut flow: Box<HttpFlow>, client: &mut Client2) {
     sh.ctx.chain.response(&mut flow).await;
     flow.live = false;
     if flow.killed() {
