@@ -257,7 +257,7 @@ impl Tape {
             nodes: Vec::with_capacity(guess),
         };
         let mut budget = max_values;
-        let used = tape.node(0, tape.buf.len(), 0, &mut budget)?;
+        let used = tape.parse(tape.buf.len(), &mut budget)?;
         Ok((tape, used))
     }
 
@@ -266,92 +266,128 @@ impl Tape {
         Item { tape: self, i: 0 }
     }
 
-    /// Decodes the value at `start`, which must end before `limit` (its
-    /// parent's end); returns the bytes it used.
-    fn node(
-        &mut self,
-        start: usize,
-        limit: usize,
-        depth: usize,
-        budget: &mut usize,
-    ) -> Result<usize, DecodeError> {
-        if *budget == 0 {
-            return Err(invalid(
-                start,
-                "more values than a flow of this size can plausibly hold",
-            ));
+    /// Decodes the value at the start of the buffer, which must end before
+    /// `limit`; returns the bytes it used. A loop with a stack of the open
+    /// lists and dicts, not recursion: a record has ~170 values, and a call per
+    /// value (with its `Result` and error mapping) cost 3× the loop.
+    fn parse(&mut self, limit: usize, budget: &mut usize) -> Result<usize, DecodeError> {
+        /// A list or dict whose children are being read.
+        #[derive(Clone, Copy)]
+        struct Open {
+            index: usize,
+            /// Its payload's end: where its tag byte is.
+            end: usize,
+            children: usize,
         }
-        *budget -= 1;
-        let (len, prefix) = match short_prefix(&self.buf[start..limit]) {
-            Some(p) => p,
-            None => match parse_prefix(&self.buf[start..limit]) {
-                Ok(Some(p)) => p,
-                Ok(None) => return Err(DecodeError::Truncated { needed: 1 }),
-                Err(DecodeError::Invalid { offset, what }) => {
-                    return Err(invalid(offset + start, what))
+        let Tape { buf, nodes } = self;
+        let buf: &[u8] = buf;
+        let mut open = [Open {
+            index: 0,
+            end: 0,
+            children: 0,
+        }; MAX_DEPTH];
+        let mut depth = 0usize;
+        let mut pos = 0usize;
+        loop {
+            let lim = if depth == 0 {
+                limit
+            } else {
+                open[depth - 1].end
+            };
+            // A child that claims more than its parent holds is invalid,
+            // not truncated.
+            let truncated = |needed: usize| {
+                if depth == 0 {
+                    DecodeError::Truncated { needed }
+                } else {
+                    invalid(pos, "an element runs past the end of its list or dict")
                 }
-                Err(e) => return Err(e),
-            },
-        };
-        let body_start = start + prefix;
-        let end = body_start
-            .checked_add(len)
-            .ok_or_else(|| invalid(start, "the length prefix overflows"))?;
-        if end >= limit {
-            return Err(DecodeError::Truncated {
-                needed: end + 1 - limit,
-            });
-        }
-        let tag = self.buf[end];
-        let index = self.nodes.len();
-        if index >= u32::MAX as usize {
-            return Err(invalid(start, "too many values"));
-        }
-        self.nodes.push(Node {
-            tag,
-            start: body_start,
-            end,
-            next: 0,
-        });
-        match tag {
-            b',' | b';' | b'#' | b'^' | b'!' => {}
-            b'~' if len == 0 => {}
-            b'~' => return Err(invalid(body_start, "a null has a payload")),
-            b']' | b'}' => {
-                if depth >= MAX_DEPTH {
-                    return Err(invalid(
-                        start,
-                        format!("nested deeper than {MAX_DEPTH} levels"),
-                    ));
-                }
-                let mut pos = body_start;
-                let mut count = 0usize;
-                while pos < end {
-                    // A child that claims more than its parent holds is
-                    // invalid, not truncated.
-                    pos += self
-                        .node(pos, end, depth + 1, budget)
-                        .map_err(|e| match e {
-                            DecodeError::Truncated { .. } => {
-                                invalid(pos, "an element runs past the end of its list or dict")
-                            }
-                            e => e,
-                        })?;
-                    count += 1;
-                }
-                if tag == b'}' && !count.is_multiple_of(2) {
-                    return Err(invalid(body_start, "a dict has a key without a value"));
-                }
-            }
-            other => {
+            };
+            if *budget == 0 {
                 return Err(invalid(
-                    end,
-                    format!("unknown type tag {}", show_byte(other)),
-                ))
+                    pos,
+                    "more values than a flow of this size can plausibly hold",
+                ));
+            }
+            *budget -= 1;
+            let (len, prefix) = match short_prefix(&buf[pos..lim]) {
+                Some(p) => p,
+                None => match parse_prefix(&buf[pos..lim]) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return Err(truncated(1)),
+                    Err(DecodeError::Invalid { offset, what }) => {
+                        return Err(invalid(offset + pos, what))
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let body_start = pos + prefix;
+            let end = body_start
+                .checked_add(len)
+                .ok_or_else(|| invalid(pos, "the length prefix overflows"))?;
+            if end >= lim {
+                return Err(truncated(end + 1 - lim));
+            }
+            let tag = buf[end];
+            let index = nodes.len();
+            if index >= u32::MAX as usize {
+                return Err(invalid(pos, "too many values"));
+            }
+            nodes.push(Node {
+                tag,
+                start: body_start,
+                end,
+                next: 0,
+            });
+            if depth > 0 {
+                open[depth - 1].children += 1;
+            }
+            match tag {
+                b',' | b';' | b'#' | b'^' | b'!' => {}
+                b'~' if len == 0 => {}
+                b'~' => return Err(invalid(body_start, "a null has a payload")),
+                b']' | b'}' => {
+                    if depth >= MAX_DEPTH {
+                        return Err(invalid(
+                            pos,
+                            format!("nested deeper than {MAX_DEPTH} levels"),
+                        ));
+                    }
+                    open[depth] = Open {
+                        index,
+                        end,
+                        children: 0,
+                    };
+                    depth += 1;
+                    pos = body_start;
+                }
+                other => {
+                    return Err(invalid(
+                        end,
+                        format!("unknown type tag {}", show_byte(other)),
+                    ))
+                }
+            }
+            if !matches!(tag, b']' | b'}') {
+                nodes[index].next = nodes.len() as u32;
+                pos = end + 1;
+            }
+            // Close the lists and dicts that end here.
+            while depth > 0 && pos == open[depth - 1].end {
+                let o = open[depth - 1];
+                let next = nodes.len() as u32;
+                let node = &mut nodes[o.index];
+                if node.tag == b'}' && !o.children.is_multiple_of(2) {
+                    return Err(invalid(node.start, "a dict has a key without a value"));
+                }
+                node.next = next;
+                depth -= 1;
+                pos = o.end + 1;
+            }
+            if depth == 0 {
+                return Ok(pos);
             }
         }
-        self.nodes[index].next = self.nodes.len() as u32;
-        Ok(end + 1 - start)
     }
 }
 
@@ -490,6 +526,22 @@ impl<'t> Item<'t> {
         } else {
             first
         };
+        // Most lookups are of the pair at the hint (fields read in file order).
+        let nodes = &self.tape.nodes;
+        if let Some(k) = nodes.get(start as usize) {
+            let v = k.next;
+            if k.end - k.start == key.len()
+                && matches!(k.tag, b';' | b',')
+                && &self.tape.buf[k.start..k.end] == key.as_bytes()
+                && v < end
+            {
+                *hint = nodes.get(v as usize).map_or(end, |n| n.next);
+                return Some(Item {
+                    tape: self.tape,
+                    i: v,
+                });
+            }
+        }
         let found = self
             .scan(key.as_bytes(), start, end)
             .or_else(|| self.scan(key.as_bytes(), first, start));
@@ -582,7 +634,20 @@ impl<'a> Writer<'a> {
 
     fn leaf(&mut self, payload: &[u8], tag: u8) {
         let out = &mut *self.out;
-        out.extend_from_slice(itoa::Buffer::new().format(payload.len()).as_bytes());
+        let n = payload.len();
+        if n < 100 {
+            // Keys and most values: one or two digits, without itoa.
+            out.reserve(n + 4);
+            if n >= 10 {
+                out.push(b'0' + (n / 10) as u8);
+            }
+            out.push(b'0' + (n % 10) as u8);
+        } else {
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(n).as_bytes();
+            out.reserve(digits.len() + n + 2);
+            out.extend_from_slice(digits);
+        }
         out.push(b':');
         out.extend_from_slice(payload);
         out.push(tag);
@@ -607,16 +672,7 @@ impl<'a> Writer<'a> {
     }
 
     pub fn float(&mut self, x: f64) {
-        use std::io::Write as _;
-        let mut buf = [0u8; 32];
-        let mut cur = std::io::Cursor::new(&mut buf[..]);
-        // No f64 needs more than 24 characters in Python's repr.
-        if write!(cur, "{}", PyFloat(x)).is_ok() {
-            let n = cur.position() as usize;
-            self.leaf(&buf[..n], b'^');
-        } else {
-            self.leaf(PyFloat(x).to_string().as_bytes(), b'^');
-        }
+        self.leaf(PyFloat(x).repr(&mut zmij::Buffer::new()).as_bytes(), b'^');
     }
 
     pub fn bytes(&mut self, b: &[u8]) {
