@@ -467,11 +467,13 @@ impl<'a> Fields<'a> {
 
     /// `v` read, a bad scalar (text that is not UTF-8, a malformed number)
     /// named as this field's problem.
+    #[inline]
     fn read(&self, key: &str, v: Item<'a>) -> Result<Shallow<'a>> {
         v.get().map_err(|e| self.err(key, e.to_string()))
     }
 
     /// The item of `key`, if the dict has it.
+    #[inline]
     fn field(&self, key: &str) -> Option<Item<'a>> {
         let mut hint = self.hint.get();
         let found = self.item.field_from(key, &mut hint);
@@ -479,6 +481,7 @@ impl<'a> Fields<'a> {
         found
     }
 
+    #[inline]
     fn get(&self, key: &str) -> Result<Shallow<'a>> {
         match self.field(key) {
             Some(v) => self.read(key, v),
@@ -487,6 +490,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A field that older files may lack (None if they do).
+    #[inline]
     fn maybe(&self, key: &str) -> Result<Shallow<'a>> {
         match self.field(key) {
             Some(v) => self.read(key, v),

@@ -440,18 +440,21 @@ impl<'t> Item<'t> {
         self.tape.nodes[self.i as usize]
     }
 
+    #[inline]
     fn payload(&self) -> &'t [u8] {
         let n = self.node();
         &self.tape.buf[n.start..n.end]
     }
 
     /// The payload as a slice of the buffer (no copy).
+    #[inline]
     pub fn bytes(&self) -> Bytes {
         let n = self.node();
         self.tape.buf.slice(n.start..n.end)
     }
 
     /// The value, its scalar read (and checked) now.
+    #[inline]
     pub fn get(&self) -> Result<Shallow<'t>, DecodeError> {
         let n = self.node();
         let payload = self.payload();
@@ -515,6 +518,7 @@ impl<'t> Item<'t> {
     /// [`Item::field`], searching from the pair after the one found last
     /// (`hint`, updated) round to it: fields read in file order are found at
     /// once instead of by a scan from the start each time.
+    #[inline]
     pub fn field_from(&self, key: &str, hint: &mut u32) -> Option<Item<'t>> {
         let dict = self.tape.nodes[self.i as usize];
         if dict.tag != b'}' {
