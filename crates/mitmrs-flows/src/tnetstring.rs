@@ -9,7 +9,8 @@
 //! tag and `^` floats are its extensions), and the format is 200 lines. Decoding
 //! is sans-IO over a [`Bytes`] buffer, so byte strings (bodies, header values)
 //! are slices of the record, not copies; it never panics on any input (property
-//! tests below and `fuzz/`), and nesting is limited to [`MAX_DEPTH`].
+//! tests below and the `flowfile` fuzz target in `../fuzz`), and nesting is
+//! limited to [`MAX_DEPTH`].
 
 use std::fmt;
 
