@@ -11,7 +11,7 @@ pub struct PyFloat(pub f64);
 impl PyFloat {
     /// The repr, formatted in `buf` (no heap) for the common case: a
     /// timestamp or duration, non-integral, between 1e-4 and 1e16, where
-    /// `zmij`'s shortest digits are Python's. About a tenth of the cost of
+    /// `zmij`'s shortest digits are Python's. About a third of the cost of
     /// `core::fmt` (a flow file has ~10 floats per flow).
     pub fn repr(self, buf: &mut zmij::Buffer) -> std::borrow::Cow<'_, str> {
         let v = self.0;

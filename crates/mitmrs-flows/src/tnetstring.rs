@@ -270,7 +270,7 @@ impl Tape {
     /// Decodes the value at the start of the buffer, which must end before
     /// `limit`; returns the bytes it used. A loop with a stack of the open
     /// lists and dicts, not recursion: a record has ~170 values, and a call per
-    /// value (with its `Result` and error mapping) cost 3× the loop.
+    /// value (with its `Result` and error mapping) cost a fifth more.
     fn parse(&mut self, limit: usize, budget: &mut usize) -> Result<usize, DecodeError> {
         /// A list or dict whose children are being read.
         #[derive(Clone, Copy)]
