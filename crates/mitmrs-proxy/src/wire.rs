@@ -63,7 +63,8 @@ fn set_content_length(h: &mut Cow<'_, Headers>, n: u64) {
     h.to_mut().set("content-length", text);
 }
 
-///
+/// The fields to send for a message with body `plan`: hop-by-hop fields removed,
+/// the framing fields set for the receiving side; and how the body is framed.
 /// The fields are copied only if something changes: the usual head has no
 /// hop-by-hop field and a Content-Length that stays, and goes out as it is.
 fn framed_headers(
