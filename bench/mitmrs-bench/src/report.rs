@@ -202,7 +202,17 @@ fn target_cell(m: &MetricResult, row: &Row, all: &[MetricResult]) -> String {
             }
             Target::Max { key, max, unit } if is_subject => {
                 if let Some(v) = subj_sample.and_then(|s| s.get(*key)) {
-                    cells.push(check_max(*v, *max, unit.fmt(*v), unit.fmt(*max)));
+                    if *v < 0.0 && key.starts_with("added_") {
+                        // Below the direct row's own value: direct's tail was
+                        // worse in its runs, so this run measured nothing.
+                        cells.push(format!(
+                            "n/a: {} below direct (noise; target ≤ {})",
+                            unit.fmt(-*v),
+                            unit.fmt(*max)
+                        ));
+                    } else {
+                        cells.push(check_max(*v, *max, unit.fmt(*v), unit.fmt(*max)));
+                    }
                 }
             }
             Target::VsMetric { metric, min } if is_subject => {
