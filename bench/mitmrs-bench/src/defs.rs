@@ -154,7 +154,8 @@ fn post_save_flows(m: &mut MetricResult, _: &[MetricResult]) {
             let get = |k: &str| s.get(k).copied().unwrap_or(f64::NAN);
             row.notes.push(format!(
                 "{} flows through the proxy at {} flows/s (RSS {:+.1} MiB from the first 10% to the end, \
-                 file {:.0} MiB); then `-nr FILE -w COPY` at {} flows/s (the primary number)",
+                 file {:.0} MiB); then `-nr FILE -w COPY` at {} flows/s (the primary number; median of 3 \
+                 re-saves, 1 with --quick)",
                 crate::report::thousands(get("flows")),
                 crate::report::thousands(get("live_flows_per_sec")),
                 get("rss_growth_mib"),
