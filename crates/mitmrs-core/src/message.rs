@@ -360,6 +360,27 @@ impl Response {
         r
     }
 
+    /// A response whose head has just arrived from a server: no body read yet,
+    /// `timestamp_start` now.
+    pub fn received(
+        http_version: &str,
+        status_code: u16,
+        reason: String,
+        headers: Headers,
+    ) -> Self {
+        Response {
+            http_version: http_version.into(),
+            status_code,
+            reason,
+            headers,
+            content: None,
+            trailers: None,
+            timestamp_start: now(),
+            timestamp_end: None,
+            stream: StreamMode::Off,
+        }
+    }
+
     /// A plain-text error response as the proxy sends it (502, 400, ...).
     pub fn error_page(status_code: u16, message: &str) -> Self {
         let body = format!("{}\n", message);

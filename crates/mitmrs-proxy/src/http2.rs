@@ -829,17 +829,12 @@ async fn exchange_h2(
         Err(msg) => return fail(sh, flow, client, None, msg).await,
     };
     let (parts, rbody) = resp.into_parts();
-    let resp = Response {
-        http_version: "HTTP/2.0".into(),
-        status_code: parts.status.as_u16(),
-        reason: String::new(),
-        headers: headers_of(&parts.headers),
-        content: None,
-        trailers: None,
-        timestamp_start: now(),
-        timestamp_end: None,
-        stream: StreamMode::Off,
-    };
+    let resp = Response::received(
+        "HTTP/2.0",
+        parts.status.as_u16(),
+        String::new(),
+        headers_of(&parts.headers),
+    );
     handle_response(sh, flow, client, resp, Upstream::H2 { body: rbody }).await
 }
 

@@ -706,17 +706,12 @@ pub(crate) fn response_from_head(
     let keep = head.version == mitmrs_http1::Version::Http11
         && !head.headers.has_token("connection", "close")
         && framing != Framing::UntilClose;
-    let resp = Response {
-        http_version: head.version.as_str().into(),
-        status_code: head.status,
-        reason: head.reason,
-        headers: head.headers,
-        content: None,
-        trailers: None,
-        timestamp_start: now(),
-        timestamp_end: None,
-        stream: StreamMode::Off,
-    };
+    let resp = Response::received(
+        head.version.as_str(),
+        head.status,
+        head.reason,
+        head.headers,
+    );
     (resp, keep)
 }
 
