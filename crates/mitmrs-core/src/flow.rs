@@ -251,8 +251,19 @@ pub struct HttpFlow {
 
 impl HttpFlow {
     pub fn new(client_conn: Arc<Client>, server_conn: Arc<Server>, request: Request) -> Self {
+        Self::with_id(crate::new_id(), client_conn, server_conn, request)
+    }
+
+    /// [`HttpFlow::new`] with a given id (a flow read from a file keeps its
+    /// own; generating one to overwrite costs more than the rest of `new`).
+    pub fn with_id(
+        id: String,
+        client_conn: Arc<Client>,
+        server_conn: Arc<Server>,
+        request: Request,
+    ) -> Self {
         Self {
-            id: crate::new_id(),
+            id,
             client_conn,
             server_conn,
             request,

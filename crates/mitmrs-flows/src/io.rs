@@ -15,8 +15,8 @@ use mitmrs_core::HttpFlow;
 
 use crate::compat;
 use crate::state::{
-    flow_from_state, flow_from_tape, flow_type, flow_version, write_flow, StateError,
-    FLOW_FORMAT_VERSION,
+    flow_from_state, flow_from_tape, flow_type, flow_version, http_flow_from_tape, write_flow,
+    StateError, FLOW_FORMAT_VERSION,
 };
 use crate::tnetstring::{self, DecodeError, Shallow, Tape};
 
@@ -258,7 +258,7 @@ fn read_state(tape: &Tape) -> Result<HttpFlow, Unusable> {
     }
     let current = flow_version(root) == Some(FLOW_FORMAT_VERSION);
     match flow_type(root).as_deref() {
-        Some("http") if current => flow_from_tape(root).map_err(Unusable::Flow),
+        Some("http") if current => http_flow_from_tape(root).map_err(Unusable::Flow),
         Some("http") | None => {
             let value = root.to_value().map_err(Unusable::Damaged)?;
             let upgraded = compat::upgrade(value).map_err(Unusable::Flow)?;

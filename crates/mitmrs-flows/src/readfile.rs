@@ -79,6 +79,9 @@ impl Addon for ReadFile {
     }
 }
 
+/// The most flows the reader thread hands over at once.
+const BATCH_FLOWS: usize = 256;
+
 /// How a read went.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReadSummary {
@@ -126,7 +129,8 @@ pub async fn load_flows(
             };
             // Flows go over in batches (up to 256 flows or 4 MiB), so the two
             // threads wake each other once per batch, not once per flow.
-            let mut batch = Vec::new();
+            let new_batch = || Vec::with_capacity(BATCH_FLOWS);
+            let mut batch = new_batch();
             let mut bytes = 0;
             let mut reader = FlowReader::new(file, max_record);
             loop {
@@ -136,9 +140,12 @@ pub async fn load_flows(
                     bytes += item.as_ref().map_or(0, |_| reader.last_record_len());
                     batch.push(item);
                 }
-                if (end || batch.len() >= 256 || bytes >= 4 << 20) && !batch.is_empty() {
+                if (end || batch.len() >= BATCH_FLOWS || bytes >= 4 << 20) && !batch.is_empty() {
                     bytes = 0;
-                    if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                    if tx
+                        .blocking_send(std::mem::replace(&mut batch, new_batch()))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -7,6 +7,7 @@
 //! same field) and strict where a value would be meaningless; every error names
 //! the field, e.g. `request.port: expected int, found bytes`.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -420,7 +421,7 @@ fn meta_state(w: &mut Writer<'_>, v: &MetaValue) {
 /// A dict being read, with the dotted path of where it sits for error messages.
 struct Fields<'a> {
     item: Item<'a>,
-    path: std::borrow::Cow<'static, str>,
+    path: Cow<'static, str>,
     /// Where the last field was found (see [`Item::field_from`]).
     hint: std::cell::Cell<u32>,
 }
@@ -499,7 +500,12 @@ impl<'a> Fields<'a> {
     }
 
     fn dict(&self, key: &'static str) -> Result<Fields<'a>> {
-        match self.get(key)? {
+        self.dict_of(key, self.get(key)?)
+    }
+
+    /// `v`, the value of `key`, as a dict.
+    fn dict_of(&self, key: &'static str, v: Shallow<'a>) -> Result<Fields<'a>> {
+        match v {
             Shallow::Dict(item) => Ok(Fields {
                 item,
                 // No allocation for the flow's own dicts (`request`, ...).
@@ -517,16 +523,21 @@ impl<'a> Fields<'a> {
     fn opt_dict(&self, key: &'static str) -> Result<Option<Fields<'a>>> {
         match self.maybe(key)? {
             Shallow::Null => Ok(None),
-            _ => self.dict(key).map(Some),
+            v => self.dict_of(key, v).map(Some),
         }
     }
 
     fn opt_text_of(&self, key: &str, v: Shallow<'a>) -> Result<Option<String>> {
+        Ok(self.opt_str_of(key, v)?.map(Cow::into_owned))
+    }
+
+    /// [`Fields::opt_text_of`] borrowed from the record where it can be.
+    fn opt_str_of(&self, key: &str, v: Shallow<'a>) -> Result<Option<Cow<'a, str>>> {
         match v {
             Shallow::Null => Ok(None),
-            Shallow::Str(t) => Ok(Some(t.to_string())),
+            Shallow::Str(t) => Ok(Some(t.into())),
             // Older files stored some text fields as bytes.
-            Shallow::Bytes(b) => Ok(Some(String::from_utf8_lossy(b).into_owned())),
+            Shallow::Bytes(b) => Ok(Some(String::from_utf8_lossy(b))),
             other => Err(self.wrong(key, "str", &other)),
         }
     }
@@ -564,8 +575,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn opt_float(&self, key: &str) -> Result<Option<f64>> {
-        match self.maybe(key)? {
+    fn float_of(&self, key: &str, v: Shallow<'_>) -> Result<Option<f64>> {
+        match v {
             Shallow::Null => Ok(None),
             Shallow::Float(f) => Ok(Some(f)),
             Shallow::Int(i) => Ok(Some(i as f64)),
@@ -573,9 +584,13 @@ impl<'a> Fields<'a> {
         }
     }
 
+    fn opt_float(&self, key: &str) -> Result<Option<f64>> {
+        self.float_of(key, self.maybe(key)?)
+    }
+
     fn float(&self, key: &str) -> Result<f64> {
         let v = self.get(key)?;
-        self.opt_float(key)?
+        self.float_of(key, v)?
             .ok_or_else(|| self.wrong(key, "float", &v))
     }
 
@@ -608,11 +623,13 @@ impl<'a> Fields<'a> {
 
     /// `[host, port]` (a server's address: host may be a name).
     fn opt_address(&self, key: &str) -> Result<Option<(String, u16)>> {
-        Ok(self.address_list(key)?.map(|(host, port, _)| (host, port)))
+        Ok(self
+            .address_list(key)?
+            .map(|(host, port, _)| (host.into_owned(), port)))
     }
 
     /// `[host, port, ...]`, and the list itself for what follows.
-    fn address_list(&self, key: &str) -> Result<Option<(String, u16, Item<'a>)>> {
+    fn address_list(&self, key: &str) -> Result<Option<(Cow<'a, str>, u16, Item<'a>)>> {
         let v = self.maybe(key)?;
         let (host, port, list) = match v {
             Shallow::Null => return Ok(None),
@@ -626,7 +643,7 @@ impl<'a> Fields<'a> {
             other => return Err(self.wrong(key, "a list [host, port]", &other)),
         };
         let host = self
-            .opt_text_of(key, host)?
+            .opt_str_of(key, host)?
             .ok_or_else(|| self.wrong(key, "[host, port]", &host))?;
         Ok(Some((host, self.port(key, port)?, list)))
     }
@@ -661,7 +678,8 @@ impl<'a> Fields<'a> {
             Shallow::List(l) => l,
             other => return Err(self.wrong(key, "a list of [name, value] pairs", &other)),
         };
-        let mut fields = Vec::new();
+        // A pair is three values (the list, its name and its value).
+        let mut fields = Vec::with_capacity(items.descendants() / 3);
         for item in items.children() {
             let mut pair = item.children();
             let pair = match (item.get(), pair.next(), pair.next(), pair.next()) {
@@ -761,33 +779,48 @@ fn client_from(c: &Fields<'_>) -> Result<Client> {
     let unknown = || SocketAddr::from(([0, 0, 0, 0], 0));
     let sockname = c.opt_sockaddr("sockname")?.unwrap_or_else(unknown);
     let peername = c.opt_sockaddr("peername")?.unwrap_or_else(unknown);
-    let mut client = Client::new(peername, sockname);
-    client.id = id;
-    client.transport_protocol = transport_protocol;
-    client.error = error;
-    client.tls = tls;
-    client.mitmcert = mitmcert;
-    client.proxy_mode = proxy_mode;
-    client.timestamp_start = timestamp_start;
-    client.timestamp_end = timestamp_end;
-    client.state = mitmrs_core::connection::ConnectionState::Closed;
-    Ok(client)
+    Ok(Client {
+        id,
+        peername,
+        sockname,
+        state: mitmrs_core::connection::ConnectionState::Closed,
+        transport_protocol,
+        error,
+        tls,
+        mitmcert,
+        proxy_mode,
+        timestamp_start,
+        timestamp_end,
+    })
 }
 
 fn server_from(c: &Fields<'_>) -> Result<Server> {
+    // Each field in file order (see `Fields::field`).
     let timestamp_tcp_setup = c.opt_float("timestamp_tcp_setup")?;
-    let mut server = Server::new(c.opt_address("address")?);
-    server.timestamp_tcp_setup = timestamp_tcp_setup;
+    let address = c.opt_address("address")?;
     let timestamp_tls_setup = c.opt_float("timestamp_tls_setup")?;
-    server.timestamp_end = c.opt_float("timestamp_end")?;
-    server.timestamp_start = c.opt_float("timestamp_start")?;
-    server.tls = tls_facts(c, timestamp_tls_setup)?;
-    server.error = c.opt_text("error")?;
-    server.transport_protocol = transport(c)?;
-    server.id = c.text("id")?;
-    server.sockname = c.opt_sockaddr("sockname")?;
-    server.peername = c.opt_sockaddr("peername")?;
-    Ok(server)
+    let timestamp_end = c.opt_float("timestamp_end")?;
+    let timestamp_start = c.opt_float("timestamp_start")?;
+    let tls = tls_facts(c, timestamp_tls_setup)?;
+    let error = c.opt_text("error")?;
+    let transport_protocol = transport(c)?;
+    let id = c.text("id")?;
+    let sockname = c.opt_sockaddr("sockname")?;
+    let peername = c.opt_sockaddr("peername")?;
+    Ok(Server {
+        id,
+        address,
+        peername,
+        sockname,
+        state: mitmrs_core::connection::ConnectionState::Closed,
+        transport_protocol,
+        error,
+        tls,
+        timestamp_start,
+        timestamp_tcp_setup,
+        timestamp_end,
+        via: None,
+    })
 }
 
 fn request_from(r: &Fields<'_>) -> Result<Request> {
@@ -908,10 +941,10 @@ fn websocket_from(w: &Fields<'_>) -> Result<WebSocketData> {
 }
 
 /// What kind of flow a state dict holds (mitmproxy's `type`: http, tcp, udp, dns).
-pub fn flow_type(state: Item<'_>) -> Option<String> {
+pub fn flow_type(state: Item<'_>) -> Option<Cow<'_, str>> {
     match state.field("type")?.get() {
-        Ok(Shallow::Str(t)) => Some(t.to_string()),
-        Ok(Shallow::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Ok(Shallow::Str(t)) => Some(t.into()),
+        Ok(Shallow::Bytes(b)) => Some(String::from_utf8_lossy(b)),
         _ => None,
     }
 }
@@ -958,6 +991,16 @@ pub fn flow_from_tape(state: Item<'_>) -> Result<HttpFlow> {
             format!("expected {FLOW_FORMAT_VERSION} after upgrading, found {version}"),
         ));
     }
+    http_flow_from(&f)
+}
+
+/// [`flow_from_tape`] for a state dict whose `type` ("http") and `version`
+/// (21) the caller has checked.
+pub(crate) fn http_flow_from_tape(state: Item<'_>) -> Result<HttpFlow> {
+    http_flow_from(&Fields::root(state)?)
+}
+
+fn http_flow_from(f: &Fields<'_>) -> Result<HttpFlow> {
     // In file order (see `Fields::field`).
     let websocket = f
         .opt_dict("websocket")?
@@ -993,8 +1036,8 @@ pub fn flow_from_tape(state: Item<'_>) -> Result<HttpFlow> {
             })
         })
         .transpose()?;
-    let mut flow = HttpFlow::new(Arc::new(client), Arc::new(server), request);
-    flow.id = f.text("id")?;
+    let id = f.text("id")?;
+    let mut flow = HttpFlow::with_id(id, Arc::new(client), Arc::new(server), request);
     flow.websocket = websocket;
     flow.response = response;
     flow.error = error;
