@@ -15,7 +15,7 @@ use mitmrs_core::HttpFlow;
 
 use crate::compat;
 use crate::state::{
-    flow_from_state, flow_from_tape, flow_type, flow_version, http_flow_from_tape, write_flow,
+    flow_from_state, flow_from_tape, flow_type_version, http_flow_from_tape, write_flow,
     StateError, FLOW_FORMAT_VERSION,
 };
 use crate::tnetstring::{self, DecodeError, Shallow, Tape};
@@ -256,8 +256,9 @@ fn read_state(tape: &Tape) -> Result<HttpFlow, Unusable> {
             message,
         }));
     }
-    let current = flow_version(root) == Some(FLOW_FORMAT_VERSION);
-    match flow_type(root).as_deref() {
+    let (kind, version) = flow_type_version(root);
+    let current = version == Some(FLOW_FORMAT_VERSION);
+    match kind.as_deref() {
         Some("http") if current => http_flow_from_tape(root).map_err(Unusable::Flow),
         Some("http") | None => {
             let value = root.to_value().map_err(Unusable::Damaged)?;

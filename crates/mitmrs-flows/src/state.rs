@@ -942,19 +942,27 @@ fn websocket_from(w: &Fields<'_>) -> Result<WebSocketData> {
 
 /// What kind of flow a state dict holds (mitmproxy's `type`: http, tcp, udp, dns).
 pub fn flow_type(state: Item<'_>) -> Option<Cow<'_, str>> {
-    match state.field("type")?.get() {
+    type_at(state, &mut 0)
+}
+
+fn type_at<'t>(state: Item<'t>, hint: &mut u32) -> Option<Cow<'t, str>> {
+    match state.field_from("type", hint)?.get() {
         Ok(Shallow::Str(t)) => Some(t.into()),
         Ok(Shallow::Bytes(b)) => Some(String::from_utf8_lossy(b)),
         _ => None,
     }
 }
 
-/// The format version of a state dict, if it is an integer.
-pub fn flow_version(state: Item<'_>) -> Option<i64> {
-    match state.field("version")?.get() {
-        Ok(Shallow::Int(v)) => Some(v),
+/// [`flow_type`] and the format version (if it is an integer) of a state
+/// dict, found with one search (`version` follows `type` in every file).
+pub fn flow_type_version(state: Item<'_>) -> (Option<Cow<'_, str>>, Option<i64>) {
+    let mut hint = 0;
+    let kind = type_at(state, &mut hint);
+    let version = match state.field_from("version", &mut hint).map(|v| v.get()) {
+        Some(Ok(Shallow::Int(v))) => Some(v),
         _ => None,
-    }
+    };
+    (kind, version)
 }
 
 /// An HTTP flow from its state dict as a [`Value`] tree (format version 21;
