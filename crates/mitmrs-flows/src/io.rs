@@ -104,6 +104,8 @@ pub struct FlowReader<R: Read> {
     index: usize,
     done: bool,
     last_len: usize,
+    /// The last record's tape (its node storage is reused for the next).
+    tape: Tape,
 }
 
 impl<R: Read> FlowReader<R> {
@@ -116,6 +118,7 @@ impl<R: Read> FlowReader<R> {
             index: 0,
             done: false,
             last_len: 0,
+            tape: Tape::default(),
         }
     }
 
@@ -210,8 +213,9 @@ impl<R: Read> FlowReader<R> {
         // A flow's fields average well over 6 bytes of file per value; the
         // budget keeps a record of nulls from becoming 10x its size in memory.
         let budget = rec.len() / 6 + 4096;
-        let tape = match Tape::decode(rec, budget) {
-            Ok(t) => t,
+        let tape = &mut self.tape;
+        match tape.decode_again(rec, budget) {
+            Ok(()) => {}
             Err(error) => {
                 return Some(Err(ReadError::Damaged {
                     index,
@@ -220,7 +224,7 @@ impl<R: Read> FlowReader<R> {
                 }));
             }
         };
-        Some(read_state(&tape).map_err(|error| match error {
+        Some(read_state(tape).map_err(|error| match error {
             Unusable::Flow(error) => ReadError::Flow {
                 index,
                 offset,
