@@ -681,10 +681,9 @@ impl<'a> Fields<'a> {
         // A pair is three values (the list, its name and its value).
         let mut fields = Vec::with_capacity(items.descendants() / 3);
         for item in items.children() {
-            let mut pair = item.children();
-            let pair = match (item.get(), pair.next(), pair.next(), pair.next()) {
-                (Ok(Shallow::List(_)), Some(n), Some(v), None) => (as_bytes(n), as_bytes(v)),
-                _ => (None, None),
+            let pair = match item.scalar_pair() {
+                Some((n, v)) => (as_bytes(n), as_bytes(v)),
+                None => (None, None),
             };
             match pair {
                 (Some(n), Some(v)) => fields.push((n, v)),
@@ -694,8 +693,25 @@ impl<'a> Fields<'a> {
         Ok(Some(Headers::from_fields(fields)))
     }
 
-    fn certs(&self, key: &str) -> Result<Vec<CertDer>> {
-        self.list(key)?.map(|v| self.cert_of(key, v)).collect()
+    /// The items of the list field `key`, each read by `f` (none if it is
+    /// missing or None). An empty list (most connections' TLS lists) costs
+    /// no collecting.
+    fn list_of<T>(&self, key: &str, f: impl FnMut(Item<'a>) -> Result<T>) -> Result<Vec<T>> {
+        let mut items = self.list(key)?.peekable();
+        if items.peek().is_none() {
+            return Ok(Vec::new());
+        }
+        items.map(f).collect()
+    }
+
+    fn certs(&self, key: &str) -> Result<Arc<[CertDer]>> {
+        let certs = self.list_of(key, |v| self.cert_of(key, v))?;
+        // An empty `Arc<[_]>` is not allocated.
+        Ok(if certs.is_empty() {
+            Arc::default()
+        } else {
+            certs.into()
+        })
     }
 
     fn cert_of(&self, key: &str, v: Item<'a>) -> Result<CertDer> {
@@ -728,24 +744,18 @@ fn tls_facts(c: &Fields<'_>, timestamp_tls_setup: Option<f64>) -> Result<TlsFact
         timestamp_tls_setup,
         sni: c.opt_text("sni")?,
         tls_version: c.opt_text("tls_version")?,
-        cipher_list: c
-            .list("cipher_list")?
-            .map(|v| {
-                let v = c.read("cipher_list", v)?;
-                c.opt_text_of("cipher_list", v)?
-                    .ok_or_else(|| c.wrong("cipher_list", "a list of str", &v))
-            })
-            .collect::<Result<_>>()?,
+        cipher_list: c.list_of("cipher_list", |v| {
+            let v = c.read("cipher_list", v)?;
+            c.opt_text_of("cipher_list", v)?
+                .ok_or_else(|| c.wrong("cipher_list", "a list of str", &v))
+        })?,
         cipher: c.opt_text("cipher")?,
-        alpn_offers: c
-            .list("alpn_offers")?
-            .map(|v| match as_bytes(v) {
-                Some(b) => Ok(b),
-                None => Err(c.wrong("alpn_offers", "a list of bytes", &c.read("alpn_offers", v)?)),
-            })
-            .collect::<Result<_>>()?,
+        alpn_offers: c.list_of("alpn_offers", |v| match as_bytes(v) {
+            Some(b) => Ok(b),
+            None => Err(c.wrong("alpn_offers", "a list of bytes", &c.read("alpn_offers", v)?)),
+        })?,
         alpn: c.opt_bytes("alpn")?,
-        certificate_list: c.certs("certificate_list")?.into(),
+        certificate_list: c.certs("certificate_list")?,
         tls: c.bool("tls")?,
     })
 }

@@ -679,6 +679,29 @@ impl<'t> Item<'t> {
         (self.node().next - self.i).saturating_sub(1) as usize
     }
 
+    /// The two items of a list of exactly two scalars (a header's
+    /// `[name, value]`), found without iterating.
+    #[inline]
+    pub fn scalar_pair(&self) -> Option<(Item<'t>, Item<'t>)> {
+        let i = self.i as usize;
+        let nodes = &self.tape.nodes;
+        let (list, first) = (nodes.get(i)?, nodes.get(i + 1)?);
+        (list.tag == b']' && list.next as usize == i + 3 && first.next as usize == i + 2).then(
+            || {
+                (
+                    Item {
+                        tape: self.tape,
+                        i: self.i + 1,
+                    },
+                    Item {
+                        tape: self.tape,
+                        i: self.i + 2,
+                    },
+                )
+            },
+        )
+    }
+
     /// The items of a list, or the keys and values of a dict, alternating;
     /// nothing for a scalar.
     pub fn children(&self) -> impl Iterator<Item = Item<'t>> + 't {
@@ -724,7 +747,7 @@ impl<'t> Item<'t> {
             let v = k.next;
             if k.end - k.start == key.len()
                 && matches!(k.tag, b';' | b',')
-                && &self.tape.buf[k.start..k.end] == key.as_bytes()
+                && same_key(&self.tape.buf[k.start..k.end], key.as_bytes())
                 && v < end
             {
                 *hint = nodes.get(v as usize).map_or(end, |n| n.next);
@@ -756,7 +779,7 @@ impl<'t> Item<'t> {
             let next = nodes.get(v).map_or(u32::MAX, |n| n.next);
             if k.end - k.start == key.len()
                 && matches!(k.tag, b';' | b',')
-                && &buf[k.start..k.end] == key
+                && same_key(&buf[k.start..k.end], key)
             {
                 return Some((next, v as u32));
             }
@@ -791,6 +814,41 @@ impl<'t> Item<'t> {
             }
         })
     }
+}
+
+/// `a == b` for two slices of the same length, compared 8 bytes at a time
+/// (the last word overlapping): for a flow's short keys this is a few
+/// instructions where `==` calls `memcmp`.
+#[inline]
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        if n < 4 {
+            return a.iter().zip(b).all(|(x, y)| x == y);
+        }
+        let half = |s: &[u8], i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&s[i..i + 4]);
+            u32::from_ne_bytes(w)
+        };
+        return half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4);
+    }
+    let word = |s: &[u8], i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let mut i = 0;
+    while i + 8 < n {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
 }
 
 /// `b` as text if it is all ASCII (numbers, most names and ids): checked a
@@ -1137,6 +1195,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn same_key_is_slice_equality(a in proptest::collection::vec(0u8..3, 0..40), flip in any::<usize>()) {
+            let mut b = a.clone();
+            prop_assert!(same_key(&a, &b));
+            if !b.is_empty() {
+                let i = flip % b.len();
+                b[i] ^= 1 + (flip % 255) as u8;
+                prop_assert_eq!(same_key(&a, &b), a == b);
+            }
+            prop_assert_eq!(same_key(&a, &b[..b.len() / 2]), a.len() == b.len() / 2 && a[..] == b[..b.len() / 2]);
+        }
+
         #[test]
         fn any_value_roundtrips(v in value()) {
             prop_assert_eq!(roundtrip(&v), v);
