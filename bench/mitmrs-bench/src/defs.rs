@@ -154,13 +154,16 @@ fn post_save_flows(m: &mut MetricResult, _: &[MetricResult]) {
             let get = |k: &str| s.get(k).copied().unwrap_or(f64::NAN);
             row.notes.push(format!(
                 "{} flows through the proxy at {} flows/s (RSS {:+.1} MiB from the first 10% to the end, \
-                 file {:.0} MiB); then `-nr FILE -w COPY` at {} flows/s (the primary number; median of 3 \
-                 re-saves, 1 with --quick)",
+                 file {:.0} MiB); then `-nr FILE -w COPY` at {} flows/s (the primary number; median of {} \
+                 re-saves of the same file: slowest {}, fastest {})",
                 crate::report::thousands(get("flows")),
                 crate::report::thousands(get("live_flows_per_sec")),
                 get("rss_growth_mib"),
                 get("file_mib"),
                 crate::report::thousands(get("flows_per_sec")),
+                get("resaves"),
+                crate::report::thousands(get("resave_slowest")),
+                crate::report::thousands(get("resave_fastest")),
             ));
         }
     }

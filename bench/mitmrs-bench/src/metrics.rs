@@ -448,6 +448,9 @@ pub fn save_flows(ctx: &Ctx, peer: &Peer) -> Result<Sample> {
     s.insert("requests".into(), flows);
     s.insert("live_flows_per_sec".into(), flows / live_secs);
     s.insert("flows_per_sec".into(), rate);
+    s.insert("resaves".into(), rates.len() as f64);
+    s.insert("resave_slowest".into(), rates[0]);
+    s.insert("resave_fastest".into(), rates[rates.len() - 1]);
     s.insert("rss_growth_mib".into(), (rss2 - rss1) / 1024.0);
     s.insert("file_mib".into(), file_len as f64 / (1024.0 * 1024.0));
     Ok(s)

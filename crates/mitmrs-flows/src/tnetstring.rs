@@ -185,6 +185,17 @@ pub fn parse_prefix(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
 /// without its error reporting: `None` means "ask `parse_prefix`".
 #[inline]
 fn short_prefix(buf: &[u8]) -> Option<(usize, usize)> {
+    // Most values of a flow are shorter than 100 bytes.
+    if let [d0, c1, c2, ..] = *buf {
+        if d0.is_ascii_digit() {
+            if c1 == b':' {
+                return Some((usize::from(d0 - b'0'), 2));
+            }
+            if c1.is_ascii_digit() && c2 == b':' {
+                return Some((usize::from(d0 - b'0') * 10 + usize::from(c1 - b'0'), 3));
+            }
+        }
+    }
     let mut len = 0usize;
     for (i, &b) in buf.iter().take(11).enumerate() {
         match b {
@@ -651,6 +662,9 @@ impl<'t> Item<'t> {
                 }
             }
             b'^' => {
+                if let Some(x) = fast_float(payload) {
+                    return Ok(Shallow::Float(x));
+                }
                 let s = match ascii(payload) {
                     Some(s) => s,
                     None => {
@@ -849,6 +863,77 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
         i += 8;
     }
     word(a, n - 8) == word(b, n - 8)
+}
+
+/// `b` read as a float when it is `[-]DIGITS.DIGITS` with at most 19 digits
+/// and a magnitude from 1 to 2^53 (every timestamp of a flow): the quotient
+/// of the digits and a power of ten, kept only when an exact integer
+/// comparison proves it is the correctly rounded value; otherwise (and for
+/// any other form) `None`, and `str::parse` decides. About a fifth of what
+/// `str::parse` costs per timestamp.
+fn fast_float(b: &[u8]) -> Option<f64> {
+    let (neg, b) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    // At least a digit on each side of the dot; at most 19 digits (then
+    // they fit a u64; 20 digits without a dot wrap, and are refused below).
+    if !(3..=20).contains(&b.len()) {
+        return None;
+    }
+    let (mut m, mut dot) = (0u64, usize::MAX);
+    for (i, &c) in b.iter().enumerate() {
+        let d = c.wrapping_sub(b'0');
+        if d < 10 {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(d));
+        } else if c == b'.' && dot == usize::MAX {
+            dot = i;
+        } else {
+            return None;
+        }
+    }
+    if dot == 0 || dot >= b.len() - 1 {
+        return None;
+    }
+    let k = b.len() - 1 - dot;
+    // 10^k for k ≤ 19 fits a u64 and is exact as an f64 (up to 10^22 is).
+    const POW10: [u64; 20] = {
+        let mut t = [1u64; 20];
+        let mut i = 1;
+        while i < 20 {
+            t[i] = t[i - 1] * 10;
+            i += 1;
+        }
+        t
+    };
+    let p = POW10[k];
+    let x = m as f64 / p as f64;
+    if !(1.0..9_007_199_254_740_992.0).contains(&x) {
+        return None;
+    }
+    // x = a * 2^e with 2^52 <= a < 2^53 and -52 <= e <= 0. x is the correctly
+    // rounded m / p when |m / p - a * 2^e| is below half a unit (2^e / 2),
+    // that is, multiplying by p * 2^-e: 2 * |m * 2^-e - a * p| < p. At the
+    // bottom of a binade (a = 2^52) the unit below is half as large: left to
+    // `str::parse`, as is an exact tie.
+    // The quotient of the rounded m is at most a unit or two away: its
+    // neighbours are tried too.
+    let bits = x.to_bits();
+    let shift = 1075 - ((bits >> 52) & 0x7ff) as u32;
+    let scaled = u128::from(m) << shift;
+    let a0 = (bits & ((1 << 52) - 1)) | (1 << 52);
+    for a in [a0, a0 - 1, a0 + 1, a0 - 2, a0 + 2] {
+        let nearest = u128::from(a) * u128::from(p);
+        if 2 * scaled.abs_diff(nearest) < u128::from(p) {
+            // Same binade only (a = 2^52 is its bottom, see above).
+            if a <= 1 << 52 || a >= 1 << 53 {
+                return None;
+            }
+            let x = f64::from_bits(bits - a0 + a);
+            return Some(if neg { -x } else { x });
+        }
+    }
+    None
 }
 
 /// `b` as text if it is all ASCII (numbers, most names and ids): checked a
@@ -1192,6 +1277,61 @@ mod tests {
             let (a, b) = both(&enc, usize::MAX);
             prop_assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn fast_float_reads_timestamps() {
+        // The common case takes the fast path and agrees with `str::parse`.
+        let mut fast = 0;
+        for i in 0..100_000u64 {
+            let t = 1_795_287_880.0 + (i as f64) * 0.000_123_457;
+            let s = PyFloat(t).repr(&mut zmij::Buffer::new()).to_string();
+            if let Some(x) = fast_float(s.as_bytes()) {
+                fast += 1;
+                assert_eq!(x.to_bits(), s.parse::<f64>().unwrap().to_bits(), "{s}");
+            }
+        }
+        assert!(
+            fast > 99_000,
+            "only {fast} of 100,000 timestamps took the fast path"
+        );
+        for s in [
+            "1.0",
+            "-2.5",
+            "9007199254740991.0",
+            "0.5",
+            "1e5",
+            "1.",
+            ".5",
+            "12345678901234567890.1",
+        ] {
+            if let Some(x) = fast_float(s.as_bytes()) {
+                assert_eq!(x.to_bits(), s.parse::<f64>().unwrap().to_bits(), "{s}");
+            }
+        }
+    }
+
+    proptest! {
+        // Cheap cases: many of them.
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn fast_float_agrees_with_parse(int in 0u64..10_000_000_000, frac in any::<u64>(), digits in 1usize..19, neg in any::<bool>()) {
+            let frac = format!("{:019}", frac % 10_000_000_000_000_000_000);
+            let s = format!("{}{int}.{}", if neg { "-" } else { "" }, &frac[..digits]);
+            if let Some(x) = fast_float(s.as_bytes()) {
+                prop_assert_eq!(x.to_bits(), s.parse::<f64>().unwrap().to_bits(), "{}", s);
+            }
+        }
+
+        #[test]
+        fn fast_float_agrees_on_any_digits(b in proptest::collection::vec(prop_oneof![Just(b'.'), Just(b'-'), Just(b'0'), Just(b'9'), b'0'..=b'9'], 0..24)) {
+            if let Some(x) = fast_float(&b) {
+                let s = std::str::from_utf8(&b).unwrap();
+                prop_assert_eq!(Some(x.to_bits()), s.parse::<f64>().ok().map(f64::to_bits), "{}", s);
+            }
+        }
+
     }
 
     proptest! {
