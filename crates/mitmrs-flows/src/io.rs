@@ -118,7 +118,7 @@ impl<R: Read> FlowReader<R> {
             index: 0,
             done: false,
             last_len: 0,
-            tape: Tape::default(),
+            tape: Tape::empty(),
         }
     }
 

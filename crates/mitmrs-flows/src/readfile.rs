@@ -142,10 +142,12 @@ pub async fn load_flows(
                 }
                 if (end || batch.len() >= BATCH_FLOWS || bytes >= 4 << 20) && !batch.is_empty() {
                     bytes = 0;
-                    if tx
-                        .blocking_send(std::mem::replace(&mut batch, new_batch()))
-                        .is_err()
-                    {
+                    let full = if end {
+                        std::mem::take(&mut batch)
+                    } else {
+                        std::mem::replace(&mut batch, new_batch())
+                    };
+                    if tx.blocking_send(full).is_err() {
                         return;
                     }
                 }
