@@ -554,6 +554,9 @@ impl<'a> Fields<'a> {
 
     /// The bytes of `v` (a slice of the record, not a copy).
     fn bytes_of(&self, key: &str, v: Item<'a>) -> Result<Option<Bytes>> {
+        if let Some(b) = v.bytes_or_text() {
+            return Ok(Some(b));
+        }
         match self.read(key, v)? {
             Shallow::Null => Ok(None),
             Shallow::Bytes(_) | Shallow::Str(_) => Ok(Some(v.bytes())),
@@ -726,10 +729,7 @@ impl<'a> Fields<'a> {
 
 /// Bytes or text as bytes (a slice of the record).
 fn as_bytes(v: Item<'_>) -> Option<Bytes> {
-    match v.get() {
-        Ok(Shallow::Bytes(_) | Shallow::Str(_)) => Some(v.bytes()),
-        _ => None,
-    }
+    v.bytes_or_text()
 }
 
 fn lossy(b: Option<Bytes>) -> String {

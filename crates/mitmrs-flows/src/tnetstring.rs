@@ -579,6 +579,23 @@ impl<'t> Item<'t> {
         (self.node().next - self.i).saturating_sub(1) as usize
     }
 
+    /// The payload of a bytes value, or of a text value that is valid
+    /// UTF-8, as a slice of the buffer; `None` for anything else. What
+    /// [`Item::get`] then [`Item::bytes`] give, with the node read once.
+    #[inline]
+    pub fn bytes_or_text(&self) -> Option<Bytes> {
+        let n = self.node();
+        let ok = match n.tag {
+            b',' => true,
+            b';' => {
+                let p = &self.tape.buf[n.start..n.end];
+                p.is_ascii() || std::str::from_utf8(p).is_ok()
+            }
+            _ => false,
+        };
+        ok.then(|| self.tape.buf.slice(n.start..n.end))
+    }
+
     /// The two items of a list of exactly two scalars (a header's
     /// `[name, value]`), found without iterating.
     #[inline]
@@ -1166,6 +1183,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn bytes_or_text_is_get_then_bytes(payload in proptest::collection::vec(prop_oneof![any::<u8>(), b'a'..=b'z'], 0..12), tag in prop_oneof![Just(b','), Just(b';'), Just(b'#'), Just(b'^'), Just(b'!'), Just(b'~')]) {
+            let mut enc = format!("{}:", payload.len()).into_bytes();
+            enc.extend_from_slice(&payload);
+            enc.push(tag);
+            if let Ok(tape) = Tape::decode(Bytes::from(enc), usize::MAX) {
+                let item = tape.root();
+                let expected = match item.get() {
+                    Ok(Shallow::Bytes(_) | Shallow::Str(_)) => Some(item.bytes()),
+                    _ => None,
+                };
+                prop_assert_eq!(item.bytes_or_text(), expected);
+            }
+        }
+
         #[test]
         fn same_key_is_slice_equality(a in proptest::collection::vec(0u8..3, 0..40), flip in any::<usize>()) {
             let mut b = a.clone();
