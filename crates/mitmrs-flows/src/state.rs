@@ -31,7 +31,9 @@ pub struct StateError {
     pub message: String,
 }
 
-type Result<T> = std::result::Result<T, StateError>;
+/// Boxed inside this module: a field read returns `Result<Shallow>`, and an
+/// unboxed error (two `String`s) made every such value twice as large.
+type Result<T> = std::result::Result<T, Box<StateError>>;
 
 // ---------------------------------------------------------------- writing
 //
@@ -434,13 +436,13 @@ impl<'a> Fields<'a> {
                 path: "".into(),
                 hint: Default::default(),
             }),
-            other => Err(StateError {
+            other => Err(Box::new(StateError {
                 field: "flow".into(),
                 message: match other {
                     Ok(v) => format!("expected a dict, found {}", v.type_name()),
                     Err(e) => e.to_string(),
                 },
-            }),
+            })),
         }
     }
 
@@ -452,14 +454,14 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn err(&self, key: &str, message: impl Into<String>) -> StateError {
-        StateError {
+    fn err(&self, key: &str, message: impl Into<String>) -> Box<StateError> {
+        Box::new(StateError {
             field: self.name(key),
             message: message.into(),
-        }
+        })
     }
 
-    fn wrong(&self, key: &str, expected: &str, found: &Shallow<'_>) -> StateError {
+    fn wrong(&self, key: &str, expected: &str, found: &Shallow<'_>) -> Box<StateError> {
         self.err(
             key,
             format!("expected {expected}, found {}", found.type_name()),
@@ -977,7 +979,7 @@ pub fn flow_type_version(state: Item<'_>) -> (Option<Cow<'_, str>>, Option<i64>)
 
 /// An HTTP flow from its state dict as a [`Value`] tree (format version 21;
 /// see [`crate::compat`] for older ones). The flow is not live.
-pub fn flow_from_state(state: &Value) -> Result<HttpFlow> {
+pub fn flow_from_state(state: &Value) -> std::result::Result<HttpFlow, StateError> {
     let tape =
         Tape::decode(Bytes::from(crate::tnetstring::to_vec(state)), usize::MAX).map_err(|e| {
             StateError {
@@ -990,7 +992,11 @@ pub fn flow_from_state(state: &Value) -> Result<HttpFlow> {
 
 /// An HTTP flow from its state dict, read straight from the record's
 /// [`Tape`] (format version 21). The flow is not live.
-pub fn flow_from_tape(state: Item<'_>) -> Result<HttpFlow> {
+pub fn flow_from_tape(state: Item<'_>) -> std::result::Result<HttpFlow, StateError> {
+    checked_flow_from_tape(state).map_err(|e| *e)
+}
+
+fn checked_flow_from_tape(state: Item<'_>) -> Result<HttpFlow> {
     let f = Fields::root(state)?;
     match flow_type(state).as_deref() {
         Some("http") => {}
@@ -1014,8 +1020,10 @@ pub fn flow_from_tape(state: Item<'_>) -> Result<HttpFlow> {
 
 /// [`flow_from_tape`] for a state dict whose `type` ("http") and `version`
 /// (21) the caller has checked.
-pub(crate) fn http_flow_from_tape(state: Item<'_>) -> Result<HttpFlow> {
-    http_flow_from(&Fields::root(state)?)
+pub(crate) fn http_flow_from_tape(state: Item<'_>) -> std::result::Result<HttpFlow, StateError> {
+    Fields::root(state)
+        .and_then(|f| http_flow_from(&f))
+        .map_err(|e| *e)
 }
 
 fn http_flow_from(f: &Fields<'_>) -> Result<HttpFlow> {
