@@ -466,6 +466,14 @@ pub struct Item<'t> {
     i: u32,
 }
 
+/// The forms of an unset field, for [`Item::skip_plain_fields`].
+#[derive(Clone, Copy, Debug)]
+pub enum Plain {
+    Null,
+    EmptyList,
+    False,
+}
+
 /// A value of a [`Tape`] with its scalar read; lists and dicts stay items.
 #[derive(Clone, Copy, Debug)]
 pub enum Shallow<'t> {
@@ -683,6 +691,46 @@ impl<'t> Item<'t> {
             tape: self.tape,
             i: value,
         })
+    }
+
+    /// If the pairs of this dict from `*hint` on have exactly `fields`'
+    /// keys, in that order, each with a value of the given [`Plain`] form:
+    /// moves `hint` past them and returns true. Otherwise returns false and
+    /// leaves `hint` as it was. A dict's run of unset fields (a plain
+    /// connection's TLS block) is checked in a few instructions per field.
+    pub fn skip_plain_fields(&self, fields: &[(&str, Plain)], hint: &mut u32) -> bool {
+        let nodes = &self.tape.nodes;
+        let Some(dict) = nodes.get(self.i as usize) else {
+            return false;
+        };
+        // The hint must name one of this dict's pairs.
+        if dict.tag != b'}' || *hint <= self.i {
+            return false;
+        }
+        let mut i = *hint as usize;
+        for (key, form) in fields {
+            let (Some(k), Some(v)) = (nodes.get(i), nodes.get(i + 1)) else {
+                return false;
+            };
+            let plain = match form {
+                Plain::Null => v.tag == b'~',
+                Plain::EmptyList => v.tag == b']' && v.start == v.end,
+                Plain::False => v.tag == b'!' && &self.tape.buf[v.start..v.end] == b"false",
+            };
+            // A key is one node, and so is each plain value.
+            if i + 1 >= dict.next as usize
+                || !plain
+                || k.next as usize != i + 1
+                || v.next as usize != i + 2
+                || !matches!(k.tag, b';' | b',')
+                || !same_key(&self.tape.buf[k.start..k.end], key.as_bytes())
+            {
+                return false;
+            }
+            i += 2;
+        }
+        *hint = i as u32;
+        true
     }
 
     /// Looks for `key` among the pairs whose keys lie at node indices
