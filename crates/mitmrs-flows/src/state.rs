@@ -643,7 +643,15 @@ impl<'a> Fields<'a> {
 
     /// `[host, port, ...]`, and the list itself for what follows.
     fn address_list(&self, key: &str) -> Result<Option<(Cow<'a, str>, u16, Item<'a>)>> {
-        let v = self.maybe(key)?;
+        self.address_list_of(key, self.maybe(key)?)
+    }
+
+    /// [`Fields::address_list`] of `v`, the value of `key`.
+    fn address_list_of(
+        &self,
+        key: &str,
+        v: Shallow<'a>,
+    ) -> Result<Option<(Cow<'a, str>, u16, Item<'a>)>> {
         let (host, port, list) = match v {
             Shallow::Null => return Ok(None),
             Shallow::List(l) => {
@@ -663,7 +671,24 @@ impl<'a> Fields<'a> {
 
     /// A socket address: `[ip, port]` or `[ip, port, flowinfo, scope_id]`.
     fn opt_sockaddr(&self, key: &str) -> Result<Option<SocketAddr>> {
-        let Some((host, port, list)) = self.address_list(key)? else {
+        let v = match self.field(key) {
+            Some(item) => {
+                // The usual `[IPv4, port]`, read without the general path's
+                // text, `Cow` and `IpAddr` parser (~600 instructions each).
+                if let Some((h, p)) = item.scalar_pair() {
+                    if let (Some(ip), Ok(Shallow::Int(port))) =
+                        (h.text_or_bytes().and_then(dotted_quad), p.get())
+                    {
+                        if let Ok(port) = u16::try_from(port) {
+                            return Ok(Some(SocketAddr::from((ip, port))));
+                        }
+                    }
+                }
+                self.read(key, item)?
+            }
+            None => Shallow::Null,
+        };
+        let Some((host, port, list)) = self.address_list_of(key, v)? else {
             return Ok(None);
         };
         // Old formats wrote an unknown address as ("", 0), and some a server's
@@ -735,6 +760,32 @@ impl<'a> Fields<'a> {
             .map(Bytes::from)
             .map_err(|e| self.err(key, format!("not a PEM certificate: {e}")))
     }
+}
+
+/// An IPv4 address in its canonical form (four decimal octets, no leading
+/// zeros), which `IpAddr`'s parser reads the same; `None` for anything else,
+/// which then goes through that parser.
+fn dotted_quad(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = b.split(|&c| c == b'.');
+    for o in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &c in part {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(c - b'0');
+        }
+        *o = u8::try_from(n).ok()?;
+    }
+    parts
+        .next()
+        .is_none()
+        .then_some(std::net::Ipv4Addr::from(octets))
 }
 
 /// Bytes or text as bytes (a slice of the record).
@@ -1217,6 +1268,17 @@ mod tests {
             e.starts_with("request.host: byte ") && e.ends_with("is not valid UTF-8"),
             "{e}"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dotted_quad_reads_as_ipaddr_does(s in "[0-9.]{0,17}", o in proptest::prelude::any::<[u8; 4]>()) {
+            if let Some(ip) = dotted_quad(s.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(IpAddr::V4(ip)), s.parse::<IpAddr>());
+            }
+            let canonical = std::net::Ipv4Addr::from(o).to_string();
+            proptest::prop_assert_eq!(dotted_quad(canonical.as_bytes()), Some(std::net::Ipv4Addr::from(o)));
+        }
     }
 
     #[test]

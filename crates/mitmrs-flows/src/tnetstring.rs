@@ -604,6 +604,14 @@ impl<'t> Item<'t> {
         ok.then(|| self.tape.buf.slice(n.start..n.end))
     }
 
+    /// The payload of a bytes or text value, unchecked (for a caller that
+    /// accepts only ASCII); `None` for anything else.
+    #[inline]
+    pub fn text_or_bytes(&self) -> Option<&'t [u8]> {
+        let n = self.node();
+        matches!(n.tag, b',' | b';').then(|| &self.tape.buf[n.start..n.end])
+    }
+
     /// The two items of a list of exactly two scalars (a header's
     /// `[name, value]`), found without iterating.
     #[inline]
