@@ -1303,20 +1303,11 @@ mod tests {
         let mut fast_taken = 0;
         for key in NO_TLS.iter().map(|k| Some(k.0)).chain([None]) {
             for value in &candidates {
-                let Value::Dict(mut d) = flow_to_state(&f) else {
-                    unreachable!()
-                };
-                for (k, v) in d.iter_mut() {
-                    if k == &Value::str("server_conn") {
-                        let Value::Dict(s) = v else { unreachable!() };
-                        for (sk, sv) in s.iter_mut() {
-                            if Some(&*sk) == key.map(Value::str).as_ref() {
-                                *sv = value.clone();
-                            }
-                        }
-                    }
+                let mut state = flow_to_state(&f);
+                if let Some(key) = key {
+                    set_field(&mut state, "server_conn", key, value.clone());
                 }
-                let enc = tnetstring::to_vec(&Value::Dict(d));
+                let enc = tnetstring::to_vec(&state);
                 let tape = Tape::decode(Bytes::from(enc), usize::MAX).unwrap();
                 let root = Fields::root(tape.root()).unwrap();
                 let read = |fast: bool| {
@@ -1395,23 +1386,36 @@ mod tests {
         assert_eq!(again, enc);
     }
 
-    #[test]
-    fn errors_name_the_field() {
-        let f = sample();
-        let Value::Dict(mut d) = flow_to_state(&f) else {
+    /// Sets `state[dict][key]` (both present) to `value`.
+    fn set_field(state: &mut Value, dict: &str, key: &str, value: Value) {
+        let Value::Dict(d) = state else {
             unreachable!()
         };
-        for (k, v) in d.iter_mut() {
-            if k == &Value::str("request") {
-                let Value::Dict(r) = v else { unreachable!() };
-                for (rk, rv) in r.iter_mut() {
-                    if rk == &Value::str("port") {
-                        *rv = Value::Bytes(Bytes::from_static(b"80"));
-                    }
-                }
-            }
-        }
-        let e = flow_from_state(&Value::Dict(d)).unwrap_err();
+        let Some((_, Value::Dict(inner))) = d
+            .iter_mut()
+            .find(|(k, _)| matches!(k, Value::Str(t) if t.as_str() == dict))
+        else {
+            panic!("no dict {dict}")
+        };
+        let Some((_, v)) = inner
+            .iter_mut()
+            .find(|(k, _)| matches!(k, Value::Str(t) if t.as_str() == key))
+        else {
+            panic!("no {dict}.{key}")
+        };
+        *v = value;
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut state = flow_to_state(&sample());
+        set_field(
+            &mut state,
+            "request",
+            "port",
+            Value::Bytes(Bytes::from_static(b"80")),
+        );
+        let e = flow_from_state(&state).unwrap_err();
         assert_eq!(
             e.to_string(),
             "request.port: expected int (a port), found bytes"
