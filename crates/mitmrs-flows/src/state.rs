@@ -567,9 +567,9 @@ impl<'a> Fields<'a> {
         if let Some(b) = v.bytes_or_text() {
             return Ok(Some(b));
         }
+        // Text that is not UTF-8 fails in `read`, with its offset.
         match self.read(key, v)? {
             Shallow::Null => Ok(None),
-            Shallow::Bytes(_) | Shallow::Str(_) => Ok(Some(v.bytes())),
             other => Err(self.wrong(key, "bytes", &other)),
         }
     }
@@ -677,7 +677,7 @@ impl<'a> Fields<'a> {
                 // text, `Cow` and `IpAddr` parser (~600 instructions each).
                 if let Some((h, p)) = item.scalar_pair() {
                     if let (Some(ip), Ok(Shallow::Int(port))) =
-                        (h.text_or_bytes().and_then(dotted_quad), p.get())
+                        (h.bytes_or_text_unchecked().and_then(dotted_quad), p.get())
                     {
                         if let Ok(port) = u16::try_from(port) {
                             return Ok(Some(SocketAddr::from((ip, port))));
@@ -720,7 +720,7 @@ impl<'a> Fields<'a> {
         let mut fields = Vec::with_capacity(items.descendants() / 3);
         for item in items.children() {
             let pair = match item.scalar_pair() {
-                Some((n, v)) => (as_bytes(n), as_bytes(v)),
+                Some((n, v)) => (n.bytes_or_text(), v.bytes_or_text()),
                 None => (None, None),
             };
             match pair {
@@ -753,7 +753,7 @@ impl<'a> Fields<'a> {
     }
 
     fn cert_of(&self, key: &str, v: Item<'a>) -> Result<CertDer> {
-        let Some(raw) = as_bytes(v) else {
+        let Some(raw) = v.bytes_or_text() else {
             return Err(self.wrong(key, "a PEM certificate (bytes)", &self.read(key, v)?));
         };
         der_of_pem(&raw)
@@ -788,18 +788,11 @@ fn dotted_quad(b: &[u8]) -> Option<std::net::Ipv4Addr> {
         .then_some(std::net::Ipv4Addr::from(octets))
 }
 
-/// Bytes or text as bytes (a slice of the record).
-fn as_bytes(v: Item<'_>) -> Option<Bytes> {
-    v.bytes_or_text()
-}
-
 fn lossy(b: Option<Bytes>) -> String {
     b.map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
 
-/// The TLS fields both connection kinds share, from `sni` to `tls` (the fields
-/// of a dict are read in file order, so each is found at once).
 /// The TLS fields of a connection without TLS, as mitmproxy and mitmrs write
 /// them: every one unset.
 const NO_TLS: [(&str, Plain); 8] = [
@@ -827,7 +820,7 @@ fn tls_facts(c: &Fields<'_>, timestamp_tls_setup: Option<f64>) -> Result<TlsFact
 }
 
 /// The TLS fields both connection kinds share, from `sni` to `tls`, read one
-/// by one.
+/// by one (in file order, so each is found at once).
 fn tls_fields(c: &Fields<'_>, timestamp_tls_setup: Option<f64>) -> Result<TlsFacts> {
     Ok(TlsFacts {
         timestamp_tls_setup,
@@ -839,7 +832,7 @@ fn tls_fields(c: &Fields<'_>, timestamp_tls_setup: Option<f64>) -> Result<TlsFac
                 .ok_or_else(|| c.wrong("cipher_list", "a list of str", &v))
         })?,
         cipher: c.opt_text("cipher")?,
-        alpn_offers: c.list_of("alpn_offers", |v| match as_bytes(v) {
+        alpn_offers: c.list_of("alpn_offers", |v| match v.bytes_or_text() {
             Some(b) => Ok(b),
             None => Err(c.wrong("alpn_offers", "a list of bytes", &c.read("alpn_offers", v)?)),
         })?,
@@ -1014,7 +1007,7 @@ fn websocket_from(w: &Fields<'_>) -> Result<WebSocketData> {
             _ => return Err(bad("the type is not 1 (text) or 2 (binary)")),
         };
         let flag = |n: usize| matches!(part(n), Some(Shallow::Bool(true)));
-        let content = match parts.get(2).and_then(|p| as_bytes(*p)) {
+        let content = match parts.get(2).and_then(Item::bytes_or_text) {
             Some(b) => b,
             None => return Err(bad("the content is not bytes")),
         };

@@ -427,6 +427,9 @@ impl Tape {
                     ))
                 }
             }
+            // Pushed here and in the list/dict arm above, after the tag is
+            // known good: one push before the `match` measured ~1.2k more
+            // instructions per flow record (callgrind).
             if !matches!(tag, b']' | b'}') {
                 nodes.push(Node {
                     tag,
@@ -604,10 +607,10 @@ impl<'t> Item<'t> {
         ok.then(|| self.tape.buf.slice(n.start..n.end))
     }
 
-    /// The payload of a bytes or text value, unchecked (for a caller that
-    /// accepts only ASCII); `None` for anything else.
+    /// The payload of a bytes or text value, its UTF-8 not checked (for a
+    /// caller that accepts only ASCII); `None` for anything else.
     #[inline]
-    pub fn text_or_bytes(&self) -> Option<&'t [u8]> {
+    pub fn bytes_or_text_unchecked(&self) -> Option<&'t [u8]> {
         let n = self.node();
         matches!(n.tag, b',' | b';').then(|| &self.tape.buf[n.start..n.end])
     }
