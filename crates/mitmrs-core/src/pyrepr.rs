@@ -15,10 +15,13 @@ impl PyFloat {
     /// `core::fmt` (a flow file has ~10 floats per flow).
     pub fn repr(self, buf: &mut zmij::Buffer) -> std::borrow::Cow<'_, str> {
         let v = self.0;
-        let common = v.is_finite() && (1e-4..1e16).contains(&v.abs()) && v != v.trunc();
+        // Below 1e16 (< 2^63) the cast truncates exactly: `v.trunc()` without
+        // its libm call (baseline x86-64 has no `roundsd`).
+        let common = (1e-4..1e16).contains(&v.abs()) && v != (v as i64) as f64;
         if common {
             let s = buf.format_finite(v);
-            let frac = s.split_once('.').map_or(0, |(_, d)| d.len());
+            // The digits after the point (`split_once` searched with memchr).
+            let frac = s.len() - 1 - s.bytes().position(|b| b == b'.').unwrap_or(s.len() - 1);
             if !may_be_a_tie(v, frac) {
                 return std::borrow::Cow::Borrowed(s);
             }
