@@ -796,8 +796,14 @@ fn dotted_quad(b: &[u8]) -> Option<std::net::Ipv4Addr> {
 }
 
 fn lossy(b: Option<Bytes>) -> String {
-    b.map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    let Some(b) = b else {
+        return String::new();
+    };
+    // ASCII (nearly always) by a word-at-a-time check, not `Utf8Chunks`.
+    match crate::tnetstring::ascii(&b) {
+        Some(s) => s.to_owned(),
+        None => String::from_utf8_lossy(&b).into_owned(),
+    }
 }
 
 /// The TLS fields of a connection without TLS, as mitmproxy and mitmrs write
@@ -850,7 +856,8 @@ fn tls_fields(c: &Fields<'_>, timestamp_tls_setup: Option<f64>) -> Result<TlsFac
 }
 
 fn transport(c: &Fields<'_>) -> Result<TransportProtocol> {
-    match c.opt_text("transport_protocol")?.as_deref() {
+    let v = c.maybe("transport_protocol")?;
+    match c.opt_str_of("transport_protocol", v)?.as_deref() {
         None | Some("tcp") => Ok(TransportProtocol::Tcp),
         Some("udp") => Ok(TransportProtocol::Udp),
         Some(other) => Err(c.err(
@@ -1135,7 +1142,7 @@ fn http_flow_from(f: &Fields<'_>) -> Result<HttpFlow> {
         // Before format 17, `marked` was a bool.
         Shallow::Bool(true) => ":default:".into(),
         Shallow::Bool(false) | Shallow::Null => String::new(),
-        _ => f.text("marked")?,
+        v => f.opt_text_of("marked", v)?.unwrap_or_default(),
     };
     let is_replay = f.opt_text("is_replay")?;
     let server = server_from(&f.dict("server_conn")?)?;

@@ -903,7 +903,7 @@ fn fast_float(b: &[u8]) -> Option<f64> {
 /// word at a time, where `str::from_utf8` costs ~80 instructions for a short
 /// value; anything else goes through `from_utf8` as before.
 #[inline]
-fn ascii(b: &[u8]) -> Option<&str> {
+pub(crate) fn ascii(b: &[u8]) -> Option<&str> {
     // SAFETY: ASCII is valid UTF-8.
     b.is_ascii()
         .then(|| unsafe { std::str::from_utf8_unchecked(b) })
