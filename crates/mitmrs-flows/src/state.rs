@@ -20,6 +20,10 @@ use mitmrs_core::{
 
 use crate::tnetstring::{key, DecodeError, Item, Plain, Shallow, Tape, Value, Writer};
 
+mod canonical;
+
+pub(crate) use canonical::http_flow as canonical_http_flow;
+
 /// The flow format version this module reads and writes (mitmproxy 11.0's).
 pub const FLOW_FORMAT_VERSION: i64 = 21;
 
@@ -44,8 +48,9 @@ type Result<T> = std::result::Result<T, Box<StateError>>;
 pub fn write_flow(f: &HttpFlow, out: &mut Vec<u8>) {
     // Room for the whole record up front, so a flow with a large body is not
     // copied again each time the buffer would double.
-    out.reserve(size_hint(f));
-    Writer::new(out).dict(|w| {
+    let size = size_hint(f);
+    out.reserve(size);
+    Writer::new(out).dict_of_size(size, |w| {
         w.key(key!("websocket"));
         w.opt(f.websocket.as_ref(), websocket_state);
         w.key(key!("response"));
@@ -1157,17 +1162,56 @@ fn http_flow_from(f: &Fields<'_>) -> Result<HttpFlow> {
         })
         .transpose()?;
     let id = f.text("id")?;
-    let mut flow = HttpFlow::with_id(id, Arc::new(client), Arc::new(server), request);
-    flow.websocket = websocket;
-    flow.response = response;
-    flow.error = error;
-    flow.metadata = metadata;
-    flow.marked = marked;
-    flow.comment = comment;
-    flow.is_replay = is_replay;
-    flow.timestamp_created = timestamp_created.unwrap_or(flow.request.timestamp_start);
-    flow.live = false;
-    Ok(flow)
+    Ok(FlowParts {
+        websocket,
+        response,
+        request,
+        timestamp_created,
+        comment,
+        metadata,
+        marked,
+        is_replay,
+        server: Arc::new(server),
+        client: Arc::new(client),
+        error,
+        id,
+    }
+    .into_flow())
+}
+
+/// A flow's fields as a record holds them, made into the flow the same way
+/// by both readers (this module's and [`canonical`]'s).
+struct FlowParts {
+    websocket: Option<WebSocketData>,
+    response: Option<Response>,
+    request: Request,
+    timestamp_created: Option<f64>,
+    comment: String,
+    metadata: MetaDict,
+    marked: String,
+    is_replay: Option<String>,
+    server: Arc<Server>,
+    client: Arc<Client>,
+    error: Option<FlowError>,
+    id: String,
+}
+
+impl FlowParts {
+    fn into_flow(self) -> HttpFlow {
+        let mut flow = HttpFlow::with_id(self.id, self.client, self.server, self.request);
+        flow.websocket = self.websocket;
+        flow.response = self.response;
+        flow.error = self.error;
+        flow.metadata = self.metadata;
+        flow.marked = self.marked;
+        flow.comment = self.comment;
+        flow.is_replay = self.is_replay;
+        flow.timestamp_created = self
+            .timestamp_created
+            .unwrap_or(flow.request.timestamp_start);
+        flow.live = false;
+        flow
+    }
 }
 
 #[cfg(test)]

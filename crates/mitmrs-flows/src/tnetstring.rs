@@ -184,7 +184,7 @@ pub fn parse_prefix(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
 /// The common case of [`parse_prefix`] (up to 10 digits and the colon),
 /// without its error reporting: `None` means "ask `parse_prefix`".
 #[inline]
-fn short_prefix(buf: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn short_prefix(buf: &[u8]) -> Option<(usize, usize)> {
     // Most values of a flow are shorter than 100 bytes.
     if let [d0, c1, c2, ..] = *buf {
         if d0.is_ascii_digit() {
@@ -834,7 +834,7 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
 /// (and for any other form) `None`, and `str::parse` decides. ~290
 /// instructions per timestamp where the UTF-8 check and `str::parse` took
 /// ~480.
-fn fast_float(b: &[u8]) -> Option<f64> {
+pub(crate) fn fast_float(b: &[u8]) -> Option<f64> {
     let (neg, b) = match b.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, b),
@@ -934,6 +934,10 @@ pub fn to_vec(v: &Value) -> Vec<u8> {
 pub struct Writer<'a> {
     out: &'a mut Vec<u8>,
 }
+
+/// The digits [`Writer::list`] and [`Writer::dict`] leave room for: a flow's
+/// dicts are 100–999 bytes long.
+const GUESS: usize = 3;
 
 /// The decimal digits of `n`.
 #[inline]
@@ -1092,33 +1096,48 @@ impl<'a> Writer<'a> {
 
     /// A list whose items `f` writes.
     pub fn list(&mut self, f: impl FnOnce(&mut Self)) {
-        let start = self.out.len();
-        f(self);
-        self.close(start, b']');
+        self.container(GUESS, b']', f);
     }
 
     /// A dict whose keys and values `f` writes, alternating.
     pub fn dict(&mut self, f: impl FnOnce(&mut Self)) {
-        let start = self.out.len();
-        f(self);
-        self.close(start, b'}');
+        self.container(GUESS, b'}', f);
     }
 
-    /// Puts the length prefix in front of the payload written since `start`.
-    fn close(&mut self, start: usize, tag: u8) {
+    /// [`Writer::dict`] for one of about `size` bytes (a whole record).
+    pub fn dict_of_size(&mut self, size: usize, f: impl FnOnce(&mut Self)) {
+        self.container(digits(size), b'}', f);
+    }
+
+    /// A list or dict: room for a length prefix of `guess` digits is left
+    /// before `f` writes the payload, which is moved only if its length has
+    /// another number of digits. Writing the payload first and moving all of
+    /// it behind its prefix copied a flow's record ~3 times over.
+    fn container(&mut self, guess: usize, tag: u8, f: impl FnOnce(&mut Self)) {
+        let start = self.out.len();
+        self.out.reserve(guess + 2);
+        for _ in 0..=guess {
+            self.out.push(b':');
+        }
+        f(self);
         let out = &mut *self.out;
-        let len = out.len() - start;
+        let body = start + guess + 1;
+        let len = out.len() - body;
         let mut digits = itoa::Buffer::new();
         let digits = digits.format(len).as_bytes();
-        let shift = digits.len() + 1;
-        out.reserve(shift + 1);
-        // A few pushes: `resize` called memset for them.
-        for _ in 0..shift {
-            out.push(0);
+        let n = digits.len();
+        if n > guess {
+            out.reserve(n - guess + 1);
+            for _ in guess..n {
+                out.push(0);
+            }
+            out.copy_within(body..body + len, start + n + 1);
+        } else if n < guess {
+            out.copy_within(body..body + len, start + n + 1);
+            out.truncate(start + n + 1 + len);
         }
-        out.copy_within(start..start + len, start + shift);
-        out[start..start + digits.len()].copy_from_slice(digits);
-        out[start + digits.len()] = b':';
+        out[start..start + n].copy_from_slice(digits);
+        out[start + n] = b':';
         out.push(tag);
     }
 
@@ -1183,6 +1202,24 @@ mod tests {
             "43:5:1e+16^5:1e-05^8:1.5e+300^4:-0.0^6:0.0001^]"
         );
         assert_eq!(roundtrip(&v), v);
+    }
+
+    #[test]
+    fn containers_get_their_prefix_whatever_their_length() {
+        // Payloads of 0 to 5 digits' length, around the guessed 3 digits.
+        for n in [0, 1, 9, 10, 99, 100, 999, 1000, 12_345] {
+            let mut out = b"x".to_vec();
+            Writer::new(&mut out).list(|w| w.bytes(&vec![b'a'; n.max(3) - 3]));
+            let inner = n.max(3);
+            let item = format!("{}:{},", inner - 3, "a".repeat(inner - 3));
+            let expected = format!("x{}:{item}]", item.len());
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{n}");
+        }
+        let mut out = Vec::new();
+        Writer::new(&mut out).dict_of_size(5, |w| w.str("k"));
+        Writer::new(&mut out).list(|_| {});
+        Writer::new(&mut out).dict_of_size(123_456, |_| {});
+        assert_eq!(out, b"4:1:k;}0:]0:}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Feeds arbitrary bytes to the flow-file reader (record framing, the tape
-//! decoder, the flow reader and the upgrades of older formats), and every flow
-//! it reads back to the writer, whose record must read back as a flow again.
+//! decoder, the flow reader and the upgrades of older formats), checks that
+//! the canonical reader reads them as the general one does, and feeds every
+//! flow read back to the writer, whose record must read back as a flow again.
 //!
 //! Run: `cd crates/mitmrs-flows/fuzz && cargo +nightly fuzz run flowfile`
 
@@ -17,6 +18,27 @@ fuzz_target!(|data: &[u8]| {
     let buf = Bytes::copy_from_slice(data);
     let _ = tnetstring::decode_limited(&buf, 4096);
     let _ = Tape::decode(buf, 4096);
+
+    // The canonical reader (the usual layout, one pass) must read exactly
+    // as the general one does: the same flows, the same errors.
+    let reading = |reader: FlowReader<&[u8]>| -> Vec<Result<Vec<u8>, String>> {
+        reader
+            .take(64)
+            .map(|r| {
+                r.map(|f| {
+                    let mut out = Vec::new();
+                    encode_flow(&f, &mut out);
+                    out
+                })
+                .map_err(|e| e.to_string())
+            })
+            .collect()
+    };
+    assert_eq!(
+        reading(FlowReader::new(data, 1 << 20)),
+        reading(FlowReader::new(data, 1 << 20).without_canonical_reader()),
+        "the canonical and the general reader disagree"
+    );
 
     for flow in FlowReader::new(data, 1 << 20).take(64) {
         let Ok(flow) = flow else { continue };
