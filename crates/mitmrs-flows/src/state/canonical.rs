@@ -1,6 +1,6 @@
 //! A second reader for the one record layout that nearly every file holds:
 //! an HTTP flow of format 21 exactly as mitmrs and mitmproxy 11 write it
-//! (every key, in their order), without TLS, WebSocket messages or metadata.
+//! (every key, in their order), without WebSocket messages or metadata.
 //! It reads the record once, front to back, comparing each key's whole text
 //! with the expected one, and builds the flow as it goes: no [`Tape`], no
 //! lookups. Anything else, or anything it doubts (an unexpected key or type, a
@@ -22,11 +22,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mitmrs_core::connection::{Client, ConnectionState, Server, TlsFacts, TransportProtocol};
+use mitmrs_core::connection::{
+    CertDer, Client, ConnectionState, Server, TlsFacts, TransportProtocol,
+};
 use mitmrs_core::flow::{FlowError, MetaDict};
 use mitmrs_core::{Headers, HttpFlow, Request, Response};
 
-use super::{dotted_quad, lossy, FlowParts, FLOW_FORMAT_VERSION};
+use super::{der_of_pem, dotted_quad, lossy, FlowParts, FLOW_FORMAT_VERSION};
 use crate::tnetstring::{self, key};
 
 /// The HTTP flow in `rec` (one whole record), if it has the layout this
@@ -199,18 +201,29 @@ impl Reader<'_> {
         }
     }
 
-    /// A list of `[name, value]` pairs of bytes.
-    fn headers(&mut self, lim: usize) -> Option<Headers> {
+    /// A list, each item read by `item`.
+    fn list<T>(
+        &mut self,
+        lim: usize,
+        mut item: impl FnMut(&mut Self, usize) -> Option<T>,
+    ) -> Option<Vec<T>> {
         let end = self.open(lim, b']')?;
-        let mut fields = Vec::with_capacity(8);
+        let mut items = Vec::new();
         while self.pos < end {
-            let pair = self.open(end, b']')?;
-            let name = self.bytes(pair)?;
-            let value = self.bytes(pair)?;
-            self.close(pair)?;
-            fields.push((name, value));
+            items.push(item(self, end)?);
         }
         self.close(end)?;
+        Some(items)
+    }
+
+    /// A list of `[name, value]` pairs of bytes.
+    fn headers(&mut self, lim: usize) -> Option<Headers> {
+        let fields = self.list(lim, |r, end| {
+            let pair = r.open(end, b']')?;
+            let field = (r.bytes(pair)?, r.bytes(pair)?);
+            r.close(pair)?;
+            Some(field)
+        })?;
         Some(Headers::from_fields(fields))
     }
 
@@ -249,11 +262,55 @@ impl Reader<'_> {
         Some(Some((ip, port).into()))
     }
 
-    /// The TLS fields of a connection without TLS, as [`super::NO_TLS`].
-    fn no_tls(&mut self, lim: usize) -> Option<()> {
+    /// A PEM certificate, as its DER.
+    fn cert(&mut self, lim: usize) -> Option<CertDer> {
+        der_of_pem(&self.bytes(lim)?).ok().map(Bytes::from)
+    }
+
+    /// The TLS fields, `sni` to `tls`: those of a connection without TLS
+    /// ([`super::NO_TLS`]) compared as one text, others read one by one.
+    fn tls(&mut self, lim: usize, timestamp_tls_setup: Option<f64>) -> Option<TlsFacts> {
         const NO_TLS: &[u8] = b"3:sni;0:~11:tls_version;0:~11:cipher_list;0:]6:cipher;0:~\
             11:alpn_offers;0:]4:alpn;0:~16:certificate_list;0:]3:tls;5:false!";
-        self.literal(lim, NO_TLS, 2 * super::NO_TLS.len())
+        if self.buf.get(self.pos..lim)?.starts_with(NO_TLS) {
+            self.literal(lim, NO_TLS, 2 * super::NO_TLS.len())?;
+            return Some(TlsFacts {
+                timestamp_tls_setup,
+                ..TlsFacts::default()
+            });
+        }
+        self.key(lim, key!("sni"))?;
+        let sni = self.opt_text(lim)?;
+        self.key(lim, key!("tls_version"))?;
+        let tls_version = self.opt_text(lim)?;
+        self.key(lim, key!("cipher_list"))?;
+        let cipher_list = self.list(lim, Self::text)?;
+        self.key(lim, key!("cipher"))?;
+        let cipher = self.opt_text(lim)?;
+        self.key(lim, key!("alpn_offers"))?;
+        let alpn_offers = self.list(lim, Self::bytes)?;
+        self.key(lim, key!("alpn"))?;
+        let alpn = self.opt_bytes(lim)?;
+        self.key(lim, key!("certificate_list"))?;
+        let certs = self.list(lim, Self::cert)?;
+        self.key(lim, key!("tls"))?;
+        let tls = self.bool(lim)?;
+        Some(TlsFacts {
+            timestamp_tls_setup,
+            sni,
+            tls_version,
+            cipher_list,
+            cipher,
+            alpn_offers,
+            alpn,
+            // An empty `Arc<[_]>` is not allocated.
+            certificate_list: if certs.is_empty() {
+                Arc::default()
+            } else {
+                certs.into()
+            },
+            tls,
+        })
     }
 
     fn transport(&mut self, lim: usize) -> Option<TransportProtocol> {
@@ -422,7 +479,7 @@ struct ConnTail {
 }
 
 fn conn_tail(r: &mut Reader<'_>, e: usize, timestamp_tls_setup: Option<f64>) -> Option<ConnTail> {
-    r.no_tls(e)?;
+    let tls = r.tls(e, timestamp_tls_setup)?;
     r.key(e, key!("error"))?;
     let error = r.opt_text(e)?;
     r.key(e, key!("transport_protocol"))?;
@@ -435,10 +492,7 @@ fn conn_tail(r: &mut Reader<'_>, e: usize, timestamp_tls_setup: Option<f64>) -> 
     let peername = r.sockaddr(e)?;
     r.close(e)?;
     Some(ConnTail {
-        tls: TlsFacts {
-            timestamp_tls_setup,
-            ..TlsFacts::default()
-        },
+        tls,
         error,
         transport_protocol,
         id,
@@ -485,9 +539,7 @@ fn client(r: &mut Reader<'_>, lim: usize) -> Option<Arc<Client>> {
     r.key(e, key!("proxy_mode"))?;
     let proxy_mode = r.text(e)?;
     r.key(e, key!("mitmcert"))?;
-    if !r.null(e)? {
-        return None;
-    }
+    let mitmcert = if r.null(e)? { None } else { Some(r.cert(e)?) };
     r.key(e, key!("timestamp_tls_setup"))?;
     let timestamp_tls_setup = r.opt_float(e)?;
     r.key(e, key!("timestamp_end"))?;
@@ -504,7 +556,7 @@ fn client(r: &mut Reader<'_>, lim: usize) -> Option<Arc<Client>> {
         transport_protocol: t.transport_protocol,
         error: t.error,
         tls: t.tls,
-        mitmcert: None,
+        mitmcert,
         proxy_mode,
         timestamp_start,
         timestamp_end,
@@ -517,7 +569,7 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
-    use mitmrs_core::connection::{Client, Server};
+    use mitmrs_core::connection::{Client, Server, TlsFacts};
     use mitmrs_core::flow::{FlowError, MetaValue};
     use mitmrs_core::{Headers, HttpFlow, Request, Response};
     use proptest::prelude::*;
@@ -584,6 +636,29 @@ mod tests {
     }
 
     prop_compose! {
+        fn tls()(
+            tls in any::<bool>(),
+            (sni, tls_version, cipher) in (proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text())),
+            cipher_list in proptest::collection::vec(text(), 0..3),
+            alpn_offers in proptest::collection::vec(bytes(), 0..3),
+            alpn in proptest::option::of(bytes()),
+            certs in proptest::collection::vec(bytes(), 0..3),
+        ) -> TlsFacts {
+            TlsFacts {
+                tls,
+                sni,
+                tls_version,
+                cipher,
+                cipher_list,
+                alpn_offers,
+                alpn,
+                certificate_list: certs.into(),
+                timestamp_tls_setup: None,
+            }
+        }
+    }
+
+    prop_compose! {
         fn request()(
             (method, scheme, authority, path, http_version) in (bytes(), bytes(), bytes(), bytes(), bytes()),
             host in text(),
@@ -634,7 +709,8 @@ mod tests {
     prop_compose! {
         fn client()(
             (peername, sockname) in (addr(), addr()),
-            tls in prop::bool::weighted(0.2),
+            tls in proptest::option::weighted(0.3, tls()),
+            mitmcert in proptest::option::weighted(0.2, bytes()),
             error in proptest::option::of(text()),
             mode in prop_oneof![Just("regular".to_string()), text()],
             times in (time(), proptest::option::of(time()), proptest::option::of(time())),
@@ -644,7 +720,8 @@ mod tests {
             if udp {
                 c.transport_protocol = mitmrs_core::connection::TransportProtocol::Udp;
             }
-            c.tls.tls = tls;
+            c.tls = tls.unwrap_or_default();
+            c.mitmcert = mitmcert;
             c.error = error;
             c.proxy_mode = mode;
             (c.timestamp_start, c.timestamp_end, c.tls.timestamp_tls_setup) = times;
@@ -656,13 +733,13 @@ mod tests {
         fn server()(
             address in proptest::option::of((text(), any::<u16>())),
             (peername, sockname) in (proptest::option::of(addr()), proptest::option::of(addr())),
-            sni in proptest::option::weighted(0.2, text()),
+            tls in proptest::option::weighted(0.3, tls()),
             error in proptest::option::of(text()),
             times in proptest::collection::vec(proptest::option::of(time()), 4),
         ) -> Server {
             let mut s = Server::new(address);
             (s.peername, s.sockname) = (peername, sockname);
-            s.tls.sni = sni;
+            s.tls = tls.unwrap_or_default();
             s.error = error;
             (s.timestamp_start, s.timestamp_tcp_setup, s.timestamp_end, s.tls.timestamp_tls_setup) =
                 (times[0], times[1], times[2], times[3]);
@@ -672,8 +749,10 @@ mod tests {
 
     prop_compose! {
         fn flow()(
-            (client, server, request) in (client(), server(), request()),
-            response in proptest::option::of(response()),
+            // Boxed: unboxed, the strategies' value trees overflow a debug
+            // build's test thread stack.
+            (client, server, request) in (client().boxed(), server().boxed(), request().boxed()),
+            response in proptest::option::of(response().boxed()),
             error in proptest::option::of((time(), text())),
             (marked, comment) in (text(), text()),
             is_replay in proptest::option::of(prop_oneof![Just("request".to_string()), text()]),
@@ -697,8 +776,6 @@ mod tests {
         let (c, s) = (&f.client_conn, &f.server_conn);
         let v4 = |a: &SocketAddr| a.is_ipv4();
         f.metadata.0.is_empty()
-            && !c.tls.tls
-            && s.tls.sni.is_none()
             && v4(&c.peername)
             && v4(&c.sockname)
             && s.peername.as_ref().is_none_or(v4)
