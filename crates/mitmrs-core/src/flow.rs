@@ -245,7 +245,10 @@ pub struct HttpFlow {
     pub timestamp_created: f64,
     /// Per-flow storage for addons.
     pub extensions: Extensions,
-    intercept: Arc<watch::Sender<bool>>,
+    /// Made when first needed (by `intercept` or a handle): a watch channel
+    /// is two allocations, and dropping it wakes its waiters, for every flow
+    /// of a proxy or a flow file that is never intercepted.
+    intercept: std::sync::OnceLock<Arc<watch::Sender<bool>>>,
     killed: bool,
 }
 
@@ -277,7 +280,7 @@ impl HttpFlow {
             live: true,
             timestamp_created: now(),
             extensions: Extensions::default(),
-            intercept: Arc::new(watch::channel(false).0),
+            intercept: std::sync::OnceLock::new(),
             killed: false,
         }
     }
@@ -286,7 +289,7 @@ impl HttpFlow {
     pub fn kill(&mut self) {
         self.killed = true;
         self.error = Some(FlowError::new(FlowError::KILLED_MESSAGE));
-        self.intercept.send_replace(false);
+        self.resume();
     }
 
     pub fn killed(&self) -> bool {
@@ -297,27 +300,37 @@ impl HttpFlow {
     /// [`InterceptHandle`] resumes it.
     pub fn intercept(&mut self) {
         if !self.killed {
-            self.intercept.send_replace(true);
+            self.intercept_sender().send_replace(true);
         }
     }
 
     pub fn resume(&mut self) {
-        self.intercept.send_replace(false);
+        if let Some(tx) = self.intercept.get() {
+            tx.send_replace(false);
+        }
     }
 
     pub fn intercepted(&self) -> bool {
-        *self.intercept.borrow()
+        self.intercept.get().is_some_and(|tx| *tx.borrow())
     }
 
     pub fn intercept_handle(&self) -> InterceptHandle {
         InterceptHandle {
-            tx: self.intercept.clone(),
+            tx: self.intercept_sender().clone(),
         }
+    }
+
+    fn intercept_sender(&self) -> &Arc<watch::Sender<bool>> {
+        self.intercept
+            .get_or_init(|| Arc::new(watch::channel(false).0))
     }
 
     /// Waits until the flow is no longer intercepted. Called by the proxy after hooks.
     pub async fn wait_resumed(&self) {
-        let mut rx = self.intercept.subscribe();
+        let Some(tx) = self.intercept.get() else {
+            return;
+        };
+        let mut rx = tx.subscribe();
         // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
         let _ = rx.wait_for(|intercepted| !*intercepted).await;
     }
