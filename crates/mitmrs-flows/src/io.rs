@@ -104,7 +104,9 @@ pub struct FlowReader<R: Read> {
     index: usize,
     done: bool,
     last_len: usize,
-    /// The last record's tape (its node storage is reused for the next).
+    /// The tape of the last record the general reader read (its node
+    /// storage is reused for the next; released when the canonical reader
+    /// reads one, so a big record is not held through a run of others).
     tape: Tape,
     /// Records of the usual layout read by the canonical reader (see
     /// `state/canonical.rs`); off only to compare the two readers.
@@ -229,6 +231,7 @@ impl<R: Read> FlowReader<R> {
         // in a single pass; anything else goes through the tape.
         if self.canonical {
             if let Some(flow) = canonical_http_flow(&rec, budget) {
+                self.tape.release();
                 return Some(Ok(flow));
             }
         }

@@ -434,3 +434,23 @@ print(fs[0].metadata)
         "{check:?}"
     );
 }
+
+#[test]
+fn a_file_mitmproxy_11_wrote_is_re_saved_byte_for_byte() {
+    // Five live flows (plain and HTTPS) written by `mitmdump -w` 11.0.2:
+    // read and written again, nothing changes.
+    let input = fixture("mitmproxy-11-live.mitm");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.mitm");
+    let o = run_bin(&[
+        "-nqr",
+        input.to_str().unwrap(),
+        "-w",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+}

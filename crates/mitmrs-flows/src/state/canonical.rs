@@ -249,17 +249,26 @@ impl Reader<'_> {
         Some(Some(address))
     }
 
-    /// `[IPv4, port]` with the IPv4 address in its canonical form, or null.
+    /// `[IPv4, port]`, or null. A host that is not an IP address (old
+    /// files wrote `["", 0]` for "unknown") reads as unknown, as the general
+    /// reader has it; an IPv6 address is left to that reader.
     fn sockaddr(&mut self, lim: usize) -> Option<Option<std::net::SocketAddr>> {
         if self.null(lim)? {
             return Some(None);
         }
         let end = self.open(lim, b']')?;
         let (start, stop) = self.scalar(end, b';')?;
-        let ip = dotted_quad(&self.buf[start..stop])?;
         let port = self.port(end)?;
         self.close(end)?;
-        Some(Some((ip, port).into()))
+        let host = &self.buf[start..stop];
+        if let Some(ip) = dotted_quad(host) {
+            return Some(Some((ip, port).into()));
+        }
+        match std::str::from_utf8(host).ok()?.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => Some(Some((ip, port).into())),
+            Ok(std::net::IpAddr::V6(_)) => None,
+            Err(_) => Some(None),
+        }
     }
 
     /// A PEM certificate, as its DER.
@@ -839,6 +848,46 @@ mod tests {
             + 1;
         assert!(http_flow(&rec, values).is_some());
         assert!(http_flow(&rec, values - 1).is_none());
+    }
+
+    /// The records of a flow file, each whole.
+    fn records(data: &[u8]) -> Vec<Bytes> {
+        let data = Bytes::copy_from_slice(data);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let (_, used) =
+                crate::tnetstring::Tape::decode_prefix(data.slice(at..), usize::MAX).unwrap();
+            out.push(data.slice(at..at + used));
+            at += used;
+        }
+        out
+    }
+
+    /// Files mitmproxy 11.0.2 wrote take the canonical path: live flows
+    /// (plain and HTTPS, by `mitmdump -w`) all, and its re-save of older
+    /// files (`mitmdump -nr OLD -w NEW`) but for the WebSocket flows and the
+    /// HTTP/3 one (an IPv6 address) — and read as the general reader reads
+    /// them.
+    #[test]
+    fn reads_what_mitmproxy_11_writes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../mitmrs/tests/data/mitmproxy-flows");
+        let read = |name: &str| {
+            let data = std::fs::read(dir.join(name)).unwrap();
+            same_reading(&data).unwrap();
+            let records = records(&data);
+            let canonical = records
+                .iter()
+                .filter(|r| http_flow(r, usize::MAX).is_some())
+                .count();
+            (canonical, records.len())
+        };
+        assert_eq!(read("mitmproxy-11-live.mitm"), (5, 5));
+        let (canonical, all) = read("mitmproxy-11-resaved.mitm");
+        assert_eq!(all, 13);
+        // All but the three WebSocket flows and the HTTP/3 one (IPv6).
+        assert_eq!(canonical, 9, "{canonical} of {all}");
     }
 
     /// Every mitmproxy-written test file, and every input of the local fuzz
