@@ -1005,19 +1005,12 @@ impl<'a> Writer<'a> {
 
     #[inline]
     fn leaf(&mut self, payload: &[u8], tag: u8) {
-        let out = &mut *self.out;
         let n = payload.len();
         if n < 100 {
-            // Most values: one or two digits, without itoa.
-            out.reserve(n + 4);
-            if n >= 10 {
-                out.push(b'0' + (n / 10) as u8);
-            }
-            out.push(b'0' + (n % 10) as u8);
-            out.push(b':');
-        } else {
-            self.long_prefix(n);
+            // Room for all of it (a longer one's prefix makes room itself).
+            self.out.reserve(n + 4);
         }
+        self.prefix(n);
         self.out.extend_from_slice(payload);
         self.out.push(tag);
     }
@@ -1085,6 +1078,7 @@ impl<'a> Writer<'a> {
     fn prefix(&mut self, n: usize) {
         let out = &mut *self.out;
         if n < 100 {
+            // Most values: one or two digits, without itoa.
             if n >= 10 {
                 out.push(b'0' + (n / 10) as u8);
             }

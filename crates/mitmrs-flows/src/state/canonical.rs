@@ -415,6 +415,36 @@ fn request(r: &mut Reader<'_>, lim: usize) -> Option<Request> {
     let port = r.port(e)?;
     r.key(e, key!("host"))?;
     let host = r.text(e)?;
+    let m = message_tail(r, e)?;
+    Some(Request {
+        path,
+        authority,
+        scheme,
+        method,
+        port,
+        host,
+        timestamp_end: m.timestamp_end,
+        timestamp_start: m.timestamp_start,
+        trailers: m.trailers,
+        content: m.content,
+        headers: m.headers,
+        http_version: m.http_version,
+        stream: Default::default(),
+    })
+}
+
+/// The fields requests and responses share, last in both, in file order.
+struct MessageTail {
+    timestamp_end: Option<f64>,
+    timestamp_start: f64,
+    trailers: Option<Headers>,
+    content: Option<Bytes>,
+    headers: Headers,
+    http_version: String,
+}
+
+/// [`MessageTail`], and the end of the message's dict (`e`).
+fn message_tail(r: &mut Reader<'_>, e: usize) -> Option<MessageTail> {
     r.key(e, key!("timestamp_end"))?;
     let timestamp_end = r.opt_float(e)?;
     r.key(e, key!("timestamp_start"))?;
@@ -428,20 +458,13 @@ fn request(r: &mut Reader<'_>, lim: usize) -> Option<Request> {
     r.key(e, key!("http_version"))?;
     let http_version = lossy(Some(r.bytes(e)?));
     r.close(e)?;
-    Some(Request {
-        path,
-        authority,
-        scheme,
-        method,
-        port,
-        host,
+    Some(MessageTail {
         timestamp_end,
         timestamp_start,
         trailers,
         content,
         headers,
         http_version,
-        stream: Default::default(),
     })
 }
 
@@ -451,28 +474,16 @@ fn response(r: &mut Reader<'_>, lim: usize) -> Option<Response> {
     let reason = lossy(Some(r.bytes(e)?));
     r.key(e, key!("status_code"))?;
     let status_code = u16::try_from(r.int(e)?).ok()?;
-    r.key(e, key!("timestamp_end"))?;
-    let timestamp_end = r.opt_float(e)?;
-    r.key(e, key!("timestamp_start"))?;
-    let timestamp_start = r.float(e)?;
-    r.key(e, key!("trailers"))?;
-    let trailers = r.opt_headers(e)?;
-    r.key(e, key!("content"))?;
-    let content = r.opt_bytes(e)?;
-    r.key(e, key!("headers"))?;
-    let headers = r.headers(e)?;
-    r.key(e, key!("http_version"))?;
-    let http_version = lossy(Some(r.bytes(e)?));
-    r.close(e)?;
+    let m = message_tail(r, e)?;
     Some(Response {
         reason,
         status_code,
-        timestamp_end,
-        timestamp_start,
-        trailers,
-        content,
-        headers,
-        http_version,
+        timestamp_end: m.timestamp_end,
+        timestamp_start: m.timestamp_start,
+        trailers: m.trailers,
+        content: m.content,
+        headers: m.headers,
+        http_version: m.http_version,
         stream: Default::default(),
     })
 }
