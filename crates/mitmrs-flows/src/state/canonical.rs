@@ -3,8 +3,8 @@
 //! (every key, in their order), without WebSocket messages or metadata.
 //! It reads the record once, front to back, comparing each key's whole text
 //! with the expected one, and builds the flow as it goes: no [`Tape`], no
-//! lookups. Anything else, or anything it doubts (an unexpected key or type, a
-//! number it would have to parse the slow way, an IPv6 address), makes it
+//! lookups. Anything else, or anything it doubts (an unexpected key or type,
+//! an integer beyond 64 bits, an IPv6 address, WebSocket messages), makes it
 //! give up with `None`, and the record goes through the general reader, which
 //! then gives the same flow or the error message. For a record it does read,
 //! the result is the general reader's (property tests below, and the
