@@ -136,6 +136,23 @@ impl<R: Read> FlowReader<R> {
         self
     }
 
+    /// What this reader makes of the first `max` records: each flow as its
+    /// record written again, each error as its message. For tests and the
+    /// fuzz target, which compare readers by it.
+    #[doc(hidden)]
+    pub fn outcomes(self, max: usize) -> Vec<Result<Vec<u8>, String>> {
+        self.take(max)
+            .map(|r| {
+                r.map(|f| {
+                    let mut out = Vec::new();
+                    encode_flow(&f, &mut out);
+                    out
+                })
+                .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
     /// The next record's bytes, or `None` at the end of the file.
     fn next_record(&mut self) -> Result<Option<Bytes>, ReadError> {
         let (index, offset) = (self.index, self.offset);
