@@ -13,6 +13,7 @@ pub mod chain;
 pub mod connection;
 pub mod encoding;
 pub mod flow;
+pub mod flowfilter;
 pub mod headers;
 pub mod inject;
 pub mod message;

@@ -1,7 +1,10 @@
 //! Python's text forms that mitmproxy's files and views show, so mitmrs
-//! writes the same: `repr` of a float.
+//! writes the same: `repr` of a float, of bytes and of text, and `str` of a
+//! metadata value (what mitmproxy's `~meta` filter searches).
 
 use std::fmt;
+
+use crate::flow::MetaValue;
 
 /// A float as Python's `repr` would write it (so mitmproxy reads back the same
 /// number): the shortest round-trip digits, with ".0" on whole numbers.
@@ -159,8 +162,152 @@ impl fmt::Write for StackStr {
     }
 }
 
+/// Bytes as Python's `repr` writes them (`b'ping'`), for log lines that match
+/// mitmproxy's.
+pub fn py_bytes_repr(b: &[u8]) -> String {
+    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut s = String::with_capacity(b.len() + 3);
+    s.push('b');
+    s.push(quote);
+    for &c in b {
+        match c {
+            b'\\' => s.push_str("\\\\"),
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            b'\t' => s.push_str("\\t"),
+            c if c as char == quote => {
+                s.push('\\');
+                s.push(quote);
+            }
+            0x20..=0x7e => s.push(c as char),
+            c => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s.push(quote);
+    s
+}
+
+/// Text as Python's `repr` writes it (`'it\'s'` is written `"it's"`).
+/// Python escapes the characters `str.isprintable()` rejects; here those are
+/// the control characters, the separators other than the space (U+00A0,
+/// U+2000–U+200A, U+2028, U+2029, U+202F, U+205F, U+3000, U+1680), the common
+/// format characters (U+00AD, U+200B–U+200F, U+2060–U+2064, U+FEFF) and the
+/// private-use planes; other unassigned code points are kept as they are.
+pub fn py_str_repr(t: &str) -> String {
+    let quote = if t.contains('\'') && !t.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut s = String::with_capacity(t.len() + 2);
+    s.push(quote);
+    for c in t.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if c == quote => {
+                s.push('\\');
+                s.push(quote);
+            }
+            c if printable(c) => s.push(c),
+            c if (c as u32) < 0x100 => s.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x10000 => s.push_str(&format!("\\u{:04x}", c as u32)),
+            c => s.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    s.push(quote);
+    s
+}
+
+fn printable(c: char) -> bool {
+    let u = c as u32;
+    !(c.is_control()
+        || matches!(
+            u,
+            0xA0 | 0xAD
+                | 0x1680
+                | 0x2000..=0x200F
+                | 0x2028..=0x202F
+                | 0x205F..=0x2064
+                | 0x3000
+                | 0xFEFF
+                | 0xE000..=0xF8FF
+                | 0xF0000..
+        ))
+}
+
+/// A metadata value as Python's `str()` writes it: text as it is, everything
+/// else (and everything inside lists and dicts) as its `repr`.
+pub fn meta_str(v: &MetaValue) -> String {
+    match v {
+        MetaValue::Str(s) => s.clone(),
+        v => meta_repr(v),
+    }
+}
+
+/// A metadata value as Python's `repr` writes it.
+pub fn meta_repr(v: &MetaValue) -> String {
+    match v {
+        MetaValue::Null => "None".into(),
+        MetaValue::Bool(true) => "True".into(),
+        MetaValue::Bool(false) => "False".into(),
+        MetaValue::Int(i) => i.to_string(),
+        MetaValue::BigInt(d) => d.clone(),
+        MetaValue::Float(f) => PyFloat(*f).to_string(),
+        MetaValue::Str(s) => py_str_repr(s),
+        MetaValue::Bytes(b) => py_bytes_repr(b),
+        MetaValue::List(items) => {
+            let parts: Vec<String> = items.iter().map(meta_repr).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        MetaValue::Dict(d) => {
+            let parts: Vec<String> =
+                d.0.iter()
+                    .map(|(k, v)| format!("{}: {}", meta_repr(k), meta_repr(v)))
+                    .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bytes_repr_is_pythons() {
+        assert_eq!(super::py_bytes_repr(b"pingdata"), "b'pingdata'");
+        assert_eq!(super::py_bytes_repr(b"it's"), "b\"it's\"");
+        assert_eq!(super::py_bytes_repr(b"\x00\n\\'\""), "b'\\x00\\n\\\\\\'\"'");
+    }
+
+    #[test]
+    fn str_and_meta_forms_are_pythons() {
+        use crate::flow::{MetaDict, MetaValue as M};
+        assert_eq!(super::py_str_repr("it's"), "\"it's\"");
+        assert_eq!(
+            super::py_str_repr("a\u{7f}\u{a0}é\u{1F600}\u{200b}'\""),
+            "'a\\x7f\\xa0é\u{1F600}\\u200b\\'\"'"
+        );
+        let d = M::Dict(MetaDict(vec![(
+            M::Str("k".into()),
+            M::List(vec![
+                M::Int(1),
+                M::Float(0.5),
+                M::Null,
+                M::Bool(true),
+                M::Bytes("x".into()),
+            ]),
+        )]));
+        assert_eq!(super::meta_str(&d), "{'k': [1, 0.5, None, True, b'x']}");
+        assert_eq!(super::meta_str(&M::Str("plain".into())), "plain");
+        assert_eq!(super::meta_str(&M::Float(2.0)), "2.0");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

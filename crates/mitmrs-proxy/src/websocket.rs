@@ -584,7 +584,7 @@ fn control(
                 client = %flow.client_conn.peername,
                 "Received WebSocket {what} from {} (payload: {})",
                 side.name(),
-                py_bytes_repr(&payload)
+                mitmrs_core::pyrepr::py_bytes_repr(&payload)
             );
             other.frame(true, opcode, &payload, to_server);
             Ok(None)
@@ -606,46 +606,5 @@ fn control(
                 reason: Some(reason),
             }))
         }
-    }
-}
-
-/// Bytes as Python's `repr` writes them (`b'ping'`), for log lines that match
-/// mitmproxy's.
-pub fn py_bytes_repr(b: &[u8]) -> String {
-    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut s = String::with_capacity(b.len() + 3);
-    s.push('b');
-    s.push(quote);
-    for &c in b {
-        match c {
-            b'\\' => s.push_str("\\\\"),
-            b'\n' => s.push_str("\\n"),
-            b'\r' => s.push_str("\\r"),
-            b'\t' => s.push_str("\\t"),
-            c if c as char == quote => {
-                s.push('\\');
-                s.push(quote);
-            }
-            0x20..=0x7e => s.push(c as char),
-            c => s.push_str(&format!("\\x{c:02x}")),
-        }
-    }
-    s.push(quote);
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_repr_is_pythons() {
-        assert_eq!(py_bytes_repr(b"pingdata"), "b'pingdata'");
-        assert_eq!(py_bytes_repr(b"it's"), "b\"it's\"");
-        assert_eq!(py_bytes_repr(b"\x00\n\\'\""), "b'\\x00\\n\\\\\\'\"'");
     }
 }
