@@ -28,10 +28,12 @@
 mod pyre;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::flow::HttpFlow;
 use crate::headers::Headers;
 use crate::message::{Request, Response};
+use crate::options::{Options, OptionsError};
 
 /// A compiled filter expression.
 #[derive(Clone, Debug)]
@@ -81,6 +83,66 @@ impl Filter {
         let mut out = String::new();
         self.root.dump(0, &mut out);
         out
+    }
+}
+
+/// A filter option (`dumper_filter`, `save_stream_filter`,
+/// `readfile_filter`) as an addon holds it: set in `configure`, asked per
+/// flow. Unset or empty: every flow passes.
+pub struct FilterOption {
+    name: &'static str,
+    current: std::sync::RwLock<Option<Arc<Filter>>>,
+}
+
+impl FilterOption {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            current: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// Compiles the option's new value if it is among `updated`; a bad
+    /// expression is refused (the option's error names it and what is wrong)
+    /// and the filter in force stays.
+    pub fn configure(
+        &self,
+        options: &Options,
+        updated: &std::collections::BTreeSet<String>,
+    ) -> Result<(), OptionsError> {
+        if !updated.contains(self.name) {
+            return Ok(());
+        }
+        let filter = option_filter(options, self.name)?.map(Arc::new);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = filter;
+        Ok(())
+    }
+
+    /// The filter in force, if any.
+    pub fn get(&self) -> Option<Arc<Filter>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `flow` passes (always, when no filter is set).
+    pub fn allows(&self, flow: &HttpFlow) -> bool {
+        self.get().is_none_or(|f| f.matches(flow))
+    }
+}
+
+/// The filter the option `name` holds: `None` if it is unset or empty, the
+/// option's error (naming it, and what is wrong) if it is not a filter.
+pub fn option_filter(options: &Options, name: &str) -> Result<Option<Filter>, OptionsError> {
+    match options.get_str(name).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(expr) => Filter::parse(&expr)
+            .map(Some)
+            .map_err(|e| OptionsError::Rejected {
+                name: name.into(),
+                message: e.to_string(),
+            }),
     }
 }
 
@@ -251,11 +313,12 @@ enum Rex {
 }
 
 impl Rex {
-    fn compile(expr: &str, flags: Flags) -> Result<Rex, regex::Error> {
-        let translated = pyre::translate(expr, flags.bytes);
+    /// Compiles a Python pattern; `Err`: why it cannot be used.
+    fn compile(expr: &str, flags: Flags) -> Result<Rex, String> {
+        let translated = pyre::translate(expr, flags.bytes)?;
         // Bounded: a compiled program and its lazy DFA stay within these.
         const SIZE: usize = 10 << 20;
-        if flags.bytes {
+        let built = if flags.bytes {
             regex::bytes::RegexBuilder::new(&translated)
                 .unicode(false)
                 .case_insensitive(flags.ignore_case)
@@ -274,7 +337,17 @@ impl Rex {
                 .dfa_size_limit(SIZE)
                 .build()
                 .map(Rex::Text)
-        }
+        };
+        built.map_err(|e| match e {
+            // The last line of regex's message says what is wrong.
+            regex::Error::Syntax(s) => s
+                .lines()
+                .last()
+                .unwrap_or(&s)
+                .trim_start_matches("error: ")
+                .to_string(),
+            other => other.to_string(),
+        })
     }
 
     fn search(&self, hay: &[u8]) -> bool {
@@ -700,16 +773,7 @@ impl Parser<'_> {
             .map_or(Flags::NONE, |x| x.3);
         match Rex::compile(&expr, flags) {
             Ok(rex) => Ok(Node::Rex { kind, expr, rex }),
-            Err(e) => {
-                let why = match &e {
-                    regex::Error::Syntax(s) => s
-                        .lines()
-                        .last()
-                        .unwrap_or(s)
-                        .trim_start_matches("error: ")
-                        .to_string(),
-                    other => other.to_string(),
-                };
+            Err(why) => {
                 Err(FilterError(format!(
                     "Invalid filter expression: {}: the regular expression {} cannot be used: {why} \
                      (mitmrs matches in linear time: no look-around, backreferences or atomic groups)",
@@ -723,12 +787,9 @@ impl Parser<'_> {
     fn syntax_error(&self) -> FilterError {
         let at = self.furthest.min(self.s.len());
         let rest: String = self.s[at..].chars().take(24).collect();
-        let hint = if self.s.contains('~') {
-            "; a ~code needs white space after it (`~q & ~s`, `( ~q )`), and `& | ( )` after a bare regex \
-             need white space before them"
-        } else {
-            ""
-        };
+        let hint = "; a ~code needs white space after it (`~q & ~s`, `( ~q )`), a regex with white space, \
+                    parentheses, `~` or quotes in it needs quotes (`~u \"a (b)\"`), and `& |` after a bare \
+                    regex need white space before them";
         let near = if rest.is_empty() {
             "at the end".to_string()
         } else {

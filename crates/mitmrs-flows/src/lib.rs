@@ -17,19 +17,3 @@ pub mod tnetstring;
 pub use io::{FlowReader, FlowWriter, ReadError};
 pub use readfile::{load_flows, ReadFile};
 pub use save::Save;
-
-/// Refuses a filter-expression option that is set (filters are not built yet),
-/// naming it and what to do instead.
-pub(crate) fn refuse_filter(
-    options: &mitmrs_core::Options,
-    name: &str,
-    instead: &str,
-) -> Result<(), mitmrs_core::options::OptionsError> {
-    match options.get_str(name) {
-        Some(f) if !f.is_empty() => Err(mitmrs_core::options::OptionsError::Rejected {
-            name: name.into(),
-            message: format!("filter expressions are not built yet; {instead} (unset it) for now"),
-        }),
-        _ => Ok(()),
-    }
-}

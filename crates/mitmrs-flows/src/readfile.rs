@@ -13,6 +13,7 @@ use std::fs::File;
 
 use async_trait::async_trait;
 use mitmrs_core::addon::{Addon, HookResult, HookSet, Loader};
+use mitmrs_core::flowfilter::{option_filter, Filter};
 use mitmrs_core::mode::ReverseTarget;
 use mitmrs_core::options::{
     size_option, OptionSpec, OptionType, OptionValue, Options, OptionsError,
@@ -23,7 +24,7 @@ use crate::io::{FlowReader, ReadError};
 
 /// Registers mitmproxy's `rfile`, `readfile_filter` and `keepserving` options and
 /// mitmrs's `rfile_max_flow_size`. The reading itself is [`load_flows`], which
-/// the binary runs once the proxy is up.
+/// the binary runs once the proxy is up, with `readfile_filter`'s filter.
 #[derive(Default)]
 pub struct ReadFile;
 
@@ -48,8 +49,7 @@ impl Addon for ReadFile {
             "readfile_filter",
             OptionType::OptStr,
             OptionValue::None,
-            "Read only matching flows. (Filter expressions come with a later mitmrs release; setting this is \
-             refused until then.)",
+            "Read only matching flows.",
         ))?;
         loader.add_option(OptionSpec::new(
             "keepserving",
@@ -70,7 +70,7 @@ impl Addon for ReadFile {
 
     fn configure(&self, options: &Options, updated: &BTreeSet<String>) -> Result<(), OptionsError> {
         if updated.contains("readfile_filter") {
-            crate::refuse_filter(options, "readfile_filter", "read all flows")?;
+            option_filter(options, "readfile_filter")?;
         }
         if updated.contains("rfile_max_flow_size") {
             size_option(options, "rfile_max_flow_size")?;
@@ -104,11 +104,14 @@ pub fn max_flow_size(options: &Options) -> Result<usize, OptionsError> {
 ///
 /// `reverse`: in reverse mode, each request is pointed at the reverse target
 /// first (as mitmproxy's `load_flow` does, so saved flows replay against it).
+/// `filter` (`readfile_filter`): only matching flows go through the hooks
+/// (and count as loaded); the others are passed over silently, as in mitmproxy.
 pub async fn load_flows(
     path: &str,
     chain: &AddonChain,
     max_record: usize,
     reverse: Option<&ReverseTarget>,
+    filter: Option<&Filter>,
 ) -> Result<ReadSummary, String> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Result<_, ReadError>>>(2);
     let file_path = crate::save::expand_user(path);
@@ -162,6 +165,9 @@ pub async fn load_flows(
         for item in batch {
             match item {
                 Ok(mut flow) => {
+                    if filter.is_some_and(|f| !f.matches(&flow)) {
+                        continue;
+                    }
                     if let Some(t) = reverse {
                         flow.request.set_destination(t.scheme(), &t.host, t.port);
                     }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mitmrs_core::addon::{Addon, Hook, HookResult, HookSet, Loader};
+use mitmrs_core::flowfilter::FilterOption;
 use mitmrs_core::options::{
     size_option, OptionSpec, OptionType, OptionValue, Options, OptionsError,
 };
@@ -47,13 +48,24 @@ struct Stream {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// mitmproxy's `Save` addon (streaming part: `save_stream_file`).
-#[derive(Default)]
+/// mitmproxy's `Save` addon (streaming part: `save_stream_file`, and
+/// `save_stream_filter` to save only matching flows).
 pub struct Save {
     stream: Mutex<Option<Arc<Stream>>>,
+    filter: FilterOption,
     /// A file is open: only then are the flow hooks listed, so that without `-w`
     /// the addon costs flows nothing.
     active: AtomicBool,
+}
+
+impl Default for Save {
+    fn default() -> Self {
+        Self {
+            stream: Mutex::default(),
+            filter: FilterOption::new("save_stream_filter"),
+            active: AtomicBool::default(),
+        }
+    }
 }
 
 impl Save {
@@ -67,7 +79,7 @@ impl Save {
     }
 
     async fn save(&self, flow: &HttpFlow) -> HookResult {
-        if self.current().is_none() {
+        if self.current().is_none() || !self.filter.allows(flow) {
             return Ok(());
         }
         let mut buf = Vec::new();
@@ -275,8 +287,7 @@ impl Addon for Save {
             "save_stream_filter",
             OptionType::OptStr,
             OptionValue::None,
-            "Filter which flows are written to file. (Filter expressions come with a later mitmrs release; \
-             setting this is refused until then.)",
+            "Filter which flows are written to file.",
         ))?;
         loader.add_option(OptionSpec::new(
             "save_stream_buffer",
@@ -297,7 +308,7 @@ impl Addon for Save {
         if !relevant.iter().any(|k| updated.contains(*k)) {
             return Ok(());
         }
-        crate::refuse_filter(options, "save_stream_filter", "save all flows")?;
+        self.filter.configure(options, updated)?;
         let buffer = size_option(options, "save_stream_buffer")?
             .unwrap_or(16 << 20)
             .clamp(1, u64::from(u32::MAX)) as usize;

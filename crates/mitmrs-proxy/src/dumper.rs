@@ -4,7 +4,8 @@
 //! Level 1: `127.0.0.1:50968: GET http://host/path` and `     << 200 OK 33b`;
 //! level 2 adds headers (and trailers); level 3 adds bodies cut at
 //! `content_view_lines_cutoff` lines; level 4 prints bodies whole. Colours only when
-//! the output is a terminal.
+//! the output is a terminal. `dumper_filter` (a filter expression) limits
+//! which flows are shown.
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -14,7 +15,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use mitmrs_core::addon::{Addon, Hook, HookResult, HookSet};
-use mitmrs_core::options::{Options, OptionsError};
+use mitmrs_core::flowfilter::FilterOption;
+use mitmrs_core::options::{OptionSpec, OptionType, OptionValue, Options, OptionsError};
 use mitmrs_core::{Headers, HttpFlow};
 
 /// mitmproxy's `human.format_address`.
@@ -65,6 +67,8 @@ pub struct Dumper {
     detail: AtomicI64,
     cutoff: AtomicI64,
     showhost: std::sync::atomic::AtomicBool,
+    /// `dumper_filter`: only matching flows are shown.
+    filter: FilterOption,
 }
 
 impl Dumper {
@@ -80,6 +84,7 @@ impl Dumper {
             detail: AtomicI64::new(1),
             cutoff: AtomicI64::new(512),
             showhost: Default::default(),
+            filter: FilterOption::new("dumper_filter"),
         }
     }
 
@@ -426,11 +431,18 @@ impl Addon for Dumper {
         }
     }
 
-    fn configure(
-        &self,
-        options: &Options,
-        _updated: &BTreeSet<String>,
-    ) -> Result<(), OptionsError> {
+    fn load(&self, loader: &mut mitmrs_core::addon::Loader<'_>) -> HookResult {
+        loader.add_option(OptionSpec::new(
+            "dumper_filter",
+            OptionType::OptStr,
+            OptionValue::None,
+            "Limit which flows are dumped.",
+        ))?;
+        Ok(())
+    }
+
+    fn configure(&self, options: &Options, updated: &BTreeSet<String>) -> Result<(), OptionsError> {
+        self.filter.configure(options, updated)?;
         self.detail.store(
             options.get_int("flow_detail").unwrap_or(1),
             Ordering::Relaxed,
@@ -445,16 +457,23 @@ impl Addon for Dumper {
     }
 
     async fn response(&self, flow: &mut HttpFlow) -> HookResult {
-        self.echo(flow);
+        if self.filter.allows(flow) {
+            self.echo(flow);
+        }
         Ok(())
     }
 
     async fn error(&self, flow: &mut HttpFlow) -> HookResult {
-        self.echo(flow);
+        if self.filter.allows(flow) {
+            self.echo(flow);
+        }
         Ok(())
     }
 
     async fn websocket_message(&self, flow: &mut HttpFlow) -> HookResult {
+        if !self.filter.allows(flow) {
+            return Ok(());
+        }
         if let Some(m) = flow.websocket.as_ref().and_then(|w| w.messages.back()) {
             let lines = self.websocket_message_lines(flow, m);
             self.write_lines(&lines);
@@ -463,6 +482,9 @@ impl Addon for Dumper {
     }
 
     async fn websocket_end(&self, flow: &mut HttpFlow) -> HookResult {
+        if !self.filter.allows(flow) {
+            return Ok(());
+        }
         if let Some(line) = self.websocket_end_line(flow) {
             self.write_lines(&[line]);
         }

@@ -9,8 +9,9 @@ use mitmrs_core::options::{OptionValue, Options, OptionsError};
 #[derive(Parser, Debug)]
 #[command(name = "mitmrs", version, about, disable_version_flag = true)]
 pub struct Args {
-    /// Filter expression: only matching flows are shown (the filter language comes
-    /// with a later release; the expression is stored).
+    /// Filter expression (mitmproxy's language, e.g. `~d example.com & !~c 200`):
+    /// only matching flows are shown, saved (`-w`) and read (`-r`). Words are
+    /// joined with spaces, as in mitmdump.
     #[arg(value_name = "filter")]
     pub filter: Vec<String>,
 
@@ -142,6 +143,13 @@ pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
         let mut all = opts.get_seq("scripts");
         all.extend(args.scripts.iter().cloned());
         opts.set("scripts", OptionValue::StrSeq(all))?;
+    }
+    if !args.filter.is_empty() {
+        // As mitmdump: the filter arguments set all three, over `--set`.
+        let expr = OptionValue::Str(args.filter.join(" "));
+        for name in ["save_stream_filter", "readfile_filter", "dumper_filter"] {
+            opts.set(name, expr.clone())?;
+        }
     }
     mitmrs_core::options::validate_core(opts)?;
     Ok(())

@@ -49,6 +49,12 @@ fn main() -> ExitCode {
         print!("{}", options.help_text());
         return ExitCode::SUCCESS;
     }
+    if !args.filter.is_empty() {
+        if let Err(e) = mitmrs_core::flowfilter::Filter::parse(&args.filter.join(" ")) {
+            eprintln!("mitmrs: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(e) = cli::apply(&args, &options) {
         eprintln!("mitmrs: {e}");
         return ExitCode::from(2);
@@ -63,24 +69,17 @@ fn main() -> ExitCode {
         eprintln!("mitmrs: {e}");
         return ExitCode::from(2);
     }
-    if !args.filter.is_empty() {
-        // The filter language comes with a later release; keep the expression.
-        let _ = options.add_option(mitmrs_core::options::OptionSpec::new(
-            "view_filter",
-            mitmrs_core::options::OptionType::OptStr,
-            mitmrs_core::options::OptionValue::None,
-            "Limit which flows are displayed (filter expression; stored, not yet applied).",
-        ));
-        let _ = options.set(
-            "view_filter",
-            mitmrs_core::options::OptionValue::Str(args.filter.join(" ")),
-        );
-    }
     logging::init(
         &options
             .get_str("termlog_verbosity")
             .unwrap_or_else(|| "info".into()),
     );
+    if !args.filter.is_empty() {
+        tracing::info!(
+            "Only processing flows that match \"{}\"",
+            args.filter.join(" & ")
+        );
+    }
     match run(options, chain) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -213,7 +212,14 @@ async fn read_file(path: &str, options: &Options, ctx: &ProxyCtx) -> bool {
         mitmrs_core::mode::ModeKind::Reverse(t) => Some(t.clone()),
         _ => None,
     };
-    match mitmrs_flows::load_flows(path, &ctx.chain, max, reverse.as_ref()).await {
+    let filter = match mitmrs_core::flowfilter::option_filter(options, "readfile_filter") {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("{e}");
+            return false;
+        }
+    };
+    match mitmrs_flows::load_flows(path, &ctx.chain, max, reverse.as_ref(), filter.as_ref()).await {
         // Skipped flows make the exit status 1 (mitmdump stops at the first
         // bad flow, with status 1); the summary shows even with -q.
         Ok(summary) if summary.skipped > 0 => {

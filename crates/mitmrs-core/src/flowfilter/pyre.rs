@@ -12,18 +12,52 @@
 //!   is its UTF-8 bytes, each a byte of its own (`[é]` is a class of two
 //!   bytes, as in Python).
 //!
-//! What `regex` cannot do at all (look-around, backreferences, atomic groups,
-//! possessive repetitions) stays as written and fails to compile with
-//! `regex`'s own message; [`super::FilterError`] adds why.
+//! Python refuses a repetition of nothing (`*a`, `^*`, `(|+)`) and a
+//! repetition of a repetition (`a**`, `a{2}{3}`), which `regex` takes: refused
+//! here too. Python 3.11's possessive repetitions (`a*+`) are refused, since
+//! `regex` would read them as nested ones and match differently.
+//!
+//! What `regex` cannot do at all (look-around, backreferences, atomic groups)
+//! stays as written and fails to compile with `regex`'s own message;
+//! [`super::FilterError`] adds why.
+
+/// What came last, for Python's checks of repetitions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    /// The start, `(` or `|`: nothing to repeat.
+    Nothing,
+    /// `^`, `$`, `\A`, `\Z`, `\b`, `\B`: nothing to repeat either.
+    Assertion,
+    /// Something a repetition applies to.
+    Item,
+    /// A repetition (`?` after it makes it lazy).
+    Repeat,
+    /// A lazy repetition.
+    Lazy,
+}
 
 /// Rewrites a Python pattern for `regex`; `bytes`: the pattern is a bytes
-/// pattern (matched with Unicode off).
-pub(super) fn translate(py: &str, bytes: bool) -> String {
+/// pattern (matched with Unicode off). `Err`: Python's reason to refuse it.
+pub(super) fn translate(py: &str, bytes: bool) -> Result<String, String> {
     let c: Vec<char> = py.chars().collect();
     let mut out = String::with_capacity(py.len() + 8);
     let mut i = 0;
     // Inside `[...]`: where it started (the first `]` after `[` or `[^` is a literal).
     let mut class_start: Option<usize> = None;
+    let mut last = Last::Nothing;
+    let repeat = |last: Last, ch: char, at: usize| -> Result<Last, String> {
+        match (last, ch) {
+            (Last::Item, _) => Ok(Last::Repeat),
+            (Last::Repeat, '?') => Ok(Last::Lazy),
+            (Last::Repeat, '+') => Err(format!(
+                "possessive repetition at position {at} (not supported; drop the second `+`)"
+            )),
+            (Last::Repeat | Last::Lazy, _) => Err(format!("multiple repeat at position {at}")),
+            (Last::Nothing | Last::Assertion, _) => {
+                Err(format!("nothing to repeat at position {at}"))
+            }
+        }
+    };
     while i < c.len() {
         let ch = c[i];
         if ch == '\\' {
@@ -31,6 +65,19 @@ pub(super) fn translate(py: &str, bytes: bool) -> String {
                 out.push('\\');
                 break;
             };
+            if class_start.is_none() {
+                last = if "AZbB".contains(n) {
+                    Last::Assertion
+                } else {
+                    Last::Item
+                };
+            }
+            if bytes && "uUN".contains(n) {
+                // Python's bytes patterns have no character escapes of these kinds.
+                return Err(format!(
+                    "bad escape \\{n} at position {i} (a bytes pattern: use \\xNN)"
+                ));
+            }
             if n == 'Z' && class_start.is_none() {
                 out.push_str("\\z");
                 i += 2;
@@ -59,6 +106,7 @@ pub(super) fn translate(py: &str, bytes: bool) -> String {
                 match ch {
                     ']' if !first => {
                         class_start = None;
+                        last = Last::Item;
                         out.push(']');
                     }
                     '[' => out.push_str("\\["),
@@ -73,27 +121,57 @@ pub(super) fn translate(py: &str, bytes: bool) -> String {
             None => match ch {
                 '[' => {
                     class_start = Some(i + 1);
+                    last = Last::Item;
                     out.push('[');
                     i += 1;
                 }
                 '{' => match repetition(&c[i..]) {
                     Some((text, len)) => {
+                        last = repeat(last, '{', i)?;
                         out.push_str(&text);
                         i += len;
                     }
                     None => {
+                        last = Last::Item;
                         out.push_str("\\{");
                         i += 1;
                     }
                 },
+                '*' | '+' | '?' => {
+                    last = repeat(last, ch, i)?;
+                    out.push(ch);
+                    i += 1;
+                }
+                '(' if c.get(i + 1) == Some(&'?') => {
+                    // A group's `(?` prefix: the `?` repeats nothing. A flag
+                    // group (`(?i)`) as a whole is nothing to repeat.
+                    let flags = c[i + 2..]
+                        .iter()
+                        .take_while(|f| "aiLmsux-".contains(**f))
+                        .count();
+                    let end = i + 2 + flags;
+                    if flags > 0 && c.get(end) == Some(&')') {
+                        out.extend(&c[i..=end]);
+                        i = end + 1;
+                    } else {
+                        out.push_str("(?");
+                        i += 2;
+                    }
+                    last = Last::Nothing;
+                }
                 _ => {
+                    last = match ch {
+                        '(' | '|' => Last::Nothing,
+                        '^' | '$' => Last::Assertion,
+                        _ => Last::Item,
+                    };
                     push_char(&mut out, ch, bytes);
                     i += 1;
                 }
             },
         }
     }
-    out
+    Ok(out)
 }
 
 /// A non-ASCII character in a byte pattern as its UTF-8 bytes (`\xC3\xA9`).
@@ -164,9 +242,26 @@ mod tests {
             (r"\{", r"\{"),
             (r"a\\{", r"a\\\{"),
         ] {
-            assert_eq!(translate(py, false), rs, "{py}");
+            assert_eq!(translate(py, false).as_deref(), Ok(rs), "{py}");
         }
-        assert_eq!(translate("é[é]", true), r"\xC3\xA9[\xC3\xA9]");
-        assert_eq!(translate("é", false), "é");
+        assert_eq!(
+            translate("é[é]", true).as_deref(),
+            Ok(r"\xC3\xA9[\xC3\xA9]")
+        );
+        assert_eq!(translate("é", false).as_deref(), Ok("é"));
+    }
+
+    #[test]
+    fn repetitions_python_refuses() {
+        for py in [
+            "*a", "^*", "$+", "(|+)", r"\Z{2}", "a**", "a{2}{2}", "a*?*", "a*+", "(?i)?",
+        ] {
+            assert!(translate(py, false).is_err(), "{py}");
+        }
+        for py in ["a*?", "(a)*", "[*]", r"\**", "a{", "(?:a)+", "a|b+"] {
+            assert!(translate(py, false).is_ok(), "{py}");
+        }
+        assert!(translate(r"\u00e9", true).is_err());
+        assert!(translate(r"\u00e9", false).is_ok());
     }
 }
