@@ -51,16 +51,7 @@ pub struct FilterError(String);
 impl Filter {
     /// Compiles `expr`.
     pub fn parse(expr: &str) -> Result<Filter, FilterError> {
-        if expr.is_empty() {
-            return Err(FilterError("Empty filter expression".into()));
-        }
-        let mut p = Parser {
-            s: expr,
-            b: expr.as_bytes(),
-            depth: 0,
-            furthest: 0,
-        };
-        let root = p.top()?;
+        let root = compile(parse_syntax(expr)?, expr)?;
         Ok(Filter {
             pattern: expr.to_string(),
             root,
@@ -561,12 +552,78 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// What mitmproxy's grammar makes of an expression, before its regexes are
+/// compiled: [`Filter::parse`] compiles them with the `regex` crate, the
+/// Python bridge with Python's `re` (so scripts' `flowfilter.parse` is
+/// mitmproxy's to the regex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Syntax {
+    And(Vec<Syntax>),
+    Or(Vec<Syntax>),
+    Not(Box<Syntax>),
+    /// A code without an argument: `q` for `~q`.
+    Unary(&'static str),
+    /// A code and its regex (unquoted); a bare regex is `u`.
+    Rex(&'static str, String),
+    /// `~c` and its digits.
+    Code(String),
+}
+
+/// Parses `expr` as mitmproxy's grammar does, without compiling its regexes.
+pub fn parse_syntax(expr: &str) -> Result<Syntax, FilterError> {
+    if expr.is_empty() {
+        return Err(FilterError("Empty filter expression".into()));
+    }
+    Parser {
+        s: expr,
+        b: expr.as_bytes(),
+        depth: 0,
+        furthest: 0,
+    }
+    .top()
+}
+
+/// The filter for a parsed expression (`whole`: its text, for messages).
+fn compile(s: Syntax, whole: &str) -> Result<Node, FilterError> {
+    let all = |v: Vec<Syntax>| -> Result<Vec<Node>, FilterError> {
+        v.into_iter().map(|x| compile(x, whole)).collect()
+    };
+    Ok(match s {
+        Syntax::And(v) => Node::And(all(v)?),
+        Syntax::Or(v) => Node::Or(all(v)?),
+        Syntax::Not(x) => Node::Not(Box::new(compile(*x, whole)?)),
+        Syntax::Unary(code) => Node::Unary(
+            UNARY
+                .iter()
+                .find(|x| x.0 == code)
+                .map_or(Unary::All, |x| x.1),
+        ),
+        Syntax::Code(digits) => Node::Code(digits.parse().ok()),
+        Syntax::Rex(code, expr) => {
+            let Some(&(_, kind, _, flags)) = REX.iter().find(|x| x.0 == code) else {
+                return Err(FilterError(format!("unknown filter code ~{code}")));
+            };
+            match Rex::compile(&expr, flags) {
+                Ok(rex) => Node::Rex { kind, expr, rex },
+                Err(why) => {
+                    return Err(FilterError(format!(
+                        "Invalid filter expression: {}: the regular expression {} cannot be used: {why} \
+                         (mitmrs matches in linear time: no look-around, backreferences or atomic groups)",
+                        crate::pyrepr::py_str_repr(whole),
+                        crate::pyrepr::py_str_repr(&expr),
+                    )))
+                }
+            }
+        }
+    })
+}
+
 /// How deep `!` and parentheses may nest.
 const MAX_DEPTH: usize = 100;
 
 /// A parse step: `Ok(None)` when the rule does not match here (the caller
 /// tries what else the grammar allows), `Err` when the expression cannot be a
-/// filter at all (a regex that does not compile, nesting too deep).
+/// filter at all (nesting too deep).
 type Step<T> = Result<Option<(T, usize)>, FilterError>;
 
 struct Parser<'a> {
@@ -587,7 +644,7 @@ impl Parser<'_> {
     }
 
     /// Expressions side by side, and-ed; then only white space.
-    fn top(&mut self) -> Result<Node, FilterError> {
+    fn top(&mut self) -> Result<Syntax, FilterError> {
         let mut items = Vec::new();
         let mut p = 0;
         while let Some((n, q)) = self.or_expr(p)? {
@@ -601,16 +658,16 @@ impl Parser<'_> {
         Ok(if items.len() == 1 {
             items.remove(0)
         } else {
-            Node::And(items)
+            Syntax::And(items)
         })
     }
 
-    fn or_expr(&mut self, p: usize) -> Step<Node> {
-        self.binary(p, b'|', Self::and_expr, Node::Or)
+    fn or_expr(&mut self, p: usize) -> Step<Syntax> {
+        self.binary(p, b'|', Self::and_expr, Syntax::Or)
     }
 
-    fn and_expr(&mut self, p: usize) -> Step<Node> {
-        self.binary(p, b'&', Self::not_expr, Node::And)
+    fn and_expr(&mut self, p: usize) -> Step<Syntax> {
+        self.binary(p, b'&', Self::not_expr, Syntax::And)
     }
 
     /// `operand (op operand)*`, a list node if there is more than one.
@@ -618,9 +675,9 @@ impl Parser<'_> {
         &mut self,
         p: usize,
         op: u8,
-        operand: fn(&mut Self, usize) -> Step<Node>,
-        list: fn(Vec<Node>) -> Node,
-    ) -> Step<Node> {
+        operand: fn(&mut Self, usize) -> Step<Syntax>,
+        list: fn(Vec<Syntax>) -> Syntax,
+    ) -> Step<Syntax> {
         let Some((first, mut q)) = operand(self, p)? else {
             return Ok(None);
         };
@@ -645,21 +702,21 @@ impl Parser<'_> {
         }))
     }
 
-    fn not_expr(&mut self, p: usize) -> Step<Node> {
+    fn not_expr(&mut self, p: usize) -> Step<Syntax> {
         let r = self.ws(p);
         if self.b.get(r) == Some(&b'!') {
             self.enter()?;
             let inner = self.not_expr(r + 1)?;
             self.depth -= 1;
             if let Some((n, q)) = inner {
-                return Ok(Some((Node::Not(Box::new(n)), q)));
+                return Ok(Some((Syntax::Not(Box::new(n)), q)));
             }
         }
         self.operand(p)
     }
 
     /// An atom, or `( expression )`.
-    fn operand(&mut self, p: usize) -> Step<Node> {
+    fn operand(&mut self, p: usize) -> Step<Syntax> {
         if let Some(x) = self.atom(p)? {
             return Ok(Some(x));
         }
@@ -691,16 +748,13 @@ impl Parser<'_> {
     }
 
     /// `~code`, `~code regex`, `~c digits` or a bare regex (a URL filter).
-    fn atom(&mut self, p: usize) -> Step<Node> {
+    fn atom(&mut self, p: usize) -> Step<Syntax> {
         let r = self.ws(p);
         if r >= self.b.len() {
             return Ok(None);
         }
         if self.b[r] != b'~' {
-            return match self.regex(r) {
-                Some((expr, q)) => Ok(Some((self.compile(RexKind::Url, expr)?, q))),
-                None => Ok(None),
-            };
+            return Ok(self.regex(r).map(|(expr, q)| (Syntax::Rex("u", expr), q)));
         }
         // pyparsing's `Literal("~code") + WordEnd()`: the code must be followed
         // by something that is not printable ASCII (white space, the end).
@@ -712,13 +766,10 @@ impl Parser<'_> {
                 .unwrap_or(self.b.len() - r - 1);
         let word = &self.s[r + 1..end];
         if let Some(u) = UNARY.iter().find(|x| x.0 == word) {
-            return Ok(Some((Node::Unary(u.1), end)));
+            return Ok(Some((Syntax::Unary(u.0), end)));
         }
         if let Some(x) = REX.iter().find(|x| x.0 == word) {
-            return match self.regex(end) {
-                Some((expr, q)) => Ok(Some((self.compile(x.1, expr)?, q))),
-                None => Ok(None),
-            };
+            return Ok(self.regex(end).map(|(expr, q)| (Syntax::Rex(x.0, expr), q)));
         }
         if word == "c" {
             let d = self.ws(end);
@@ -727,8 +778,7 @@ impl Parser<'_> {
                 .take_while(|c| c.is_ascii_digit())
                 .count();
             if n > 0 {
-                let code = self.s[d..d + n].parse::<u32>().ok();
-                return Ok(Some((Node::Code(code), d + n)));
+                return Ok(Some((Syntax::Code(self.s[d..d + n].to_string()), d + n)));
             }
         }
         Ok(None)
@@ -764,24 +814,6 @@ impl Parser<'_> {
             }
         }
         Some((unquote(&self.s[r + 1..i]), i + 1))
-    }
-
-    fn compile(&self, kind: RexKind, expr: String) -> Result<Node, FilterError> {
-        let flags = REX
-            .iter()
-            .find(|x| x.1 == kind)
-            .map_or(Flags::NONE, |x| x.3);
-        match Rex::compile(&expr, flags) {
-            Ok(rex) => Ok(Node::Rex { kind, expr, rex }),
-            Err(why) => {
-                Err(FilterError(format!(
-                    "Invalid filter expression: {}: the regular expression {} cannot be used: {why} \
-                     (mitmrs matches in linear time: no look-around, backreferences or atomic groups)",
-                    crate::pyrepr::py_str_repr(self.s),
-                    crate::pyrepr::py_str_repr(&expr),
-                )))
-            }
-        }
     }
 
     fn syntax_error(&self) -> FilterError {

@@ -42,6 +42,36 @@ fn decode<'py>(py: Python<'py>, encoding: &str, data: &[u8]) -> PyResult<Bound<'
     Ok(PyBytes::new(py, &out))
 }
 
+/// A filter expression as mitmproxy's grammar reads it (`flowfilter.parse`
+/// compiles the regexes with Python's `re`): nested tuples, `("and", [..])`,
+/// `("or", [..])`, `("not", x)`, `("unary", code)`, `("rex", code, regex)`,
+/// `("int", code, digits)`. A ValueError with mitmproxy's message otherwise.
+#[pyfunction]
+fn filter_syntax(py: Python<'_>, expr: &str) -> PyResult<PyObject> {
+    use mitmrs_core::flowfilter::Syntax;
+    fn conv(py: Python<'_>, s: &Syntax) -> PyResult<PyObject> {
+        let list =
+            |v: &[Syntax]| -> PyResult<Vec<PyObject>> { v.iter().map(|x| conv(py, x)).collect() };
+        Ok(match s {
+            Syntax::And(v) => ("and", list(v)?).into_pyobject(py)?.into_any().unbind(),
+            Syntax::Or(v) => ("or", list(v)?).into_pyobject(py)?.into_any().unbind(),
+            Syntax::Not(x) => ("not", conv(py, x)?).into_pyobject(py)?.into_any().unbind(),
+            Syntax::Unary(code) => ("unary", *code).into_pyobject(py)?.into_any().unbind(),
+            Syntax::Rex(code, rex) => ("rex", *code, rex.as_str())
+                .into_pyobject(py)?
+                .into_any()
+                .unbind(),
+            Syntax::Code(digits) => ("int", "c", digits.as_str())
+                .into_pyobject(py)?
+                .into_any()
+                .unbind(),
+        })
+    }
+    let syntax = mitmrs_core::flowfilter::parse_syntax(expr)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    conv(py, &syntax)
+}
+
 #[pyfunction]
 fn reason(code: u16) -> &'static str {
     mitmrs_core::status::reason(code)
@@ -259,6 +289,7 @@ fn mitmproxy_package(m: &Bound<'_, PyModule>) -> PyResult<()> {
     rs.add_function(wrap_pyfunction!(inject_websocket, &rs)?)?;
     rs.add_function(wrap_pyfunction!(decode, &rs)?)?;
     rs.add_function(wrap_pyfunction!(reason, &rs)?)?;
+    rs.add_function(wrap_pyfunction!(filter_syntax, &rs)?)?;
     rs.add_function(wrap_pyfunction!(log, &rs)?)?;
     rs.add_function(wrap_pyfunction!(option_get, &rs)?)?;
     rs.add_function(wrap_pyfunction!(option_set, &rs)?)?;

@@ -421,3 +421,115 @@ fn the_filter_argument_shows_saves_and_reads_what_matches() {
         "{err}"
     );
 }
+
+/// Records, from inside mitmrs, what its `mitmproxy.flowfilter` makes of the
+/// expressions and which flows its filters match.
+#[cfg(feature = "python")]
+const SCRIPT: &str = r#"
+import io, json, os
+from mitmproxy import flowfilter as ff
+req = json.load(open(os.environ["FF_REQ"]))
+out = {"trees": [], "matches": {s: [] for s in req["filters"]}}
+for s in req["exprs"]:
+    try:
+        f = ff.parse(s); b = io.StringIO(); f.dump(fp=b); out["trees"].append(b.getvalue())
+    except ValueError:
+        out["trees"].append(None)
+filters = [(s, ff.parse(s)) for s in req["filters"]]
+seen = set()
+
+def _record(flow):
+    if flow.id in seen:
+        return
+    seen.add(flow.id)
+    for s, flt in filters:
+        if ff.match(flt, flow):
+            out["matches"][s].append(flow.id)
+
+def request(flow):
+    _record(flow)
+
+def done():
+    json.dump(out, open(os.environ["FF_OUT"], "w"))
+"#;
+
+#[cfg(feature = "python")]
+#[test]
+fn scripts_flowfilter_is_mitmproxys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = tmp.path().join("made.mitm");
+    let mut exprs: Vec<String> = FILTERS.iter().map(|s| s.to_string()).collect();
+    exprs.extend(soup(800));
+    let files = {
+        let mut f = data_files();
+        f.push(made.clone());
+        f
+    };
+    let answer = ask_mitmproxy(&exprs, &files, &made);
+    let script = tmp.path().join("ff.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    let req = tmp.path().join("req.json");
+    std::fs::write(
+        &req,
+        serde_json::json!({"exprs": exprs, "filters": FILTERS}).to_string(),
+    )
+    .unwrap();
+    let mut compared = 0;
+    for path in &files {
+        let p = path.to_str().unwrap();
+        if !answer["matches"]
+            .as_object()
+            .unwrap()
+            .contains_key(&format!("{p}\t{}", FILTERS[0]))
+            || mitmrs_matches(path, &[]).is_none()
+        {
+            continue;
+        }
+        let out_path = tmp.path().join("out.json");
+        let _ = std::fs::remove_file(&out_path);
+        let out = Command::new(support::BIN)
+            .args(["-nqr", p, "-s", script.to_str().unwrap()])
+            .arg("--set")
+            .arg(format!("confdir={}", tmp.path().display()))
+            .env("FF_REQ", &req)
+            .env("FF_OUT", &out_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() || out.status.code() == Some(1),
+            "{out:?}"
+        );
+        let ours: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+        if compared == 0 {
+            // The trees: mitmproxy's, every one (the regexes are Python's own).
+            let want = answer["trees"].as_array().unwrap();
+            let got = ours["trees"].as_array().unwrap();
+            let differ: Vec<String> = exprs
+                .iter()
+                .zip(want.iter().zip(got))
+                .filter(|(_, (w, g))| w.as_str() != Some("RECURSION") && w != g)
+                .map(|(e, (w, g))| format!("{e:?}: mitmrs {g}, mitmproxy {w}"))
+                .collect();
+            assert!(differ.is_empty(), "{}", differ.join("\n"));
+        }
+        for s in FILTERS {
+            let mut got: Vec<String> = ours["matches"][*s]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            got.sort();
+            let want: Vec<String> = answer["matches"][&format!("{p}\t{s}")]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(got, want, "{s:?} on {p}");
+        }
+        compared += 1;
+    }
+    assert!(compared >= 9, "{compared} files");
+}

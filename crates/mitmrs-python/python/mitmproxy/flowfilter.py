@@ -1,10 +1,18 @@
 """Flow filter expressions (mitmproxy.flowfilter): `parse(expr)` compiles an
 expression such as `~d example.com & !~m POST | ~c 404` into a callable, `match`
-applies one to a flow. mitmrs's own implementation of mitmproxy's filter language:
-`!` binds tighter than `&` (or juxtaposition), which binds tighter than `|`; a bare
-string is `~u string`. Regexes on bodies and headers are bytes regexes."""
+applies one to a flow.
+
+The expression is read by mitmrs's parser (`mitmproxy._rs.filter_syntax`), the one
+the command line's filter argument and the `*_filter` options use: it reads what
+mitmproxy 11's grammar reads, the same way (`a b | c` is `a & (b | c)`, `~q&~s` is
+an error). The regexes are compiled here with Python's `re` and mitmproxy's flags,
+so a filter in a script matches what it matches in mitmproxy.
+"""
 import re
+import sys
 import typing
+
+from mitmproxy import _rs
 
 __all__ = ["parse", "match", "TFilter", "match_all", "help"]
 
@@ -15,316 +23,170 @@ class TFilter(typing.Protocol):
     def __call__(self, f) -> bool: ...  # pragma: no cover
 
 
-def _is(f, kind):
-    return getattr(f, "type", None) == kind
+class _Filter:
+    """A compiled filter; `name` is mitmproxy's class name (for `dump`)."""
 
-
-def _content(msg):
-    if msg is None:
-        return None
-    for attr in ("get_content",):
-        fn = getattr(msg, attr, None)
-        if fn is not None:
-            try:
-                return fn(strict=False)
-            except Exception:
-                pass
-    return getattr(msg, "raw_content", None)
-
-
-def _headers_bytes(msg):
-    if msg is None:
-        return b""
-    out = []
-    for k, v in msg.headers.fields:
-        out.append(k + b": " + v + b"\r\n")
-    return b"".join(out)
-
-
-def _ctype(msg):
-    return msg.headers.get("content-type", "") if msg is not None else ""
-
-
-def _asset(f):
-    if not _is(f, "http") or not f.response:
-        return False
-    ct = _ctype(f.response)
-    return bool(re.search(r"javascript|css|image|font|flash", ct, re.IGNORECASE))
-
-
-def _addr(a):
-    return f"{a[0]}:{a[1]}" if a else ""
-
-
-class _Node:
     pattern = ""
+    expr = ""
 
-    def __init__(self, fn, desc):
+    def __init__(self, name, fn, expr="", children=()):
+        self.name = name
         self.fn = fn
-        self.desc = desc
+        self.expr = expr
+        self.children = children
 
     def __call__(self, f):
         return bool(self.fn(f))
 
+    def dump(self, indent=0, fp=sys.stdout):
+        print("\t" * indent + self.name + self.expr, file=fp)
+        for c in self.children:
+            c.dump(indent + 1, fp)
+
     def __repr__(self):
-        return self.desc
+        return f"<flowfilter {self.name}{' ' + self.expr if self.expr else ''}>"
 
 
-def _rex(expr, flags=0, binary=True):
-    if binary:
-        return re.compile(expr.encode("utf-8", "surrogateescape"), flags)
-    return re.compile(expr, flags)
+def _type(f):
+    return getattr(f, "type", None)
 
 
-def _msgs(f, which):
-    if not _is(f, "http"):
-        return []
-    if which == "q":
-        return [f.request]
-    if which == "s":
-        return [f.response] if f.response else []
-    return [f.request] + ([f.response] if f.response else [])
-
-
-def _messages_of_stream(f, which):
-    """TCP/UDP/WebSocket message contents, for ~b, ~bq, ~bs."""
-    msgs = getattr(f, "messages", None)
-    ws = getattr(f, "websocket", None)
-    if ws is not None:
-        msgs = ws.messages
-    out = []
-    for m in msgs or []:
-        if which == "q" and not m.from_client or which == "s" and m.from_client:
-            continue
-        out.append(m.content)
-    return out
-
-
-def _body(which):
-    def make(expr):
-        rx = _rex(expr, re.DOTALL)
-
-        def fn(f):
-            for m in _msgs(f, which):
-                c = _content(m)
-                if c and rx.search(c):
-                    return True
-            return any(rx.search(c) for c in _messages_of_stream(f, which))
-        return fn
-    return make
-
-
-def _head(which):
-    def make(expr):
-        rx = _rex(expr, re.MULTILINE)
-        return lambda f: any(rx.search(_headers_bytes(m)) for m in _msgs(f, which))
-    return make
-
-
-def _ctype_f(which):
-    def make(expr):
-        rx = _rex(expr, 0, binary=False)
-        return lambda f: any(rx.search(_ctype(m)) for m in _msgs(f, which))
-    return make
-
-
-def _url(expr):
-    rx = _rex(expr, re.IGNORECASE, binary=False)
-
-    def fn(f):
-        if _is(f, "http"):
-            return rx.search(f.request.pretty_url)
-        if _is(f, "dns") and f.request is not None:
-            q = f.request.question
-            return q is not None and rx.search(q.name)
-        return False
-    return fn
-
-
-def _domain(expr):
-    rx = _rex(expr, re.IGNORECASE, binary=False)
-    return lambda f: _is(f, "http") and (rx.search(f.request.host) or rx.search(f.request.pretty_host))
-
-
-def _method(expr):
-    rx = _rex(expr, re.IGNORECASE, binary=False)
-    return lambda f: _is(f, "http") and rx.search(f.request.method)
-
-
-def _code(expr):
+def _content(msg):
+    """mitmproxy's get_content(strict=False): decoded, raw if it will not decode."""
+    if msg is None:
+        return None
     try:
-        n = int(expr)
-    except ValueError:
-        raise ValueError(f"~c takes a number, not {expr!r}") from None
-    return lambda f: _is(f, "http") and f.response is not None and f.response.status_code == n
+        return msg.get_content(strict=False)
+    except Exception:
+        return getattr(msg, "raw_content", None)
 
 
-def _src(expr):
-    rx = _rex(expr, 0, binary=False)
-    return lambda f: bool(f.client_conn and f.client_conn.peername and rx.search(_addr(f.client_conn.peername)))
+def _content_type(rex, msg):
+    return any(name.lower() == b"content-type" and rex.search(value) for name, value in msg.headers.fields)
 
 
-def _dst(expr):
-    rx = _rex(expr, 0, binary=False)
-    return lambda f: bool(f.server_conn and f.server_conn.address and rx.search(_addr(f.server_conn.address)))
+def _ws_or_stream(f, direction):
+    """WebSocket, TCP or UDP messages (direction: None any, True from the client)."""
+    if _type(f) == "http":
+        msgs = f.websocket.messages if f.websocket else []
+    elif _type(f) in ("tcp", "udp"):
+        msgs = f.messages
+    else:
+        return []
+    return [m.content for m in msgs if m.content is not None and (direction is None or m.from_client == direction)]
 
 
-def _meta(expr):
-    rx = _rex(expr, re.MULTILINE, binary=False)
-    return lambda f: rx.search("\n".join(f"{k}: {v}" for k, v in (f.metadata or {}).items()))
+_ASSETS = [re.compile(x) for x in (
+    b"text/javascript", b"application/x-javascript", b"application/javascript", b"text/css",
+    b"image/.*", b"font/.*", b"application/font.*",
+)]
 
 
-def _marker(expr):
-    rx = _rex(expr, 0, binary=False)
-    return lambda f: rx.search(f.marked or "")
-
-
-def _comment(expr):
-    rx = _rex(expr, re.MULTILINE, binary=False)
-    return lambda f: rx.search(f.comment or "")
+def _asset(f):
+    return _type(f) == "http" and bool(f.response) and any(_content_type(r, f.response) for r in _ASSETS)
 
 
 _UNARY = {
-    "all": (lambda f: True, "Match all flows"),
-    "a": (_asset, "Match asset in response: CSS, JavaScript, images, fonts."),
-    "dns": (lambda f: _is(f, "dns"), "Match DNS flows"),
-    "e": (lambda f: bool(f.error), "Match error"),
-    "http": (lambda f: _is(f, "http"), "Match HTTP flows"),
-    "marked": (lambda f: bool(f.marked), "Match marked flows"),
-    "q": (lambda f: _is(f, "http") and not f.response, "Match request with no response"),
-    "replay": (lambda f: f.is_replay is not None, "Match replayed flows"),
-    "replayq": (lambda f: f.is_replay == "request", "Match replayed client request"),
-    "replays": (lambda f: f.is_replay == "response", "Match replayed server response"),
-    "s": (lambda f: _is(f, "http") and bool(f.response), "Match response"),
-    "tcp": (lambda f: _is(f, "tcp"), "Match TCP flows"),
-    "udp": (lambda f: _is(f, "udp"), "Match UDP flows"),
-    "websocket": (lambda f: _is(f, "http") and f.websocket is not None, "Match WebSocket flows"),
+    "a": ("FAsset", _asset, "Match asset in response: CSS, JavaScript, images, fonts."),
+    "all": ("FAll", lambda f: True, "Match all flows"),
+    "dns": ("FDNS", lambda f: _type(f) == "dns", "Match DNS flows"),
+    "e": ("FErr", lambda f: bool(f.error), "Match error"),
+    "http": ("FHTTP", lambda f: _type(f) == "http", "Match HTTP flows"),
+    "marked": ("FMarked", lambda f: bool(f.marked), "Match marked flows"),
+    "q": ("FReq", lambda f: _type(f) in ("http", "dns") and not f.response, "Match request with no response"),
+    "replay": ("FReplay", lambda f: f.is_replay is not None, "Match replayed flows"),
+    "replayq": ("FReplayClient", lambda f: f.is_replay == "request", "Match replayed client request"),
+    "replays": ("FReplayServer", lambda f: f.is_replay == "response", "Match replayed server response"),
+    "s": ("FResp", lambda f: _type(f) in ("http", "dns") and bool(f.response), "Match response"),
+    "tcp": ("FTCP", lambda f: _type(f) == "tcp", "Match TCP flows"),
+    "udp": ("FUDP", lambda f: _type(f) == "udp", "Match UDP flows"),
+    "websocket": ("FWebSocket", lambda f: _type(f) == "http" and f.websocket is not None, "Match WebSocket flows"),
 }
 
-_WITH_ARG = {
-    "b": (_body("b"), "Body"),
-    "bq": (_body("q"), "Request body"),
-    "bs": (_body("s"), "Response body"),
-    "c": (_code, "HTTP response code"),
-    "comment": (_comment, "Flow comment"),
-    "d": (_domain, "Domain"),
-    "dst": (_dst, "Match destination address"),
-    "h": (_head("b"), "Header"),
-    "hq": (_head("q"), "Request header"),
-    "hs": (_head("s"), "Response header"),
-    "m": (_method, "Method"),
-    "marker": (_marker, "Match marked flows with specified marker"),
-    "meta": (_meta, "Flow metadata"),
-    "src": (_src, "Match source address"),
-    "t": (_ctype_f("b"), "Content-type header"),
-    "tq": (_ctype_f("q"), "Request Content-Type header"),
-    "ts": (_ctype_f("s"), "Response Content-Type header"),
-    "u": (_url, "URL"),
+
+def _bodies(rex, f, req, resp, direction):
+    if _type(f) == "http":
+        msgs = ([f.request] if req else []) + ([f.response] if resp and f.response else [])
+        for m in msgs:
+            c = _content(m)
+            if c is not None and rex.search(c):
+                return True
+    elif _type(f) == "dns":
+        msgs = ([f.request] if req else []) + ([f.response] if resp and f.response else [])
+        return any(m is not None and rex.search(m.content) for m in msgs)
+    return any(rex.search(c) for c in _ws_or_stream(f, direction))
+
+
+def _http(fn):
+    return lambda rex: lambda f: _type(f) == "http" and fn(rex, f)
+
+
+def _addr(a):
+    return f"{a[0]}:{a[1]}"
+
+
+def _url(rex, f):
+    if _type(f) == "http":
+        return rex.search(f.request.pretty_url)
+    if _type(f) == "dns" and f.request is not None:
+        return bool(f.request.questions) and rex.search(f.request.questions[0].name)
+    return False
+
+
+def _method(rex, f):
+    m = f.request.method
+    return rex.search(m.encode() if isinstance(m, str) else m)
+
+
+# code: (class name, (binary, flags), matcher taking the compiled regex, help)
+_REX = {
+    "b": ("FBod", (True, re.DOTALL), lambda r: lambda f: _bodies(r, f, True, True, None), "Body"),
+    "bq": ("FBodRequest", (True, re.DOTALL), lambda r: lambda f: _bodies(r, f, True, False, True), "Request body"),
+    "bs": ("FBodResponse", (True, re.DOTALL), lambda r: lambda f: _bodies(r, f, False, True, False), "Response body"),
+    "t": ("FContentType", (True, 0), _http(lambda r, f: _content_type(r, f.request) or bool(f.response) and _content_type(r, f.response)), "Content-type header"),
+    "tq": ("FContentTypeRequest", (True, 0), _http(lambda r, f: _content_type(r, f.request)), "Request Content-Type header"),
+    "ts": ("FContentTypeResponse", (True, 0), _http(lambda r, f: bool(f.response) and _content_type(r, f.response)), "Response Content-Type header"),
+    "d": ("FDomain", (False, re.IGNORECASE), _http(lambda r, f: r.search(f.request.host) or r.search(f.request.pretty_host)), "Domain"),
+    "dst": ("FDst", (False, 0), lambda r: lambda f: bool(f.server_conn and f.server_conn.address) and r.search(_addr(f.server_conn.address)), "Match destination address"),
+    "h": ("FHead", (True, re.MULTILINE), _http(lambda r, f: r.search(bytes(f.request.headers)) or bool(f.response) and r.search(bytes(f.response.headers))), "Header"),
+    "hq": ("FHeadRequest", (True, re.MULTILINE), _http(lambda r, f: r.search(bytes(f.request.headers))), "Request header"),
+    "hs": ("FHeadResponse", (True, re.MULTILINE), _http(lambda r, f: bool(f.response) and r.search(bytes(f.response.headers))), "Response header"),
+    "m": ("FMethod", (True, re.IGNORECASE), _http(_method), "Method"),
+    "src": ("FSrc", (False, 0), lambda r: lambda f: bool(f.client_conn and f.client_conn.peername) and r.search(_addr(f.client_conn.peername)), "Match source address"),
+    "u": ("FUrl", (False, re.IGNORECASE), lambda r: lambda f: _url(r, f), "URL"),
+    "meta": ("FMeta", (False, re.MULTILINE), lambda r: lambda f: r.search("\n".join(f"{k}: {v}" for k, v in f.metadata.items())), "Flow metadata"),
+    "marker": ("FMarker", (False, 0), lambda r: lambda f: r.search(f.marked), "Match marked flows with specified marker"),
+    "comment": ("FComment", (False, re.MULTILINE), lambda r: lambda f: r.search(f.comment), "Flow comment"),
 }
 
-_TOKEN = re.compile(r"""\s*(?:(?P<op>[()!&|])|"(?P<dq>(?:\\.|[^"\\])*)"|'(?P<sq>(?:\\.|[^'\\])*)'|(?P<word>[^\s()!&|"']+))""")
 
-
-def _tokenize(s):
-    toks = []
-    pos = 0
-    s = s.rstrip()
-    while pos < len(s):
-        m = _TOKEN.match(s, pos)
-        if not m or m.end() == pos:
-            raise ValueError(f"Invalid filter expression: {s!r}")
-        pos = m.end()
-        if m.group("op"):
-            toks.append(("op", m.group("op")))
-        elif m.group("dq") is not None:
-            toks.append(("str", m.group("dq").encode().decode("unicode_escape")))
-        elif m.group("sq") is not None:
-            toks.append(("str", m.group("sq").encode().decode("unicode_escape")))
-        else:
-            toks.append(("word", m.group("word")))
-    return toks
-
-
-class _Parser:
-    def __init__(self, toks, src):
-        self.toks = toks
-        self.i = 0
-        self.src = src
-
-    def peek(self):
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self):
-        t = self.peek()
-        if t is None:
-            raise ValueError(f"Invalid filter expression: {self.src!r}")
-        self.i += 1
-        return t
-
-    def parse_or(self):
-        items = [self.parse_and()]
-        while self.peek() == ("op", "|"):
-            self.take()
-            items.append(self.parse_and())
-        if len(items) == 1:
-            return items[0]
-        return _Node(lambda f: any(i(f) for i in items), "|".join(map(repr, items)))
-
-    def parse_and(self):
-        items = [self.parse_not()]
-        while True:
-            t = self.peek()
-            if t == ("op", "&"):
-                self.take()
-                items.append(self.parse_not())
-            elif t is not None and t not in (("op", "|"), ("op", ")")):
-                items.append(self.parse_not())
-            else:
-                break
-        if len(items) == 1:
-            return items[0]
-        return _Node(lambda f: all(i(f) for i in items), "&".join(map(repr, items)))
-
-    def parse_not(self):
-        if self.peek() == ("op", "!"):
-            self.take()
-            inner = self.parse_not()
-            return _Node(lambda f: not inner(f), f"!{inner!r}")
-        return self.parse_atom()
-
-    def parse_atom(self):
-        kind, val = self.take()
-        if kind == "op":
-            if val == "(":
-                inner = self.parse_or()
-                if self.take() != ("op", ")"):
-                    raise ValueError(f"Invalid filter expression: {self.src!r}")
-                return inner
-            raise ValueError(f"Invalid filter expression: {self.src!r}")
-        if kind == "word" and val.startswith("~"):
-            code = val[1:]
-            if code in _UNARY:
-                return _Node(_UNARY[code][0], val)
-            if code in _WITH_ARG:
-                akind, arg = self.take()
-                if akind == "op":
-                    raise ValueError(f"Invalid filter expression: {self.src!r}")
-                return _Node(_WITH_ARG[code][0](arg), f"{val} {arg}")
-            raise ValueError(f"Invalid filter expression: {self.src!r}")
-        return _Node(_url(val), f"~u {val}")
+def _build(node, src):
+    kind = node[0]
+    if kind in ("and", "or"):
+        items = [_build(n, src) for n in node[1]]
+        fn = (lambda f: all(i(f) for i in items)) if kind == "and" else (lambda f: any(i(f) for i in items))
+        return _Filter("FAnd" if kind == "and" else "FOr", fn, children=items)
+    if kind == "not":
+        inner = _build(node[1], src)
+        return _Filter("FNot", lambda f: not inner(f), children=(inner,))
+    if kind == "unary":
+        name, fn, _ = _UNARY[node[1]]
+        return _Filter(name, fn)
+    if kind == "int":
+        n = int(node[2])
+        return _Filter("FCode", lambda f: _type(f) == "http" and bool(f.response) and f.response.status_code == n)
+    name, (binary, flags), make, _ = _REX[node[1]]
+    expr = node[2]
+    try:
+        rex = re.compile(expr.encode() if binary else expr, flags)
+    except Exception as e:
+        raise ValueError(f"Invalid filter expression: {src!r}") from e
+    return _Filter(name, make(rex), expr=expr)
 
 
 def parse(s):
     """Compile a filter expression; ValueError if it is empty or invalid."""
-    if not s:
-        raise ValueError("Empty filter expression")
-    try:
-        p = _Parser(_tokenize(s), s)
-        flt = p.parse_or()
-        if p.peek() is not None:
-            raise ValueError(f"Invalid filter expression: {s!r}")
-    except re.error as e:
-        raise ValueError(f"Invalid filter expression: {s!r}") from e
+    flt = _build(_rs.filter_syntax(s), s)
     flt.pattern = s
     return flt
 
@@ -340,6 +202,9 @@ def match(flt, flow):
 
 match_all = parse("~all")
 
-help = [(f"~{k}", v[1]) for k, v in sorted(_UNARY.items())]
-help += [(f"~{k} regex", v[1]) for k, v in sorted(_WITH_ARG.items())]
+help = sorted(
+    [(f"~{k}", v[2]) for k, v in _UNARY.items()]
+    + [(f"~{k} regex", v[3]) for k, v in _REX.items()]
+    + [("~c int", "HTTP response code")]
+)
 help += [("!", "unary not"), ("&", "and"), ("|", "or"), ("(...)", "grouping")]
