@@ -533,3 +533,52 @@ fn scripts_flowfilter_is_mitmproxys() {
     }
     assert!(compared >= 9, "{compared} files");
 }
+
+#[test]
+fn live_flows_are_shown_and_saved_by_the_filter() {
+    use support::{curl, Origin, Proxy, Response};
+    let origin = Origin::http(|_| Response::ok("hello"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kept.mitm");
+    let proxy = Proxy::start(&["-w", file.to_str().unwrap(), "~u /keep & ~c 200"]);
+    for path in ["/keep/1", "/drop/2", "/keep/3"] {
+        let r = curl(
+            &proxy,
+            &[&format!("http://127.0.0.1:{}{path}", origin.port)],
+        );
+        assert!(r.ok, "{}", r.stderr);
+    }
+    proxy.expect_stdout("/keep/3");
+    let lines = proxy.stop();
+    let shown: Vec<&String> = lines.iter().filter(|l| l.contains(": GET ")).collect();
+    assert_eq!(shown.len(), 2, "{lines:?}");
+    assert!(shown.iter().all(|l| l.contains("/keep/")), "{lines:?}");
+    // Saved: only the matching flows, read back by mitmrs.
+    let filters = [
+        Filter::parse("~u /drop").unwrap(),
+        Filter::parse("~all").unwrap(),
+    ];
+    let counts: Vec<usize> = mitmrs_matches(&file, &filters)
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(counts, [0, 2]);
+}
+
+#[test]
+fn a_pathological_regex_runs_in_linear_time() {
+    // `(a+)+$` against a long run of "a" with a "b" at the end takes Python's
+    // backtracking `re` exponential time; here it is one pass.
+    let body = format!("{}b", "a".repeat(200_000));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("one.mitm");
+    let origin = support::Origin::http(move |_| support::Response::ok(body.clone()));
+    let proxy = support::Proxy::start(&["-w", file.to_str().unwrap(), "~bs \"(a+)+$\" | ~bs b$"]);
+    let r = support::curl(&proxy, &[&format!("http://127.0.0.1:{}/x", origin.port)]);
+    assert!(r.ok, "{}", r.stderr);
+    let status = proxy.terminate();
+    assert!(status.success());
+    let all = [Filter::parse("~all").unwrap()];
+    assert_eq!(mitmrs_matches(&file, &all).map(|v| v[0].len()), Some(1));
+}
