@@ -198,57 +198,62 @@ const UNARY: &[(&str, Unary, &str)] = &[
 
 /// Code, kind, mitmproxy's class name, and how mitmproxy compiles it.
 const REX: &[(&str, RexKind, &str, Flags)] = &[
-    ("b", RexKind::Body, "FBod", Flags::BYTES_DOTALL),
+    ("b", RexKind::Body, "FBod", Flags::of(true, b's')),
     (
         "bq",
         RexKind::BodyRequest,
         "FBodRequest",
-        Flags::BYTES_DOTALL,
+        Flags::of(true, b's'),
     ),
     (
         "bs",
         RexKind::BodyResponse,
         "FBodResponse",
-        Flags::BYTES_DOTALL,
+        Flags::of(true, b's'),
     ),
-    ("t", RexKind::ContentType, "FContentType", Flags::BYTES),
+    (
+        "t",
+        RexKind::ContentType,
+        "FContentType",
+        Flags::of(true, 0),
+    ),
     (
         "tq",
         RexKind::ContentTypeRequest,
         "FContentTypeRequest",
-        Flags::BYTES,
+        Flags::of(true, 0),
     ),
     (
         "ts",
         RexKind::ContentTypeResponse,
         "FContentTypeResponse",
-        Flags::BYTES,
+        Flags::of(true, 0),
     ),
-    ("d", RexKind::Domain, "FDomain", Flags::TEXT_IGNORECASE),
-    ("dst", RexKind::Dst, "FDst", Flags::TEXT),
-    ("h", RexKind::Head, "FHead", Flags::BYTES_MULTILINE),
+    ("d", RexKind::Domain, "FDomain", Flags::of(false, b'i')),
+    ("dst", RexKind::Dst, "FDst", Flags::of(false, 0)),
+    ("h", RexKind::Head, "FHead", Flags::of(true, b'm')),
     (
         "hq",
         RexKind::HeadRequest,
         "FHeadRequest",
-        Flags::BYTES_MULTILINE,
+        Flags::of(true, b'm'),
     ),
     (
         "hs",
         RexKind::HeadResponse,
         "FHeadResponse",
-        Flags::BYTES_MULTILINE,
+        Flags::of(true, b'm'),
     ),
-    ("m", RexKind::Method, "FMethod", Flags::BYTES_IGNORECASE),
-    ("src", RexKind::Src, "FSrc", Flags::TEXT),
-    ("u", RexKind::Url, "FUrl", Flags::TEXT_IGNORECASE),
-    ("meta", RexKind::Meta, "FMeta", Flags::TEXT_MULTILINE),
-    ("marker", RexKind::Marker, "FMarker", Flags::TEXT),
+    ("m", RexKind::Method, "FMethod", Flags::of(true, b'i')),
+    ("src", RexKind::Src, "FSrc", Flags::of(false, 0)),
+    ("u", RexKind::Url, "FUrl", Flags::of(false, b'i')),
+    ("meta", RexKind::Meta, "FMeta", Flags::of(false, b'm')),
+    ("marker", RexKind::Marker, "FMarker", Flags::of(false, 0)),
     (
         "comment",
         RexKind::Comment,
         "FComment",
-        Flags::TEXT_MULTILINE,
+        Flags::of(false, b'm'),
     ),
 ];
 
@@ -262,37 +267,18 @@ struct Flags {
 }
 
 impl Flags {
-    const NONE: Flags = Flags {
-        bytes: false,
-        ignore_case: false,
-        multi_line: false,
-        dot_all: false,
-    };
-    const TEXT: Flags = Flags::NONE;
-    const TEXT_IGNORECASE: Flags = Flags {
-        ignore_case: true,
-        ..Flags::NONE
-    };
-    const TEXT_MULTILINE: Flags = Flags {
-        multi_line: true,
-        ..Flags::NONE
-    };
-    const BYTES: Flags = Flags {
-        bytes: true,
-        ..Flags::NONE
-    };
-    const BYTES_DOTALL: Flags = Flags {
-        dot_all: true,
-        ..Flags::BYTES
-    };
-    const BYTES_MULTILINE: Flags = Flags {
-        multi_line: true,
-        ..Flags::BYTES
-    };
-    const BYTES_IGNORECASE: Flags = Flags {
-        ignore_case: true,
-        ..Flags::BYTES
-    };
+    const NONE: Flags = Flags::of(false, 0);
+
+    /// `bytes`, and Python's one flag: `b'i'` IGNORECASE, `b'm'` MULTILINE,
+    /// `b's'` DOTALL, 0 none.
+    const fn of(bytes: bool, flag: u8) -> Flags {
+        Flags {
+            bytes,
+            ignore_case: flag == b'i',
+            multi_line: flag == b'm',
+            dot_all: flag == b's',
+        }
+    }
 }
 
 /// A compiled regex: over bytes (Unicode off, as Python's bytes patterns) or
