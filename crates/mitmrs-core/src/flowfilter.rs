@@ -267,8 +267,6 @@ struct Flags {
 }
 
 impl Flags {
-    const NONE: Flags = Flags::of(false, 0);
-
     /// `bytes`, and Python's one flag: `b'i'` IGNORECASE, `b'm'` MULTILINE,
     /// `b's'` DOTALL, 0 none.
     const fn of(bytes: bool, flag: u8) -> Flags {
@@ -278,6 +276,58 @@ impl Flags {
             multi_line: flag == b'm',
             dot_all: flag == b's',
         }
+    }
+}
+
+/// How big a compiled program and its lazy DFA may grow.
+const REGEX_SIZE: usize = 10 << 20;
+
+/// A Python bytes pattern (`re.compile(b"...")`) as a `regex` one: Unicode off,
+/// Python's spelling translated ([`pyre`]). `flag`: Python's one flag, `b'i'`,
+/// `b'm'`, `b's'` or 0. `Err`: why it cannot be used (Python's reason, or
+/// `regex`'s: look-around and backreferences).
+pub fn python_bytes_regex(pattern: &str, flag: u8) -> Result<regex::bytes::Regex, String> {
+    bytes_regex(pattern, Flags::of(true, flag))
+}
+
+/// A Python text pattern as a `regex` one (see [`python_bytes_regex`]).
+pub fn python_text_regex(pattern: &str, flag: u8) -> Result<regex::Regex, String> {
+    text_regex(pattern, Flags::of(false, flag))
+}
+
+fn bytes_regex(pattern: &str, flags: Flags) -> Result<regex::bytes::Regex, String> {
+    regex::bytes::RegexBuilder::new(&pyre::translate(pattern, true)?)
+        .unicode(false)
+        .case_insensitive(flags.ignore_case)
+        .multi_line(flags.multi_line)
+        .dot_matches_new_line(flags.dot_all)
+        .size_limit(REGEX_SIZE)
+        .dfa_size_limit(REGEX_SIZE)
+        .build()
+        .map_err(regex_reason)
+}
+
+fn text_regex(pattern: &str, flags: Flags) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&pyre::translate(pattern, false)?)
+        .case_insensitive(flags.ignore_case)
+        .multi_line(flags.multi_line)
+        .dot_matches_new_line(flags.dot_all)
+        .size_limit(REGEX_SIZE)
+        .dfa_size_limit(REGEX_SIZE)
+        .build()
+        .map_err(regex_reason)
+}
+
+/// The last line of `regex`'s message: what is wrong.
+fn regex_reason(e: regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(s) => s
+            .lines()
+            .last()
+            .unwrap_or(&s)
+            .trim_start_matches("error: ")
+            .to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -292,39 +342,11 @@ enum Rex {
 impl Rex {
     /// Compiles a Python pattern; `Err`: why it cannot be used.
     fn compile(expr: &str, flags: Flags) -> Result<Rex, String> {
-        let translated = pyre::translate(expr, flags.bytes)?;
-        // Bounded: a compiled program and its lazy DFA stay within these.
-        const SIZE: usize = 10 << 20;
-        let built = if flags.bytes {
-            regex::bytes::RegexBuilder::new(&translated)
-                .unicode(false)
-                .case_insensitive(flags.ignore_case)
-                .multi_line(flags.multi_line)
-                .dot_matches_new_line(flags.dot_all)
-                .size_limit(SIZE)
-                .dfa_size_limit(SIZE)
-                .build()
-                .map(Rex::Bytes)
+        if flags.bytes {
+            bytes_regex(expr, flags).map(Rex::Bytes)
         } else {
-            regex::RegexBuilder::new(&translated)
-                .case_insensitive(flags.ignore_case)
-                .multi_line(flags.multi_line)
-                .dot_matches_new_line(flags.dot_all)
-                .size_limit(SIZE)
-                .dfa_size_limit(SIZE)
-                .build()
-                .map(Rex::Text)
-        };
-        built.map_err(|e| match e {
-            // The last line of regex's message says what is wrong.
-            regex::Error::Syntax(s) => s
-                .lines()
-                .last()
-                .unwrap_or(&s)
-                .trim_start_matches("error: ")
-                .to_string(),
-            other => other.to_string(),
-        })
+            text_regex(expr, flags).map(Rex::Text)
+        }
     }
 
     fn search(&self, hay: &[u8]) -> bool {
