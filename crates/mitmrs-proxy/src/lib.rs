@@ -21,6 +21,7 @@ pub mod http2;
 pub mod io;
 pub mod jsonview;
 mod mem;
+pub mod modify;
 pub mod server;
 pub mod socks5;
 #[cfg(target_os = "linux")]

@@ -85,6 +85,22 @@ pub struct Args {
     /// Execute a Python addon script. May be passed multiple times.
     #[arg(short = 's', long = "scripts", value_name = "SCRIPT", action = ArgAction::Append)]
     pub scripts: Vec<String>,
+
+    /// Map remote resources to another remote URL: "[/flow-filter]/url-regex/replacement",
+    /// where the separator can be any character. May be passed multiple times.
+    #[arg(short = 'M', long = "map-remote", value_name = "PATTERN", action = ArgAction::Append)]
+    pub map_remote: Vec<String>,
+
+    /// Replace in bodies: "[/flow-filter]/regex/[@]replacement", where the separator can be
+    /// any character; @ reads the replacement from a file. May be passed multiple times.
+    #[arg(short = 'B', long = "modify-body", value_name = "PATTERN", action = ArgAction::Append)]
+    pub modify_body: Vec<String>,
+
+    /// Set headers: "[/flow-filter]/header-name/[@]header-value", where the separator can be
+    /// any character; @ reads the value from a file; an empty value removes the header. May be
+    /// passed multiple times.
+    #[arg(short = 'H', long = "modify-headers", value_name = "PATTERN", action = ArgAction::Append)]
+    pub modify_headers: Vec<String>,
 }
 
 /// Applies the flags to the registry. `--set` of options not defined yet is
@@ -139,10 +155,17 @@ pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
     if !args.mode.is_empty() {
         opts.set("mode", OptionValue::StrSeq(args.mode.clone()))?;
     }
-    if !args.scripts.is_empty() {
-        let mut all = opts.get_seq("scripts");
-        all.extend(args.scripts.iter().cloned());
-        opts.set("scripts", OptionValue::StrSeq(all))?;
+    for (name, given) in [
+        ("scripts", &args.scripts),
+        ("map_remote", &args.map_remote),
+        ("modify_body", &args.modify_body),
+        ("modify_headers", &args.modify_headers),
+    ] {
+        if !given.is_empty() {
+            let mut all = opts.get_seq(name);
+            all.extend(given.iter().cloned());
+            opts.set(name, OptionValue::StrSeq(all))?;
+        }
     }
     if !args.filter.is_empty() {
         // As mitmdump: the filter arguments set all three, over `--set`.

@@ -40,9 +40,21 @@ fn main() -> ExitCode {
     let _ = chain.add(Arc::new(RequestToggle::anticache()), &options);
     let _ = chain.add(Arc::new(RequestToggle::anticomp()), &options);
     let _ = chain.add(Arc::new(mitmrs_flows::ReadFile), &options);
-    // Scripts go here, as in mitmproxy: after the addons that change flows, before
-    // the ones that save and print them (so `-w` and the console show a script's changes).
+    // Scripts go here, as in mitmproxy: before its rewrite addons, and before the
+    // ones that save and print flows (so `-w` and the console show a script's changes).
     let scripts_at = chain.len();
+    let _ = chain.add(
+        Arc::new(mitmrs_proxy::modify::MapRemote::default()),
+        &options,
+    );
+    let _ = chain.add(
+        Arc::new(mitmrs_proxy::modify::ModifyBody::default()),
+        &options,
+    );
+    let _ = chain.add(
+        Arc::new(mitmrs_proxy::modify::ModifyHeaders::default()),
+        &options,
+    );
     let _ = chain.add(Arc::new(mitmrs_flows::Save::new()), &options);
     let _ = chain.add(Arc::new(Dumper::stdout()), &options);
     if args.options {

@@ -233,8 +233,11 @@ fn trailer_origin() -> u16 {
 }
 
 struct Case {
+    /// The script (`-` for none: the case is about `extra`).
     script: &'static str,
     sets: Vec<String>,
+    /// More arguments for both (`{o}` is the origin port).
+    extra: Vec<&'static str>,
     /// curl arguments per request; `{o}` is the origin port, `{t}` the trailer origin's.
     requests: Vec<Vec<&'static str>>,
     /// A line the proxy logs (checked under both).
@@ -246,6 +249,7 @@ fn cases(o: u16) -> Vec<Case> {
         Case {
             script: "add_header.py",
             sets: vec![],
+            extra: vec![],
             requests: vec![
                 vec!["http://127.0.0.1:{o}/a"],
                 vec!["http://127.0.0.1:{o}/b"],
@@ -255,6 +259,7 @@ fn cases(o: u16) -> Vec<Case> {
         Case {
             script: "modify_form.py",
             sets: vec![],
+            extra: vec![],
             requests: vec![
                 vec!["-d", "a=1&b=two", "http://127.0.0.1:{o}/form"],
                 vec!["http://127.0.0.1:{o}/noform"],
@@ -264,6 +269,7 @@ fn cases(o: u16) -> Vec<Case> {
         Case {
             script: "modify_query.py",
             sets: vec![],
+            extra: vec![],
             requests: vec![
                 vec!["http://127.0.0.1:{o}/q?a=1&drop=x&a=2"],
                 vec!["http://127.0.0.1:{o}/noquery"],
@@ -273,6 +279,7 @@ fn cases(o: u16) -> Vec<Case> {
         Case {
             script: "redirect_requests.py",
             sets: vec![format!("origin_port={o}")],
+            extra: vec![],
             requests: vec![
                 vec!["http://example.invalid/redirected?x=1"],
                 vec!["-H", "Host: 127.0.0.1:{o}", "http://127.0.0.1:{o}/direct"],
@@ -282,6 +289,7 @@ fn cases(o: u16) -> Vec<Case> {
         Case {
             script: "reply_from_proxy.py",
             sets: vec![],
+            extra: vec![],
             requests: vec![
                 vec!["http://127.0.0.1:{o}/reply"],
                 vec!["http://127.0.0.1:{o}/passthrough"],
@@ -291,12 +299,14 @@ fn cases(o: u16) -> Vec<Case> {
         Case {
             script: "stream_modify.py",
             sets: vec![],
+            extra: vec![],
             requests: vec![vec!["http://127.0.0.1:{o}/stream"]],
             expect_log: None,
         },
         Case {
             script: "trailers.py",
             sets: vec![],
+            extra: vec![],
             requests: vec![vec!["http://127.0.0.1:{o}/trailers"]],
             expect_log: Some("HTTP trailers:"),
         },
@@ -307,12 +317,14 @@ fn cases(o: u16) -> Vec<Case> {
                 "tagname=label".into(),
                 "shout=true".into(),
             ],
+            extra: vec![],
             requests: vec![vec!["http://127.0.0.1:{o}/opts"]],
             expect_log: Some("configured: ['addheader', 'shout', 'tagname']"),
         },
         Case {
             script: "anatomy.py",
             sets: vec![],
+            extra: vec![],
             requests: vec![
                 vec!["http://127.0.0.1:{o}/1"],
                 vec!["http://127.0.0.1:{o}/2"],
@@ -322,9 +334,70 @@ fn cases(o: u16) -> Vec<Case> {
         Case {
             script: "filter_kill.py",
             sets: vec![],
+            extra: vec![],
             requests: vec![
                 vec!["http://127.0.0.1:{o}/kill/me"],
                 vec!["http://127.0.0.1:{o}/keep"],
+            ],
+            expect_log: None,
+        },
+        // mitmproxy's rewrite addons (no script): the same options, the same result.
+        Case {
+            script: "-",
+            sets: vec![],
+            extra: vec![
+                "-H",
+                "/~q/X-Added/yes",
+                "-H",
+                "|~s & ~u /h|X-Resp|from\\x20proxy",
+                "-H",
+                ":~hq x-drop:x-drop:",
+                "-H",
+                "|~u /h2|Content-Type|text\\x2fmine",
+            ],
+            requests: vec![
+                vec![
+                    "-H",
+                    "x-drop: 1",
+                    "-H",
+                    "x-keep: 2",
+                    "http://127.0.0.1:{o}/h1",
+                ],
+                vec!["http://127.0.0.1:{o}/h2"],
+                vec!["http://127.0.0.1:{o}/other"],
+            ],
+            expect_log: None,
+        },
+        Case {
+            script: "-",
+            sets: vec![],
+            extra: vec![
+                "-B",
+                "/~bq hello/hello (\\w+)/bye \\\\1!",
+                "-B",
+                "|~s|origin: (?P<m>[A-Z]+)|\\g<m> answered",
+                "-B",
+                "/~u nothing-matches/./X",
+            ],
+            requests: vec![
+                vec!["-d", "hello world", "http://127.0.0.1:{o}/b1"],
+                vec!["http://127.0.0.1:{o}/b2"],
+            ],
+            expect_log: None,
+        },
+        Case {
+            script: "-",
+            sets: vec![],
+            extra: vec![
+                "-M",
+                "|127.0.0.1:{o}/old|127.0.0.1:{o}/new",
+                "-M",
+                "/~m POST/\\?.*$/",
+            ],
+            requests: vec![
+                vec!["http://127.0.0.1:{o}/old/x?y=1"],
+                vec!["-d", "z", "http://127.0.0.1:{o}/post?drop=1"],
+                vec!["http://127.0.0.1:{o}/kept?q=1"],
             ],
             expect_log: None,
         },
@@ -355,7 +428,11 @@ struct Run {
 }
 
 fn run_case(bin: &std::path::Path, c: &Case, origin: &Origin, t: u16) -> (Run, String) {
-    let mut args = vec!["-s".to_string(), script(c.script)];
+    let o = origin.port.to_string();
+    let mut args: Vec<String> = c.extra.iter().map(|x| x.replace("{o}", &o)).collect();
+    if c.script != "-" {
+        args.extend(["-s".to_string(), script(c.script)]);
+    }
     for s in &c.sets {
         args.push("--set".into());
         args.push(s.clone());
