@@ -7,7 +7,10 @@
 //!   body (at `response`), decoded, re-encoded after;
 //! * [`ModifyHeaders`] (`modify_headers`, `[/filter]/name/[@]value`): at
 //!   `requestheaders` and `responseheaders`, the named fields removed, then
-//!   the value added if it is not empty.
+//!   the value added if it is not empty;
+//! * [`BlockList`] (`block_list`, `/filter/status`): matching requests are
+//!   answered with an empty response of that status by the proxy (444: the
+//!   connection is killed without one).
 //!
 //! The separator is the spec's first character. The filter is mitmproxy's
 //! language ([`mitmrs_core::flowfilter`]); subjects and replacements go
@@ -719,9 +722,119 @@ impl Addon for ModifyHeaders {
     }
 }
 
+// ---------------------------------------------------------------- block_list
+
+struct BlockSpec {
+    filter: Filter,
+    status: u16,
+}
+
+/// `/filter/status`. As mitmproxy, the spec is lower-cased first (the filter
+/// too). mitmproxy accepts only the statuses its own table names (not 429, say);
+/// here any status with a standard reason phrase, and 444.
+fn parse_block(option: &str) -> Result<BlockSpec, String> {
+    let lower = option.to_lowercase();
+    let mut chars = lower.chars();
+    let sep = chars
+        .next()
+        .ok_or("empty (expected /flow-filter/status-code)")?;
+    let parts: Vec<&str> = chars.as_str().splitn(3, sep).collect();
+    let [filter, status] = parts[..] else {
+        return Err("Invalid number of parameters (2 are expected)".into());
+    };
+    let code = status
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|c| *c == NO_RESPONSE || !mitmrs_core::status::reason(*c).is_empty())
+        .ok_or_else(|| format!("Invalid HTTP status code: {status}"))?;
+    let filter = Filter::parse(filter).map_err(|e| e.to_string())?;
+    Ok(BlockSpec {
+        filter,
+        status: code,
+    })
+}
+
+/// nginx's and mitmproxy's "close without a response".
+const NO_RESPONSE: u16 = 444;
+
+/// mitmproxy's `BlockList`.
+#[derive(Default)]
+pub struct BlockList {
+    specs: Specs<BlockSpec>,
+}
+
+#[async_trait]
+impl Addon for BlockList {
+    fn name(&self) -> &str {
+        "blocklist"
+    }
+
+    fn hooks(&self) -> HookSet {
+        if self.specs.is_empty() {
+            HookSet::of(&[Hook::Load, Hook::Configure])
+        } else {
+            HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request])
+        }
+    }
+
+    fn load(&self, loader: &mut Loader<'_>) -> HookResult {
+        list_option(
+            loader,
+            "block_list",
+            "Block matching requests and return an empty response with the specified HTTP status. Option \
+             syntax is \"/flow-filter/status-code\", where flow-filter describes which requests this rule \
+             should be applied to and status-code is the HTTP status code to return for blocked requests. The \
+             separator (\"/\" in the example) can be any character. Setting a non-standard status code of 444 \
+             will close the connection without sending a response.",
+        )
+    }
+
+    fn configure(&self, options: &Options, updated: &BTreeSet<String>) -> Result<(), OptionsError> {
+        if updated.contains("block_list") {
+            self.specs
+                .set(parse_all(options, "block_list", parse_block)?);
+        }
+        Ok(())
+    }
+
+    async fn request(&self, flow: &mut HttpFlow) -> HookResult {
+        if flow.response.is_some() || flow.error.is_some() || !flow.live {
+            return Ok(());
+        }
+        for s in self.specs.get().iter() {
+            if s.filter.matches(flow) {
+                flow.metadata
+                    .insert("blocklisted", mitmrs_core::flow::MetaValue::Bool(true));
+                if s.status == NO_RESPONSE {
+                    flow.kill();
+                } else {
+                    flow.response = Some(mitmrs_core::Response::make(
+                        s.status,
+                        Bytes::new(),
+                        Headers::from_pairs([("Server", "mitmrs")]),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_specs() {
+        let b = parse_block("/~D EXAMPLE.COM/404").unwrap();
+        assert_eq!((b.filter.pattern(), b.status), ("~d example.com", 404));
+        assert_eq!(parse_block("|~q| 444 ").unwrap().status, 444);
+        assert!(parse_block("/~q/999").is_err());
+        assert!(parse_block("/~q/x").is_err());
+        assert!(parse_block("/~q").is_err());
+        assert!(parse_block("/~q/404/x").is_err());
+    }
 
     #[test]
     fn escapes_as_python() {

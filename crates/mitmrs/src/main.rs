@@ -37,6 +37,10 @@ fn main() -> ExitCode {
     let mut chain = AddonChain::new();
     // mitmproxy's built-in addons, in its order, then the console output.
     let _ = chain.add(Arc::new(mitmrs_proxy::core_addons::Block::new()), &options);
+    let _ = chain.add(
+        Arc::new(mitmrs_proxy::modify::BlockList::default()),
+        &options,
+    );
     let _ = chain.add(Arc::new(RequestToggle::anticache()), &options);
     let _ = chain.add(Arc::new(RequestToggle::anticomp()), &options);
     let _ = chain.add(Arc::new(mitmrs_flows::ReadFile), &options);

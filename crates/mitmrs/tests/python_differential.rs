@@ -401,6 +401,21 @@ fn cases(o: u16) -> Vec<Case> {
             ],
             expect_log: None,
         },
+        Case {
+            script: "-",
+            sets: vec![
+                "block_list=/~u BLOCKED/403".into(),
+                "block_list=|~u dropped & ~m GET|444".into(),
+            ],
+            extra: vec![],
+            requests: vec![
+                vec!["http://127.0.0.1:{o}/blocked"],
+                vec!["http://127.0.0.1:{o}/dropped"],
+                vec!["-d", "x", "http://127.0.0.1:{o}/dropped"],
+                vec!["http://127.0.0.1:{o}/fine"],
+            ],
+            expect_log: None,
+        },
     ]
 }
 
