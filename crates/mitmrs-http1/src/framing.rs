@@ -144,21 +144,23 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
     })
 }
 
-const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "proxy-connection",
     "keep-alive",
     "te",
     "transfer-encoding",
     "upgrade",
-    "proxy-authenticate",
     "proxy-authorization",
     "trailer",
 ];
 
 /// Whether `name` is a hop-by-hop field: Connection, Proxy-Connection, Keep-Alive,
-/// TE, Transfer-Encoding, Upgrade, Proxy-Authenticate, Proxy-Authorization, Trailer
-/// (ASCII case-insensitive).
+/// TE, Transfer-Encoding, Upgrade, Proxy-Authorization, Trailer (ASCII
+/// case-insensitive). Proxy-Authorization is the client's credentials for this
+/// proxy and goes no further. Proxy-Authenticate is not in the list (RFC 9110
+/// no longer names it, mitmproxy forwards it): the 407 the proxy itself sends
+/// for `proxyauth`, or a script's, must reach the client with it.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP
         .iter()

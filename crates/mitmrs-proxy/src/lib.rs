@@ -22,6 +22,7 @@ pub mod io;
 pub mod jsonview;
 mod mem;
 pub mod modify;
+pub mod proxyauth;
 pub mod server;
 pub mod socks5;
 #[cfg(target_os = "linux")]

@@ -43,6 +43,10 @@ fn main() -> ExitCode {
     );
     let _ = chain.add(Arc::new(RequestToggle::anticache()), &options);
     let _ = chain.add(Arc::new(RequestToggle::anticomp()), &options);
+    let _ = chain.add(
+        Arc::new(mitmrs_proxy::proxyauth::ProxyAuth::default()),
+        &options,
+    );
     let _ = chain.add(Arc::new(mitmrs_flows::ReadFile), &options);
     // Scripts go here, as in mitmproxy: before its rewrite addons, and before the
     // ones that save and print flows (so `-w` and the console show a script's changes).

@@ -188,7 +188,11 @@ fn origin_saw(reqs: &[support::Request]) -> Vec<String> {
                 .iter()
                 .filter(|(k, _)| {
                     let k = k.to_ascii_lowercase();
-                    k == "host" || k == "content-type" || k == "cookie" || k.starts_with("x-")
+                    k == "host"
+                        || k == "content-type"
+                        || k == "cookie"
+                        || k.ends_with("authorization")
+                        || k.starts_with("x-")
                 })
                 .map(|(k, v)| format!("{}: {v}", k.to_ascii_lowercase()))
                 .collect();
@@ -413,6 +417,29 @@ fn cases(o: u16) -> Vec<Case> {
                 vec!["http://127.0.0.1:{o}/dropped"],
                 vec!["-d", "x", "http://127.0.0.1:{o}/dropped"],
                 vec!["http://127.0.0.1:{o}/fine"],
+            ],
+            expect_log: None,
+        },
+        Case {
+            script: "-",
+            sets: vec!["proxyauth=user:pass".into()],
+            extra: vec![],
+            requests: vec![
+                vec!["http://127.0.0.1:{o}/none"],
+                vec!["--proxy-user", "user:pass", "http://127.0.0.1:{o}/good"],
+                vec!["--proxy-user", "user:bad", "http://127.0.0.1:{o}/bad"],
+                vec![
+                    "-H",
+                    "Authorization: Basic dXNlcjpwYXNz",
+                    "http://127.0.0.1:{o}/wrong-header",
+                ],
+                vec![
+                    "--proxy-user",
+                    "user:pass",
+                    "-p",
+                    "http://127.0.0.1:{o}/tunnel",
+                ],
+                vec!["-p", "http://127.0.0.1:{o}/tunnel-refused"],
             ],
             expect_log: None,
         },
