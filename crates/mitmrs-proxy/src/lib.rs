@@ -18,6 +18,7 @@ pub mod ctx;
 pub mod dumper;
 pub mod http1;
 pub mod http2;
+pub mod ignore;
 pub mod io;
 pub mod jsonview;
 mod mem;

@@ -101,6 +101,15 @@ pub struct Args {
     /// passed multiple times.
     #[arg(short = 'H', long = "modify-headers", value_name = "PATTERN", action = ArgAction::Append)]
     pub modify_headers: Vec<String>,
+
+    /// Relay tunnels to matching hosts without intercepting them (a regex searched in
+    /// "host:port": address, IP, SNI). May be passed multiple times.
+    #[arg(long = "ignore-hosts", value_name = "HOST", action = ArgAction::Append)]
+    pub ignore_hosts: Vec<String>,
+
+    /// Intercept only tunnels to matching hosts; relay the others. May be passed multiple times.
+    #[arg(long = "allow-hosts", value_name = "HOST", action = ArgAction::Append)]
+    pub allow_hosts: Vec<String>,
 }
 
 /// Applies the flags to the registry. `--set` of options not defined yet is
@@ -160,6 +169,8 @@ pub fn apply(args: &Args, opts: &Options) -> Result<(), OptionsError> {
         ("map_remote", &args.map_remote),
         ("modify_body", &args.modify_body),
         ("modify_headers", &args.modify_headers),
+        ("ignore_hosts", &args.ignore_hosts),
+        ("allow_hosts", &args.allow_hosts),
     ] {
         if !given.is_empty() {
             let mut all = opts.get_seq(name);

@@ -47,6 +47,11 @@ fn main() -> ExitCode {
         Arc::new(mitmrs_proxy::proxyauth::ProxyAuth::default()),
         &options,
     );
+    // mitmproxy's next_layer decisions (before scripts, so a script's choice wins).
+    let _ = chain.add(
+        Arc::new(mitmrs_proxy::ignore::IgnoreHosts::default()),
+        &options,
+    );
     let _ = chain.add(Arc::new(mitmrs_flows::ReadFile), &options);
     // Scripts go here, as in mitmproxy: before its rewrite addons, and before the
     // ones that save and print flows (so `-w` and the console show a script's changes).

@@ -317,3 +317,42 @@ fn anticache_and_anticomp_flags_rewrite_requests() {
         assert_eq!(seen.header("accept-encoding"), Some(want), "{flags:?}");
     }
 }
+
+#[test]
+fn ignore_hosts_relays_the_tunnel_untouched() {
+    // The client trusts only the origin's CA: it gets through only if mitmrs does
+    // not intercept (the origin's own certificate reaches it).
+    let pki = TestPki::new();
+    let origin = Origin::https(&pki, |req| Response::ok(format!("direct {}\n", req.target)));
+    let url = format!("https://localhost:{}/pinned", origin.port);
+    let trusting_origin = |proxy: &Proxy| support::curl_trusting(proxy, &pki.ca_path, &[&url]);
+
+    let proxy = Proxy::start(&["--ignore-hosts", "^LOCALHOST:"]);
+    let r = trusting_origin(&proxy);
+    assert!(r.ok, "{}\n{}", r.stderr, proxy.output());
+    assert_eq!(r.text(), "direct /pinned\n");
+    assert!(
+        !proxy.output().contains("GET https://"),
+        "{}",
+        proxy.output()
+    );
+    drop(proxy);
+
+    // Not listed in allow_hosts: relayed too.
+    let proxy = Proxy::start(&["--allow-hosts", "example\\.com"]);
+    assert!(trusting_origin(&proxy).ok);
+    drop(proxy);
+
+    // Otherwise intercepted: the origin's CA does not vouch for mitmrs's certificate.
+    let proxy = Proxy::start(&["--ignore-hosts", "example\\.com"]);
+    let r = trusting_origin(&proxy);
+    assert!(
+        !r.ok,
+        "intercepted, so the client must refuse the certificate"
+    );
+
+    // A bad regex is refused at start.
+    let out = support::run_bin(&["--ignore-hosts", "a("]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ignore_hosts"));
+}
