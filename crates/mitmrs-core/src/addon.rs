@@ -52,6 +52,7 @@ hooks! {
     ServerDisconnected => "server_disconnected",
     ServerConnectError => "server_connect_error",
     NextLayer => "next_layer",
+    Socks5Auth => "socks5_auth",
     HttpConnect => "http_connect",
     HttpConnectUpstream => "http_connect_upstream",
     HttpConnected => "http_connected",
@@ -128,6 +129,17 @@ pub struct NextLayer {
     /// The first bytes the client sent on this layer, if any were read yet.
     pub data_client: Bytes,
     pub layer: Option<LayerKind>,
+}
+
+/// Data for `socks5_auth` (mitmproxy's `Socks5AuthData`): the credentials a
+/// SOCKS5 client sent (asked for when `proxyauth` is set); an addon that
+/// accepts them sets `valid`.
+#[derive(Debug)]
+pub struct Socks5AuthData {
+    pub client: Arc<Client>,
+    pub username: String,
+    pub password: String,
+    pub valid: bool,
 }
 
 /// Data for the server connection hooks (mitmproxy's `ServerConnectionHookData`).
@@ -234,6 +246,9 @@ pub trait Addon: Send + Sync + 'static {
         Ok(())
     }
     async fn next_layer(&self, data: &mut NextLayer) -> HookResult {
+        Ok(())
+    }
+    async fn socks5_auth(&self, data: &mut Socks5AuthData) -> HookResult {
         Ok(())
     }
 

@@ -179,6 +179,7 @@ impl AddonChain {
     dispatch!(server_disconnected, ServerDisconnected, data: &ServerConnectionHookData);
     dispatch!(server_connect_error, ServerConnectError, data: &ServerConnectionHookData);
     dispatch!(next_layer, NextLayer, data: &mut NextLayer);
+    dispatch!(socks5_auth, Socks5Auth, data: &mut Socks5AuthData);
     dispatch!(tls_clienthello, TlsClientHello, data: &mut ClientHelloData);
     dispatch!(tls_established_client, TlsEstablishedClient, data: &TlsData);
     dispatch!(tls_established_server, TlsEstablishedServer, data: &TlsData);

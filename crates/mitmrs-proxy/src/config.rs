@@ -39,6 +39,8 @@ pub struct ProxyConfig {
     pub keep_host_header: bool,
     /// Relay tunnels that do not look like TLS or HTTP as raw TCP.
     pub rawtcp: bool,
+    /// `proxyauth` is set: SOCKS5 clients must authenticate (username/password).
+    pub proxyauth: bool,
     /// Turn 101 upgrades to `websocket` into WebSocket flows.
     pub websocket: bool,
     pub stream_websockets: bool,
@@ -150,6 +152,7 @@ impl ProxyConfig {
             mode,
             keep_host_header: o.get_bool("keep_host_header"),
             rawtcp: o.get_bool("rawtcp"),
+            proxyauth: o.get_str("proxyauth").is_some_and(|s| !s.is_empty()),
             websocket: o.get_bool("websocket"),
             stream_websockets: o.get_bool("stream_websockets"),
             websocket_history: size_option(o, "websocket_history")?

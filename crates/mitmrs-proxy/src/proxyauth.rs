@@ -8,15 +8,17 @@
 //! A CONNECT that authenticates makes its whole connection authenticated, so
 //! the requests inside the tunnel need no header.
 //!
-//! Not built: htpasswd files (`@path`) and LDAP are refused with a message, and
-//! so is `socks5` mode (it needs SOCKS5 username/password authentication).
+//! In `socks5` mode clients authenticate in the SOCKS5 handshake (username and
+//! password, RFC 1929; the `socks5_auth` hook) and their connection counts as
+//! authenticated. Not built: htpasswd files (`@path`) and LDAP are refused with
+//! a message.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use mitmrs_core::addon::{Hook, HookSet, Loader};
+use mitmrs_core::addon::{Hook, HookSet, Loader, Socks5AuthData};
 use mitmrs_core::flow::MetaValue;
 use mitmrs_core::options::{OptionSpec, OptionType, OptionValue, Options, OptionsError};
 use mitmrs_core::{Addon, Client, Headers, HookResult, HttpFlow, Response};
@@ -31,14 +33,7 @@ enum Validator {
 }
 
 impl Validator {
-    fn parse(spec: &str, mode: &str) -> Result<Validator, String> {
-        if mode.starts_with("socks5") {
-            return Err(
-                "proxy authentication in socks5 mode is not built yet (it needs SOCKS5 username/password \
-                 authentication); use regular mode"
-                    .into(),
-            );
-        }
+    fn parse(spec: &str) -> Result<Validator, String> {
         if spec == "any" {
             return Ok(Validator::Any);
         }
@@ -176,6 +171,7 @@ impl Addon for ProxyAuth {
             HookSet::of(&[
                 Hook::Load,
                 Hook::Configure,
+                Hook::Socks5Auth,
                 Hook::HttpConnect,
                 Hook::RequestHeaders,
                 Hook::ClientDisconnected,
@@ -195,22 +191,35 @@ impl Addon for ProxyAuth {
     }
 
     fn configure(&self, options: &Options, updated: &BTreeSet<String>) -> Result<(), OptionsError> {
-        if !updated.contains("proxyauth") && !updated.contains("mode") {
+        if !updated.contains("proxyauth") {
             return Ok(());
         }
         let v = match options.get_str("proxyauth").filter(|s| !s.is_empty()) {
             None => None,
-            Some(spec) => {
-                let mode = options.get_seq("mode").first().cloned().unwrap_or_default();
-                Some(Arc::new(Validator::parse(&spec, &mode).map_err(
-                    |message| OptionsError::Rejected {
-                        name: "proxyauth".into(),
-                        message,
-                    },
-                )?))
-            }
+            Some(spec) => Some(Arc::new(Validator::parse(&spec).map_err(|message| {
+                OptionsError::Rejected {
+                    name: "proxyauth".into(),
+                    message,
+                }
+            })?)),
         };
         *self.validator.write().unwrap_or_else(|e| e.into_inner()) = v;
+        Ok(())
+    }
+
+    async fn socks5_auth(&self, data: &mut Socks5AuthData) -> HookResult {
+        if let Some(v) = self.validator() {
+            if v.accepts(&data.username, &data.password) {
+                data.valid = true;
+                self.authenticated
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        data.client.id.clone(),
+                        (data.username.clone(), data.password.clone()),
+                    );
+            }
+        }
         Ok(())
     }
 
@@ -264,18 +273,17 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(Validator::parse("any", "regular"), Ok(Validator::Any));
+        assert_eq!(Validator::parse("any"), Ok(Validator::Any));
         assert_eq!(
-            Validator::parse("u:p", "regular"),
+            Validator::parse("u:p"),
             Ok(Validator::Single {
                 user: "u".into(),
                 pass: "p".into()
             })
         );
-        assert!(Validator::parse("u:p:x", "regular").is_err());
-        assert!(Validator::parse("nocolon", "regular").is_err());
-        assert!(Validator::parse("@/etc/htpasswd", "regular").is_err());
-        assert!(Validator::parse("u:p", "socks5").is_err());
+        assert!(Validator::parse("u:p:x").is_err());
+        assert!(Validator::parse("nocolon").is_err());
+        assert!(Validator::parse("@/etc/htpasswd").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! SOCKS5 (RFC 1928) server side, as mitmproxy's `socks5` mode speaks it: the "no
-//! authentication" method and the CONNECT command, with IPv4, IPv6 and domain-name
-//! targets. After the handshake the connection is a tunnel to the target, like a
+//! authentication" method, or username/password (RFC 1929) when `proxyauth` is
+//! set, and the CONNECT command, with IPv4, IPv6 and domain-name targets. After the handshake the connection is a tunnel to the target, like a
 //! CONNECT tunnel (TLS is intercepted, HTTP is parsed, anything else relayed).
 //!
 //! Written by hand: the two messages are a few bytes each, and the crates.io SOCKS
@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const VERSION: u8 = 0x05;
 const METHOD_NO_AUTH: u8 = 0x00;
+const METHOD_USER_PASS: u8 = 0x02;
 const CMD_CONNECT: u8 = 0x01;
 const ATYP_IPV4: u8 = 0x01;
 const ATYP_DOMAIN: u8 = 0x03;
@@ -21,6 +22,11 @@ const ATYP_IPV6: u8 = 0x04;
 
 /// The answer to a greeting that offers "no authentication".
 pub const METHOD_ACCEPTED: [u8; 2] = [VERSION, METHOD_NO_AUTH];
+/// The answer to a greeting that offers username/password.
+pub const USER_PASS_CHOSEN: [u8; 2] = [VERSION, METHOD_USER_PASS];
+/// RFC 1929's answers: the subnegotiation's version (1), then success or not.
+pub const AUTH_SUCCEEDED: [u8; 2] = [0x01, 0x00];
+pub const AUTH_FAILED: [u8; 2] = [0x01, 0x01];
 /// The answer to a greeting that does not.
 pub const NO_ACCEPTABLE_METHODS: [u8; 2] = [VERSION, 0xff];
 
@@ -49,8 +55,9 @@ pub struct Refusal {
 }
 
 /// Parses the client's greeting (VER, NMETHODS, METHODS). `Ok(None)`: need more
-/// bytes; `Ok(Some(n))`: a greeting of `n` bytes offering "no authentication".
-pub fn parse_greeting(buf: &[u8]) -> Result<Option<usize>, Refusal> {
+/// bytes; `Ok(Some(n))`: a greeting of `n` bytes offering the method we need
+/// ("no authentication", or username/password if `user_pass`).
+pub fn parse_greeting(buf: &[u8], user_pass: bool) -> Result<Option<usize>, Refusal> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -61,13 +68,49 @@ pub fn parse_greeting(buf: &[u8]) -> Result<Option<usize>, Refusal> {
     if buf.len() < n {
         return Ok(None);
     }
-    if !buf[2..n].contains(&METHOD_NO_AUTH) {
+    let (method, name) = match user_pass {
+        true => (METHOD_USER_PASS, "user/password"),
+        false => (METHOD_NO_AUTH, "no"),
+    };
+    if !buf[2..n].contains(&method) {
         return Err(Refusal {
-            message: "Client does not support SOCKS5 with no authentication.".into(),
+            message: format!("Client does not support SOCKS5 with {name} authentication."),
             answer: Some(NO_ACCEPTABLE_METHODS.to_vec()),
         });
     }
     Ok(Some(n))
+}
+
+/// Parses RFC 1929's request (VER, ULEN, UNAME, PLEN, PASSWD) as mitmproxy does
+/// (the version byte is not checked; bytes that are not UTF-8 become `\xNN`).
+/// `Some((username, password, n))`, or `None`: need more bytes.
+pub fn parse_user_pass(buf: &[u8]) -> Option<(String, String, usize)> {
+    if buf.len() < 3 {
+        return None;
+    }
+    let ulen = usize::from(buf[1]);
+    let plen = usize::from(*buf.get(2 + ulen)?);
+    let n = 3 + ulen + plen;
+    if buf.len() < n {
+        return None;
+    }
+    Some((
+        backslash_replace(&buf[2..2 + ulen]),
+        backslash_replace(&buf[3 + ulen..n]),
+        n,
+    ))
+}
+
+/// Python's `decode("utf-8", "backslashreplace")`.
+fn backslash_replace(b: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in b.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
 }
 
 fn wrong_version(buf: &[u8]) -> Refusal {
@@ -155,26 +198,39 @@ mod tests {
 
     #[test]
     fn greetings() {
-        assert_eq!(parse_greeting(b""), Ok(None));
-        assert_eq!(parse_greeting(&[5]), Ok(None));
-        assert_eq!(parse_greeting(&[5, 2, 2]), Ok(None));
-        assert_eq!(parse_greeting(&[5, 2, 2, 0, 0x16]), Ok(Some(4)));
-        let e = parse_greeting(&[5, 1, 2]).unwrap_err();
+        assert_eq!(parse_greeting(b"", false), Ok(None));
+        assert_eq!(parse_greeting(&[5], false), Ok(None));
+        assert_eq!(parse_greeting(&[5, 2, 2], false), Ok(None));
+        assert_eq!(parse_greeting(&[5, 2, 2, 0, 0x16], false), Ok(Some(4)));
+        let e = parse_greeting(&[5, 1, 2], false).unwrap_err();
         assert_eq!(e.answer, Some(vec![5, 0xff]));
-        let e = parse_greeting(b"GET / HTTP/1.1").unwrap_err();
+        assert_eq!(parse_greeting(&[5, 1, 2], true), Ok(Some(3)));
+        let e = parse_greeting(&[5, 1, 0], true).unwrap_err();
+        assert!(e.message.contains("user/password"), "{}", e.message);
+        let e = parse_greeting(b"GET / HTTP/1.1", false).unwrap_err();
         assert!(e.message.contains("regular HTTP request"), "{}", e.message);
         assert!(e.message.contains("got 0x47"), "{}", e.message);
         assert_eq!(
-            parse_greeting(&[4]),
+            parse_greeting(&[4], false),
             Ok(None),
             "two bytes first, as mitmproxy"
         );
-        assert!(parse_greeting(&[4, 1]).is_err());
+        assert!(parse_greeting(&[4, 1], false).is_err());
         let crlf = request(ATYP_DOMAIN, b"\x03a\r\n", 80);
         assert!(parse_request(&crlf)
             .unwrap_err()
             .message
             .contains("host name"));
+    }
+
+    #[test]
+    fn user_pass() {
+        assert_eq!(parse_user_pass(&[1, 1]), None);
+        assert_eq!(parse_user_pass(&[1, 1, b'u', 2, b'p']), None);
+        assert_eq!(
+            parse_user_pass(&[1, 1, b'u', 2, b'p', 0xff, 5]),
+            Some(("u".into(), "p\\xff".into(), 7))
+        );
     }
 
     #[test]
@@ -203,7 +259,10 @@ mod tests {
         /// Arbitrary bytes never panic, and never claim more bytes than given.
         #[test]
         fn never_panics(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
-            if let Ok(Some(n)) = parse_greeting(&buf) {
+            if let Ok(Some(n)) = parse_greeting(&buf, buf.first() == Some(&0)) {
+                prop_assert!(n <= buf.len());
+            }
+            if let Some((_, _, n)) = parse_user_pass(&buf) {
                 prop_assert!(n <= buf.len());
             }
             if let Ok(Some((_, _, n))) = parse_request(&buf) {

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use mitmrs_core::addon::{
     ClientHelloData, Hook, HookSet, LayerKind, Loader, NextLayer, ServerConnectionHookData,
-    TlsData, TlsSide,
+    Socks5AuthData, TlsData, TlsSide,
 };
 use mitmrs_core::connection::Client;
 use mitmrs_core::options::{Options, OptionsError};
@@ -646,6 +646,7 @@ struct ConnOut {
     layer: Option<Option<String>>,
     ignore_connection: bool,
     establish_server_tls_first: bool,
+    valid: bool,
 }
 
 impl ConnOut {
@@ -675,6 +676,10 @@ impl ConnOut {
                 .transpose()?
                 .unwrap_or(false),
             establish_server_tls_first: get("establish_server_tls_first")?
+                .map(|v| v.is_truthy())
+                .transpose()?
+                .unwrap_or(false),
+            valid: get("valid")?
                 .map(|v| v.is_truthy())
                 .transpose()?
                 .unwrap_or(false),
@@ -902,6 +907,21 @@ impl Addon for PythonAddon {
                 _ => data.layer,
             };
         }
+        Ok(())
+    }
+    async fn socks5_auth(&self, data: &mut Socks5AuthData) -> HookResult {
+        let out = self
+            .conn_hook(
+                Hook::Socks5Auth,
+                vec![
+                    ("client", sync::client_v(&data.client)),
+                    ("username", sync::V::S(data.username.clone())),
+                    ("password", sync::V::S(data.password.clone())),
+                    ("valid", sync::V::Bool(data.valid)),
+                ],
+            )
+            .await?;
+        data.valid = out.valid;
         Ok(())
     }
     async fn tls_clienthello(&self, data: &mut ClientHelloData) -> HookResult {

@@ -205,3 +205,85 @@ fn scripts_see_a_socks5_mode_object() {
     assert!(ok, "{err}\n{}", proxy.output());
     assert_eq!(body, "True socks5 SOCKS v5 proxy");
 }
+
+#[test]
+fn proxyauth_asks_socks5_clients_for_a_username_and_password() {
+    let origin = Origin::http(|req| Response::ok(format!("{}\n", req.target)));
+    let proxy = Proxy::start(&["--mode", "socks5", "--set", "proxyauth=ann:secret"]);
+    let url = format!("http://127.0.0.1:{}/in", origin.port);
+    let as_user = |creds: &str| {
+        curl_plain(
+            &proxy,
+            &[
+                "--socks5-hostname",
+                &format!("127.0.0.1:{}", proxy.port),
+                "--proxy-user",
+                creds,
+                &url,
+            ],
+        )
+    };
+    let (ok, body, err) = as_user("ann:secret");
+    assert!(ok, "{err}\n{}", proxy.output());
+    assert_eq!(body, "/in\n");
+    let (ok, _, _) = as_user("ann:wrong");
+    assert!(!ok, "a wrong password must be refused");
+    proxy.expect_stdout("authentication failed");
+    // A client that offers only "no authentication" gets "no acceptable methods".
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, [5, 0xff]);
+    proxy.expect_stdout("Client does not support SOCKS5 with user/password authentication.");
+    // The RFC 1929 exchange by hand: success, then the tunnel as usual.
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut hello = vec![5, 1, 2, 1, 3];
+    hello.extend_from_slice(b"ann\x06secret");
+    s.write_all(&hello).unwrap();
+    let mut answer = [0u8; 4];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [5, 2, 1, 0]);
+}
+
+/// A script's `socks5_auth` hook decides (it runs after proxyauth's, as in mitmproxy).
+#[cfg(feature = "python")]
+#[test]
+fn a_script_decides_socks5_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("auth.py");
+    std::fs::write(
+        &script,
+        "def socks5_auth(data):\n    data.valid = data.username == 'py' and data.password == 'ok'\n",
+    )
+    .unwrap();
+    let origin = Origin::http(|_| Response::ok("in\n"));
+    let proxy = Proxy::start(&[
+        "--mode",
+        "socks5",
+        "--set",
+        "proxyauth=any",
+        "-s",
+        script.to_str().unwrap(),
+    ]);
+    let url = format!("http://127.0.0.1:{}/", origin.port);
+    let server = format!("127.0.0.1:{}", proxy.port);
+    let (ok, body, err) = curl_plain(
+        &proxy,
+        &["--socks5-hostname", &server, "--proxy-user", "py:ok", &url],
+    );
+    assert!(ok && body == "in\n", "{err}\n{}", proxy.output());
+    let (ok, _, _) = curl_plain(
+        &proxy,
+        &[
+            "--socks5-hostname",
+            &server,
+            "--proxy-user",
+            "any:thing",
+            &url,
+        ],
+    );
+    assert!(!ok, "the script refuses what proxyauth=any accepted");
+}

@@ -143,8 +143,9 @@ impl Session {
     /// with the eager strategy before the success reply (a failure is answered
     /// "host unreachable"), then `next_layer` on the client's first bytes.
     pub async fn start_socks5(&mut self) -> After {
+        let user_pass = self.rt.cfg.proxyauth;
         let greeting = loop {
-            match socks5::parse_greeting(&self.conn.rbuf) {
+            match socks5::parse_greeting(&self.conn.rbuf, user_pass) {
                 Ok(Some(n)) => break n,
                 Ok(None) => {}
                 Err(r) => return self.socks_refuse(r).await,
@@ -154,8 +155,38 @@ impl Session {
             }
         };
         self.conn.rbuf.advance(greeting);
-        if self.conn.write_all(&socks5::METHOD_ACCEPTED).await.is_err() {
+        let chosen = match user_pass {
+            true => socks5::USER_PASS_CHOSEN,
+            false => socks5::METHOD_ACCEPTED,
+        };
+        if self.conn.write_all(&chosen).await.is_err() {
             return After::Close;
+        }
+        if user_pass {
+            let (username, password) = loop {
+                if let Some((u, p, n)) = socks5::parse_user_pass(&self.conn.rbuf) {
+                    self.conn.rbuf.advance(n);
+                    break (u, p);
+                }
+                if !self.socks_fill().await {
+                    return After::Close;
+                }
+            };
+            let mut data = mitmrs_core::addon::Socks5AuthData {
+                client: self.client.clone(),
+                username,
+                password,
+                valid: false,
+            };
+            self.ctx.chain.socks5_auth(&mut data).await;
+            if !data.valid {
+                let _ = self.conn.write_all(&socks5::AUTH_FAILED).await;
+                info!(client = %self.client.peername, "authentication failed");
+                return After::Close;
+            }
+            if self.conn.write_all(&socks5::AUTH_SUCCEEDED).await.is_err() {
+                return After::Close;
+            }
         }
         let (host, port) = loop {
             match socks5::parse_request(&self.conn.rbuf) {

@@ -38,7 +38,7 @@ HOOKS = (
     "requestheaders", "request", "responseheaders", "response", "error",
     "http_connect", "http_connect_upstream", "http_connected", "http_connect_error",
     "client_connected", "client_disconnected", "server_connect", "server_connected",
-    "server_disconnected", "server_connect_error", "next_layer",
+    "server_disconnected", "server_connect_error", "next_layer", "socks5_auth",
     "tls_clienthello", "tls_established_client", "tls_established_server",
     "tls_failed_client", "tls_failed_server",
     "websocket_start", "websocket_message", "websocket_end",
@@ -535,6 +535,10 @@ class Host:
         if name == "client_disconnected":
             _live_clients.pop(client.id, None)
             return self._run(name, (client,), dict, reply)
+        if name == "socks5_auth":
+            from mitmproxy.proxy.layers import modes as _modes
+            data = _modes.Socks5AuthData(client, d["username"], d["password"], d["valid"])
+            return self._run(name, (data,), lambda: {"valid": bool(data.valid)}, reply)
         server = _server(d["server"])
         if name.startswith("server_"):
             if name == "server_connect":
