@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(parse_user_pass(&[1, 1, b'u', 2, b'p']), None);
         assert_eq!(
             parse_user_pass(&[1, 1, b'u', 2, b'p', 0xff, 5]),
-            Some(("u".into(), "p\\xff".into(), 7))
+            Some(("u".into(), "p\\xff".into(), 6))
         );
     }
 
