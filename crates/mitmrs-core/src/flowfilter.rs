@@ -279,41 +279,48 @@ impl Flags {
     }
 }
 
-/// How big a compiled program and its lazy DFA may grow.
+/// How big a compiled program may grow (`regex`'s default; its lazy DFA keeps
+/// its own default cache of 2 MiB per thread that searches).
 const REGEX_SIZE: usize = 10 << 20;
 
 /// A Python bytes pattern (`re.compile(b"...")`) as a `regex` one: Unicode off,
 /// Python's spelling translated ([`pyre`]). `flag`: Python's one flag, `b'i'`,
-/// `b'm'`, `b's'` or 0. `Err`: why it cannot be used (Python's reason, or
-/// `regex`'s: look-around and backreferences).
-pub fn python_bytes_regex(pattern: &str, flag: u8) -> Result<regex::bytes::Regex, String> {
-    bytes_regex(pattern, Flags::of(true, flag))
+/// `b'm'`, `b's'` or 0. `search`: the regex only searches (a bare `$` then
+/// also matches before a final newline, as Python's; a substitution keeps
+/// `regex`'s `$`, the very end). `Err`: why it cannot be used (Python's
+/// reason, or `regex`'s: look-around and backreferences).
+pub fn python_bytes_regex(
+    pattern: &str,
+    flag: u8,
+    search: bool,
+) -> Result<regex::bytes::Regex, String> {
+    bytes_regex(pattern, Flags::of(true, flag), search)
 }
 
 /// A Python text pattern as a `regex` one (see [`python_bytes_regex`]).
-pub fn python_text_regex(pattern: &str, flag: u8) -> Result<regex::Regex, String> {
-    text_regex(pattern, Flags::of(false, flag))
+pub fn python_text_regex(pattern: &str, flag: u8, search: bool) -> Result<regex::Regex, String> {
+    text_regex(pattern, Flags::of(false, flag), search)
 }
 
-fn bytes_regex(pattern: &str, flags: Flags) -> Result<regex::bytes::Regex, String> {
-    regex::bytes::RegexBuilder::new(&pyre::translate(pattern, true)?)
+fn bytes_regex(pattern: &str, flags: Flags, search: bool) -> Result<regex::bytes::Regex, String> {
+    let end_newline = search && !flags.multi_line;
+    regex::bytes::RegexBuilder::new(&pyre::translate(pattern, true, end_newline)?)
         .unicode(false)
         .case_insensitive(flags.ignore_case)
         .multi_line(flags.multi_line)
         .dot_matches_new_line(flags.dot_all)
         .size_limit(REGEX_SIZE)
-        .dfa_size_limit(REGEX_SIZE)
         .build()
         .map_err(regex_reason)
 }
 
-fn text_regex(pattern: &str, flags: Flags) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&pyre::translate(pattern, false)?)
+fn text_regex(pattern: &str, flags: Flags, search: bool) -> Result<regex::Regex, String> {
+    let end_newline = search && !flags.multi_line;
+    regex::RegexBuilder::new(&pyre::translate(pattern, false, end_newline)?)
         .case_insensitive(flags.ignore_case)
         .multi_line(flags.multi_line)
         .dot_matches_new_line(flags.dot_all)
         .size_limit(REGEX_SIZE)
-        .dfa_size_limit(REGEX_SIZE)
         .build()
         .map_err(regex_reason)
 }
@@ -343,9 +350,9 @@ impl Rex {
     /// Compiles a Python pattern; `Err`: why it cannot be used.
     fn compile(expr: &str, flags: Flags) -> Result<Rex, String> {
         if flags.bytes {
-            bytes_regex(expr, flags).map(Rex::Bytes)
+            bytes_regex(expr, flags, true).map(Rex::Bytes)
         } else {
-            text_regex(expr, flags).map(Rex::Text)
+            text_regex(expr, flags, true).map(Rex::Text)
         }
     }
 
@@ -582,13 +589,46 @@ pub fn parse_syntax(expr: &str) -> Result<Syntax, FilterError> {
     if expr.is_empty() {
         return Err(FilterError("Empty filter expression".into()));
     }
+    // pyparsing parses `expandtabs()` of the text (a tab in a quoted regex is
+    // spaces up to the next multiple of 8).
+    let expanded = expand_tabs(expr);
     Parser {
-        s: expr,
-        b: expr.as_bytes(),
+        s: &expanded,
+        b: expanded.as_bytes(),
+        orig: expr,
         depth: 0,
         furthest: 0,
     }
     .top()
+}
+
+/// Python's `str.expandtabs()`: a tab becomes spaces up to the next column
+/// that is a multiple of 8; columns count characters and restart after `\n`
+/// or `\r`.
+fn expand_tabs(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut col = 0;
+    for c in s.chars() {
+        match c {
+            '\t' => {
+                let n = 8 - col % 8;
+                out.extend(std::iter::repeat(' ').take(n));
+                col += n;
+            }
+            '\n' | '\r' => {
+                out.push(c);
+                col = 0;
+            }
+            c => {
+                out.push(c);
+                col += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The filter for a parsed expression (`whole`: its text, for messages).
@@ -637,6 +677,8 @@ type Step<T> = Result<Option<(T, usize)>, FilterError>;
 struct Parser<'a> {
     s: &'a str,
     b: &'a [u8],
+    /// The expression as given (`s` has its tabs expanded), for messages.
+    orig: &'a str,
     depth: usize,
     /// The furthest position a token was looked for, for the message.
     furthest: usize,
@@ -749,7 +791,7 @@ impl Parser<'_> {
         if self.depth > MAX_DEPTH {
             return Err(FilterError(format!(
                 "Invalid filter expression: {}: nested more than {MAX_DEPTH} levels deep",
-                crate::pyrepr::py_str_repr(self.s)
+                crate::pyrepr::py_str_repr(self.orig)
             )));
         }
         Ok(())
@@ -837,7 +879,7 @@ impl Parser<'_> {
         };
         FilterError(format!(
             "Invalid filter expression: {} ({near}{hint})",
-            crate::pyrepr::py_str_repr(self.s)
+            crate::pyrepr::py_str_repr(self.orig)
         ))
     }
 }

@@ -43,7 +43,7 @@ fn compile(options: &Options, name: &str) -> Result<Vec<regex::Regex>, OptionsEr
         .get_seq(name)
         .iter()
         .map(|p| {
-            python_text_regex(p, b'i').map_err(|e| OptionsError::Rejected {
+            python_text_regex(p, b'i', true).map_err(|e| OptionsError::Rejected {
                 name: name.into(),
                 message: format!("invalid regular expression {p:?}: {e}"),
             })

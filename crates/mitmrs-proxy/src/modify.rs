@@ -125,14 +125,30 @@ pub fn escaped_str_to_bytes(s: &str) -> Result<Vec<u8>, String> {
 
 /// A Python bytes pattern given as bytes: ASCII as it is, other bytes as
 /// `\xHH` escapes (so the pattern matches those bytes, as Python's would).
+/// A backslash before such a byte is dropped: Python reads `\\` + byte as
+/// that byte.
 fn bytes_pattern(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len());
-    for &c in b {
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' && b.get(i + 1).is_some_and(|n| !n.is_ascii()) {
+            i += 1;
+            continue;
+        }
         if c.is_ascii() {
             s.push(c as char);
+            if c == b'\\' {
+                // The escaped character goes with its backslash.
+                if let Some(&n) = b.get(i + 1) {
+                    s.push(n as char);
+                    i += 1;
+                }
+            }
         } else {
             s.push_str(&format!("\\x{c:02X}"));
         }
+        i += 1;
     }
     s
 }
@@ -405,7 +421,7 @@ pub struct MapRemote {
 
 fn parse_remote(option: &str) -> Result<RemoteSpec, String> {
     let spec = parse_spec(option)?;
-    let re = python_text_regex(&spec.subject, 0)
+    let re = python_text_regex(&spec.subject, 0, false)
         .map_err(|e| format!("Invalid regular expression {:?} ({e})", spec.subject))?;
     let template = parse_template(spec.replacement.as_bytes())?;
     check_groups(&template, re.captures_len(), re.capture_names())?;
@@ -477,15 +493,28 @@ fn set_url(flow: &mut HttpFlow, url: &str) -> Result<(), String> {
             ))
         }
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    // As Python's urlparse: the authority ends at `/`, `?` or `#`, user
+    // information before `@` is dropped, the host is lower-cased.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let valid = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c))
     };
     let (host, port) = mitmrs_core::message::split_authority(authority, default_port)
-        .filter(|(h, _)| !h.is_empty())
+        .map(|(h, p)| (h.to_ascii_lowercase(), p))
+        .filter(|(h, _)| valid(h))
         .ok_or_else(|| format!("map_remote: invalid URL {url:?}: bad host or port"))?;
     flow.request.set_destination(&scheme, &host, port);
-    flow.request.path = path.to_string();
+    flow.request.path = path;
     Ok(())
 }
 
@@ -503,7 +532,7 @@ fn parse_body(option: &str) -> Result<BodySpec, String> {
     let spec = parse_spec(option)?;
     let subject = escaped_str_to_bytes(&spec.subject)?;
     // mitmproxy's re.sub(..., flags=re.DOTALL).
-    let re = python_bytes_regex(&bytes_pattern(&subject), b's').map_err(|e| {
+    let re = python_bytes_regex(&bytes_pattern(&subject), b's', false).map_err(|e| {
         format!(
             "Invalid regular expression {} ({e})",
             mitmrs_core::pyrepr::py_bytes_repr(&subject)
@@ -544,7 +573,10 @@ impl ModifyBody {
                     let Some(raw) = s.replacement.read() else {
                         continue;
                     };
-                    match parse_template(&raw) {
+                    let checked = parse_template(&raw).and_then(|t| {
+                        check_groups(&t, s.re.captures_len(), s.re.capture_names()).map(|()| t)
+                    });
+                    match checked {
                         Ok(t) => t,
                         Err(e) => {
                             tracing::warn!("modify_body: replacement file: {e}");
@@ -733,12 +765,12 @@ struct BlockSpec {
 /// too). mitmproxy accepts only the statuses its own table names (not 429, say);
 /// here any status with a standard reason phrase, and 444.
 fn parse_block(option: &str) -> Result<BlockSpec, String> {
-    let lower = option.to_lowercase();
-    let mut chars = lower.chars();
+    let mut chars = option.chars();
     let sep = chars
         .next()
         .ok_or("empty (expected /flow-filter/status-code)")?;
-    let parts: Vec<&str> = chars.as_str().splitn(3, sep).collect();
+    let rest = chars.as_str().to_lowercase();
+    let parts: Vec<&str> = rest.splitn(3, sep).collect();
     let [filter, status] = parts[..] else {
         return Err("Invalid number of parameters (2 are expected)".into());
     };
@@ -826,6 +858,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn byte_patterns_as_python() {
+        assert_eq!(bytes_pattern(b"a\\.b\xff"), r"a\.b\xFF");
+        assert_eq!(bytes_pattern("\\é".as_bytes()), r"\xC3\xA9");
+        assert_eq!(bytes_pattern(br"\\"), r"\\");
+    }
+
+    #[test]
+    fn urls_as_python_reads_them() {
+        use mitmrs_core::{Client, Request, Server};
+        let mut f = HttpFlow::new(
+            Arc::new(Client::new(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
+            Arc::new(Server::new(None)),
+            Request::make("GET", "http://a/", "", Headers::new()).unwrap(),
+        );
+        set_url(&mut f, "https://user:pw@EXAMPLE.com:8443?q=1").unwrap();
+        let r = &f.request;
+        assert_eq!(
+            (r.scheme.as_str(), r.host.as_str(), r.port, r.path.as_str()),
+            ("https", "example.com", 8443, "/?q=1")
+        );
+        assert!(set_url(&mut f, "http://bad host/").is_err());
+        assert!(set_url(&mut f, "ftp://h/").is_err());
+    }
+
+    #[test]
     fn block_specs() {
         let b = parse_block("/~D EXAMPLE.COM/404").unwrap();
         assert_eq!((b.filter.pattern(), b.status), ("~d example.com", 404));
@@ -834,6 +894,8 @@ mod tests {
         assert!(parse_block("/~q/x").is_err());
         assert!(parse_block("/~q").is_err());
         assert!(parse_block("/~q/404/x").is_err());
+        // Only what follows the separator is lower-cased.
+        assert!(parse_block("X~qX404").is_err());
     }
 
     #[test]
@@ -860,7 +922,7 @@ mod tests {
 
     #[test]
     fn templates_as_python() {
-        let re = python_bytes_regex(r"(?P<k>\w+)=(\d+)", b's').unwrap();
+        let re = python_bytes_regex(r"(?P<k>\w+)=(\d+)", b's', false).unwrap();
         let t = parse_template(br"\2:\g<k>:\g<1>\n\\").unwrap();
         assert_eq!(sub_bytes(&re, &t, b"a=1 b=2"), b"1:a:a\n\\ 2:b:b\n\\");
         assert!(parse_template(br"\q").is_err());

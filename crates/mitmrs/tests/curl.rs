@@ -338,6 +338,16 @@ fn ignore_hosts_relays_the_tunnel_untouched() {
     );
     drop(proxy);
 
+    // Lazy strategy: not connected yet when deciding, the destination is known.
+    let proxy = Proxy::start(&[
+        "--ignore-hosts",
+        "^localhost:",
+        "--set",
+        "connection_strategy=lazy",
+    ]);
+    assert!(trusting_origin(&proxy).ok, "{}", proxy.output());
+    drop(proxy);
+
     // Not listed in allow_hosts: relayed too.
     let proxy = Proxy::start(&["--allow-hosts", "example\\.com"]);
     assert!(trusting_origin(&proxy).ok);

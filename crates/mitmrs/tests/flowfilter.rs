@@ -56,6 +56,7 @@ f.response.status_code = 404
 flows.append(f)
 f = tflow.tflow()
 f.request.path = "/search?q=t%C3%A9st&page=2"
+f.request.content = b"first\nlast line\n"
 flows.append(f)
 with open(req["make"], "wb") as fo:
     w = mio.FlowWriter(fo)
@@ -138,6 +139,9 @@ const FILTERS: &[&str] = &[
     "~marker default",
     "~comment ^review",
     "~comment needs",
+    "~bq 'last line$'",
+    "~bq '^last'",
+    "~bq '(?m)^last'",
     "~s & ~c 200 & !~a",
     "~q | ~e",
     "!( ~s | ~e )",
@@ -336,7 +340,15 @@ fn the_same_trees_and_matches_as_mitmproxy() {
     let never: Vec<_> = some_match
         .iter()
         .filter(|(s, n)| {
-            **n == 0 && !["~tcp | ~udp | ~dns", "~ts html", "~c 101", "~bq treasure"].contains(*s)
+            **n == 0
+                && ![
+                    "~tcp | ~udp | ~dns",
+                    "~ts html",
+                    "~c 101",
+                    "~bq treasure",
+                    "~bq '^last'",
+                ]
+                .contains(*s)
         })
         .collect();
     assert!(never.is_empty(), "filters that matched nothing: {never:?}");

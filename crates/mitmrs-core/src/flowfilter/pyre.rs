@@ -5,9 +5,12 @@
 //! * a `{` that does not start a repetition is a literal in Python (`{"id"`,
 //!   `a{`, `{}`), an error in `regex`: escaped; `{,n}` is `{0,n}`;
 //! * `\Z` (end of text) is `regex`'s `\z`; `\0` and `\0NN` (octal) are written
-//!   as `\x{..}`;
-//! * inside a class, `[`, `&&`, `~~` are literals in Python and set syntax in
-//!   `regex`: escaped;
+//!   as `\x{..}`; `\<` and `\>` are the characters (word boundaries in `regex`);
+//!   a backslash before a non-ASCII character is dropped (Python: the character);
+//! * with `end_newline` (a search, not a substitution), a bare `$` is Python's:
+//!   the end, or before a newline that ends the text (`regex`: only the end);
+//! * inside a class, `[`, `&&`, `--`, `~~` are literals or ranges in Python
+//!   and set syntax in `regex`: escaped;
 //! * byte patterns (mitmproxy compiles `expr.encode()`): a non-ASCII character
 //!   is its UTF-8 bytes, each a byte of its own (`[é]` is a class of two
 //!   bytes, as in Python).
@@ -37,8 +40,11 @@ enum Last {
 }
 
 /// Rewrites a Python pattern for `regex`; `bytes`: the pattern is a bytes
-/// pattern (matched with Unicode off). `Err`: Python's reason to refuse it.
-pub(super) fn translate(py: &str, bytes: bool) -> Result<String, String> {
+/// pattern (matched with Unicode off); `end_newline`: `$` may match before a
+/// final newline, as Python's does without MULTILINE (only for searches: a
+/// substitution would replace the newline too). `Err`: Python's reason to
+/// refuse it.
+pub(super) fn translate(py: &str, bytes: bool, end_newline: bool) -> Result<String, String> {
     let c: Vec<char> = py.chars().collect();
     let mut out = String::with_capacity(py.len() + 8);
     let mut i = 0;
@@ -83,6 +89,11 @@ pub(super) fn translate(py: &str, bytes: bool) -> Result<String, String> {
                 i += 2;
                 continue;
             }
+            if n == '<' || n == '>' || !n.is_ascii() {
+                push_char(&mut out, n, bytes);
+                i += 2;
+                continue;
+            }
             if n == '0' {
                 // Python: `\0` then up to two more octal digits.
                 let mut v = 0u32;
@@ -110,7 +121,7 @@ pub(super) fn translate(py: &str, bytes: bool) -> Result<String, String> {
                         out.push(']');
                     }
                     '[' => out.push_str("\\["),
-                    '&' | '~' if c.get(i + 1) == Some(&ch) => {
+                    '&' | '~' | '-' if c.get(i + 1) == Some(&ch) => {
                         out.push('\\');
                         out.push(ch);
                     }
@@ -140,6 +151,11 @@ pub(super) fn translate(py: &str, bytes: bool) -> Result<String, String> {
                 '*' | '+' | '?' => {
                     last = repeat(last, ch, i)?;
                     out.push(ch);
+                    i += 1;
+                }
+                '$' if end_newline => {
+                    last = Last::Assertion;
+                    out.push_str("(?:\\n?\\z)");
                     i += 1;
                 }
                 '(' if c.get(i + 1) == Some(&'?') => {
@@ -242,13 +258,13 @@ mod tests {
             (r"\{", r"\{"),
             (r"a\\{", r"a\\\{"),
         ] {
-            assert_eq!(translate(py, false).as_deref(), Ok(rs), "{py}");
+            assert_eq!(translate(py, false, false).as_deref(), Ok(rs), "{py}");
         }
         assert_eq!(
-            translate("é[é]", true).as_deref(),
+            translate("é[é]", true, false).as_deref(),
             Ok(r"\xC3\xA9[\xC3\xA9]")
         );
-        assert_eq!(translate("é", false).as_deref(), Ok("é"));
+        assert_eq!(translate("é", false, false).as_deref(), Ok("é"));
     }
 
     #[test]
@@ -256,12 +272,23 @@ mod tests {
         for py in [
             "*a", "^*", "$+", "(|+)", r"\Z{2}", "a**", "a{2}{2}", "a*?*", "a*+", "(?i)?",
         ] {
-            assert!(translate(py, false).is_err(), "{py}");
+            assert!(translate(py, false, false).is_err(), "{py}");
         }
         for py in ["a*?", "(a)*", "[*]", r"\**", "a{", "(?:a)+", "a|b+"] {
-            assert!(translate(py, false).is_ok(), "{py}");
+            assert!(translate(py, false, false).is_ok(), "{py}");
         }
-        assert!(translate(r"\u00e9", true).is_err());
-        assert!(translate(r"\u00e9", false).is_ok());
+        assert!(translate(r"\u00e9", true, false).is_err());
+        assert_eq!(translate(r"\<b\>", false, false).as_deref(), Ok("<b>"));
+        assert_eq!(translate(r"\é", true, false).as_deref(), Ok(r"\xC3\xA9"));
+        assert_eq!(
+            translate("[0-9--4]", false, false).as_deref(),
+            Ok(r"[0-9\--4]")
+        );
+        assert_eq!(
+            translate("a$|[$]", false, true).as_deref(),
+            Ok(r"a(?:\n?\z)|[$]")
+        );
+        assert_eq!(translate("a$", false, false).as_deref(), Ok("a$"));
+        assert!(translate(r"\u00e9", false, false).is_ok());
     }
 }

@@ -136,6 +136,8 @@ y""#,
     (r#""\13""#, Some("FUrl13\n")),
     (r#""\03""#, Some("FUrl03\n")),
     (r#""\x4""#, Some("FUrlx4\n")),
+    // pyparsing expands tabs first (checked with mitmproxy 11.0.2).
+    ("~b \"a\tb\"", Some("FBoda   b\n")),
 ];
 
 #[test]

@@ -280,7 +280,17 @@ impl Session {
         loop {
             if !self.conn.rbuf.is_empty() {
                 let b = &self.conn.rbuf[..];
-                if !guess || looks_tls(b) {
+                if looks_tls(b) {
+                    // The whole first record (the ClientHello, usually), so that
+                    // next_layer's addons see its SNI (ignore_hosts does).
+                    let complete = b.get(3..5).is_some_and(|l| {
+                        let need = 5 + usize::from(u16::from_be_bytes([l[0], l[1]]));
+                        b.len() >= need || need > MAX_CLIENT_HELLO
+                    });
+                    if complete {
+                        break;
+                    }
+                } else if !guess {
                     break;
                 }
                 verdict = http_verdict(b, max);
@@ -303,7 +313,13 @@ impl Session {
                 Ok(_) => {}
             }
         }
-        let server = self.server_record();
+        let mut server = self.server_record();
+        // Not connected yet (lazy strategy): the destination is still known.
+        if let (None, Some(t)) = (&server.address, self.tunnel.as_ref()) {
+            let mut s = (*server).clone();
+            s.address = Some((t.host.clone(), t.port));
+            server = Arc::new(s);
+        }
         let b = &self.conn.rbuf[..];
         let looks_tls = looks_tls(b);
         // mitmproxy's `rawtcp` guess: what is not TLS and not an HTTP request (or
@@ -312,7 +328,8 @@ impl Session {
         let mut nl = NextLayer {
             client: self.client.clone(),
             server,
-            data_client: Bytes::copy_from_slice(&b[..b.len().min(4096)]),
+            // A whole TLS record at most (16 KiB and its header).
+            data_client: Bytes::copy_from_slice(&b[..b.len().min(16 * 1024 + 5)]),
             layer: Some(if raw {
                 LayerKind::Tcp
             } else if looks_tls {
