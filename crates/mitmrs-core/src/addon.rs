@@ -207,6 +207,13 @@ pub trait Addon: Send + Sync + 'static {
         HookSet::ALL
     }
 
+    /// True if [`Addon::hooks`] changes only in `configure` (and so the chain
+    /// may keep the set it returned after the last `configure` instead of
+    /// asking at every dispatch). The default, false, asks every time.
+    fn hooks_change_only_in_configure(&self) -> bool {
+        false
+    }
+
     /// Called once when the addon is added; register options here.
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
         Ok(())

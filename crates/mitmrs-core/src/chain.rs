@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -56,14 +57,30 @@ fn report(addon: &str, hook: Hook, outcome: Result<HookResult, String>) {
 #[derive(Clone, Default)]
 pub struct AddonChain {
     addons: Vec<Arc<dyn Addon>>,
+    /// Per addon, its hook set as of the last `configure` for the addons whose
+    /// set changes only there ([`Addon::hooks_change_only_in_configure`]), else
+    /// [`LIVE`]: the dispatch loops ask every addon for every hook of every
+    /// flow, and a load is cheaper than the virtual call.
+    cached: Arc<[AtomicU64]>,
+}
+
+/// In [`AddonChain::cached`]: ask the addon. (No hook uses bit 63.)
+const LIVE: u64 = 1 << 63;
+
+fn cached_bits(a: &Arc<dyn Addon>) -> u64 {
+    if a.hooks_change_only_in_configure() {
+        a.hooks().bits() & !LIVE
+    } else {
+        LIVE
+    }
 }
 
 macro_rules! dispatch {
     ($(#[$doc:meta])* $fn:ident, $hook:ident, $arg:ident : $ty:ty) => {
         $(#[$doc])*
         pub async fn $fn(&self, $arg: $ty) {
-            for a in &self.addons {
-                if a.hooks().contains(Hook::$hook) {
+            for (i, a) in self.addons.iter().enumerate() {
+                if self.hooks_of(i, a).contains(Hook::$hook) {
                     let out = CatchUnwind(a.$fn($arg)).await;
                     report(a.name(), Hook::$hook, out);
                 }
@@ -73,8 +90,8 @@ macro_rules! dispatch {
     ($(#[$doc:meta])* flow $fn:ident, $hook:ident) => {
         $(#[$doc])*
         pub async fn $fn(&self, flow: &mut HttpFlow) {
-            for a in &self.addons {
-                if a.hooks().contains(Hook::$hook) {
+            for (i, a) in self.addons.iter().enumerate() {
+                if self.hooks_of(i, a).contains(Hook::$hook) {
                     let out = CatchUnwind(a.$fn(flow)).await;
                     report(a.name(), Hook::$hook, out);
                     if flow.intercepted() {
@@ -115,7 +132,25 @@ impl AddonChain {
         }
         let index = index.min(self.addons.len());
         self.addons.insert(index, addon);
+        self.cached = self
+            .addons
+            .iter()
+            .map(|a| AtomicU64::new(cached_bits(a)))
+            .collect();
         Ok(())
+    }
+
+    /// Addon `i`'s hooks: as cached at the last `configure`, or asked.
+    #[inline]
+    fn hooks_of(&self, i: usize, a: &Arc<dyn Addon>) -> HookSet {
+        match self
+            .cached
+            .get(i)
+            .map_or(LIVE, |c| c.load(Ordering::Relaxed))
+        {
+            LIVE => a.hooks(),
+            bits => HookSet::from_bits(bits),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -141,17 +176,27 @@ impl AddonChain {
         options: &Options,
         updated: &BTreeSet<String>,
     ) -> Result<(), OptionsError> {
+        let mut result = Ok(());
         for a in &self.addons {
             if a.hooks().contains(Hook::Configure) {
                 match catch_unwind(AssertUnwindSafe(|| a.configure(options, updated))) {
-                    Ok(r) => r?,
+                    Ok(Err(e)) => {
+                        result = Err(e);
+                        break;
+                    }
+                    Ok(Ok(())) => {}
                     Err(p) => {
                         tracing::error!(target: "mitmrs::addon", "Addon error: {}: configure panicked: {}", a.name(), panic_message(&*p))
                     }
                 }
             }
         }
-        Ok(())
+        // Whatever configure changed (a rejection may have come after others
+        // took their new values).
+        for (a, c) in self.addons.iter().zip(self.cached.iter()) {
+            c.store(cached_bits(a), Ordering::Relaxed);
+        }
+        result
     }
 
     pub async fn running(&self) {

@@ -38,6 +38,10 @@ impl Addon for ReadFile {
         HookSet::EMPTY.with(mitmrs_core::Hook::Configure)
     }
 
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
+    }
+
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
         loader.add_option(OptionSpec::new(
             "rfile",

@@ -274,6 +274,10 @@ impl Addon for Save {
         }
     }
 
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
+    }
+
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
         loader.add_option(OptionSpec::new(
             "save_stream_file",

@@ -47,6 +47,10 @@ impl Addon for Block {
         HOOKS
     }
 
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
+    }
+
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
         loader.add_option(OptionSpec::new(
             "block_global",
@@ -220,6 +224,10 @@ impl Addon for RequestToggle {
         } else {
             base
         }
+    }
+
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {

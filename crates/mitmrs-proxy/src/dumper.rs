@@ -431,6 +431,10 @@ impl Addon for Dumper {
         }
     }
 
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
+    }
+
     fn load(&self, loader: &mut mitmrs_core::addon::Loader<'_>) -> HookResult {
         loader.add_option(OptionSpec::new(
             "dumper_filter",

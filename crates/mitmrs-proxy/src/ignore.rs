@@ -12,6 +12,7 @@
 //! they are read, so they are never ignored, as in mitmproxy.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -30,6 +31,8 @@ struct Rules {
 #[derive(Default)]
 pub struct IgnoreHosts {
     rules: RwLock<Arc<Rules>>,
+    /// Some rule is set (what `hooks()` reads).
+    active: AtomicBool,
 }
 
 impl IgnoreHosts {
@@ -110,12 +113,18 @@ impl Addon for IgnoreHosts {
     }
 
     fn hooks(&self) -> HookSet {
-        let r = self.rules();
-        if r.ignore.is_empty() && r.allow.is_empty() {
-            HookSet::of(&[Hook::Load, Hook::Configure])
+        // Asked at every dispatch: an atomic load, not the rules' lock.
+        const IDLE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure]);
+        const ACTIVE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure, Hook::NextLayer]);
+        if self.active.load(Ordering::Relaxed) {
+            ACTIVE
         } else {
-            HookSet::of(&[Hook::Load, Hook::Configure, Hook::NextLayer])
+            IDLE
         }
+    }
+
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
@@ -145,6 +154,10 @@ impl Addon for IgnoreHosts {
             ignore: compile(options, "ignore_hosts")?,
             allow: compile(options, "allow_hosts")?,
         };
+        self.active.store(
+            !rules.ignore.is_empty() || !rules.allow.is_empty(),
+            Ordering::Relaxed,
+        );
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
         Ok(())
     }

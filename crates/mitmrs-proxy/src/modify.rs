@@ -22,6 +22,7 @@
 //! streamed is left alone (a warning says so when both options are set).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -382,26 +383,45 @@ fn list_option(loader: &mut Loader<'_>, name: &str, help: &str) -> HookResult {
     Ok(())
 }
 
-/// What an addon holds: its parsed specs, replaced as a whole on `configure`.
-struct Specs<T>(RwLock<Arc<Vec<T>>>);
+/// What an addon holds: its parsed specs, replaced as a whole on `configure`,
+/// and whether there are any (read by `hooks()`, which the chain asks at every
+/// dispatch: an atomic load, not a lock).
+struct Specs<T> {
+    list: RwLock<Arc<Vec<T>>>,
+    any: AtomicBool,
+}
 
 impl<T> Default for Specs<T> {
     fn default() -> Self {
-        Specs(RwLock::new(Arc::new(Vec::new())))
+        Specs {
+            list: RwLock::new(Arc::new(Vec::new())),
+            any: AtomicBool::new(false),
+        }
     }
 }
 
 impl<T> Specs<T> {
     fn get(&self) -> Arc<Vec<T>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.list.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn set(&self, v: Vec<T>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(v);
+        self.any.store(!v.is_empty(), Ordering::Relaxed);
+        *self.list.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(v);
     }
 
     fn is_empty(&self) -> bool {
-        self.get().is_empty()
+        !self.any.load(Ordering::Relaxed)
+    }
+
+    /// `active` while there are specs, else only the configuration hooks.
+    fn hooks(&self, active: HookSet) -> HookSet {
+        const IDLE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure]);
+        if self.is_empty() {
+            IDLE
+        } else {
+            active
+        }
     }
 }
 
@@ -435,11 +455,12 @@ impl Addon for MapRemote {
     }
 
     fn hooks(&self) -> HookSet {
-        if self.specs.is_empty() {
-            HookSet::of(&[Hook::Load, Hook::Configure])
-        } else {
-            HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request])
-        }
+        const ACTIVE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request]);
+        self.specs.hooks(ACTIVE)
+    }
+
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
@@ -609,11 +630,13 @@ impl Addon for ModifyBody {
     }
 
     fn hooks(&self) -> HookSet {
-        if self.specs.is_empty() {
-            HookSet::of(&[Hook::Load, Hook::Configure])
-        } else {
-            HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request, Hook::Response])
-        }
+        const ACTIVE: HookSet =
+            HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request, Hook::Response]);
+        self.specs.hooks(ACTIVE)
+    }
+
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
@@ -709,16 +732,17 @@ impl Addon for ModifyHeaders {
     }
 
     fn hooks(&self) -> HookSet {
-        if self.specs.is_empty() {
-            HookSet::of(&[Hook::Load, Hook::Configure])
-        } else {
-            HookSet::of(&[
-                Hook::Load,
-                Hook::Configure,
-                Hook::RequestHeaders,
-                Hook::ResponseHeaders,
-            ])
-        }
+        const ACTIVE: HookSet = HookSet::of(&[
+            Hook::Load,
+            Hook::Configure,
+            Hook::RequestHeaders,
+            Hook::ResponseHeaders,
+        ]);
+        self.specs.hooks(ACTIVE)
+    }
+
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
@@ -803,11 +827,12 @@ impl Addon for BlockList {
     }
 
     fn hooks(&self) -> HookSet {
-        if self.specs.is_empty() {
-            HookSet::of(&[Hook::Load, Hook::Configure])
-        } else {
-            HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request])
-        }
+        const ACTIVE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request]);
+        self.specs.hooks(ACTIVE)
+    }
+
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {

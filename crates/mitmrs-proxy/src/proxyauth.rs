@@ -14,6 +14,7 @@
 //! a message.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
@@ -67,6 +68,8 @@ impl Validator {
 #[derive(Default)]
 pub struct ProxyAuth {
     validator: RwLock<Option<Arc<Validator>>>,
+    /// A validator is set (what `hooks()` reads).
+    active: AtomicBool,
     /// Connections authenticated by their CONNECT: client id → (user, password).
     authenticated: Mutex<HashMap<String, (String, String)>>,
 }
@@ -165,18 +168,25 @@ impl Addon for ProxyAuth {
     }
 
     fn hooks(&self) -> HookSet {
-        if self.validator().is_none() {
-            HookSet::of(&[Hook::Load, Hook::Configure])
+        // Asked at every dispatch: an atomic load, not the validator's lock.
+        const IDLE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure]);
+        const ACTIVE: HookSet = HookSet::of(&[
+            Hook::Load,
+            Hook::Configure,
+            Hook::Socks5Auth,
+            Hook::HttpConnect,
+            Hook::RequestHeaders,
+            Hook::ClientDisconnected,
+        ]);
+        if self.active.load(Ordering::Relaxed) {
+            ACTIVE
         } else {
-            HookSet::of(&[
-                Hook::Load,
-                Hook::Configure,
-                Hook::Socks5Auth,
-                Hook::HttpConnect,
-                Hook::RequestHeaders,
-                Hook::ClientDisconnected,
-            ])
+            IDLE
         }
+    }
+
+    fn hooks_change_only_in_configure(&self) -> bool {
+        true
     }
 
     fn load(&self, loader: &mut Loader<'_>) -> HookResult {
@@ -203,6 +213,7 @@ impl Addon for ProxyAuth {
                 }
             })?)),
         };
+        self.active.store(v.is_some(), Ordering::Relaxed);
         *self.validator.write().unwrap_or_else(|e| e.into_inner()) = v;
         Ok(())
     }
