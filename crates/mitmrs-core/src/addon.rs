@@ -96,6 +96,15 @@ impl HookSet {
         }
         set
     }
+    /// `self` while an addon is `on` (its option set), else only `load` and
+    /// `configure`: the usual `hooks()` of a built-in addon with an option.
+    pub const fn while_on(self, on: bool) -> HookSet {
+        if on {
+            self
+        } else {
+            HookSet::of(&[Hook::Load, Hook::Configure])
+        }
+    }
     pub const fn contains(self, h: Hook) -> bool {
         self.0 & (1 << h as u64) != 0
     }

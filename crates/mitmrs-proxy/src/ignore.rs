@@ -113,14 +113,8 @@ impl Addon for IgnoreHosts {
     }
 
     fn hooks(&self) -> HookSet {
-        // Asked at every dispatch: an atomic load, not the rules' lock.
-        const IDLE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure]);
         const ACTIVE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure, Hook::NextLayer]);
-        if self.active.load(Ordering::Relaxed) {
-            ACTIVE
-        } else {
-            IDLE
-        }
+        ACTIVE.while_on(self.active.load(Ordering::Relaxed))
     }
 
     fn hooks_change_only_in_configure(&self) -> bool {

@@ -413,16 +413,6 @@ impl<T> Specs<T> {
     fn is_empty(&self) -> bool {
         !self.any.load(Ordering::Relaxed)
     }
-
-    /// `active` while there are specs, else only the configuration hooks.
-    fn hooks(&self, active: HookSet) -> HookSet {
-        const IDLE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure]);
-        if self.is_empty() {
-            IDLE
-        } else {
-            active
-        }
-    }
 }
 
 // ---------------------------------------------------------------- map_remote
@@ -456,7 +446,7 @@ impl Addon for MapRemote {
 
     fn hooks(&self) -> HookSet {
         const ACTIVE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request]);
-        self.specs.hooks(ACTIVE)
+        ACTIVE.while_on(!self.specs.is_empty())
     }
 
     fn hooks_change_only_in_configure(&self) -> bool {
@@ -632,7 +622,7 @@ impl Addon for ModifyBody {
     fn hooks(&self) -> HookSet {
         const ACTIVE: HookSet =
             HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request, Hook::Response]);
-        self.specs.hooks(ACTIVE)
+        ACTIVE.while_on(!self.specs.is_empty())
     }
 
     fn hooks_change_only_in_configure(&self) -> bool {
@@ -738,7 +728,7 @@ impl Addon for ModifyHeaders {
             Hook::RequestHeaders,
             Hook::ResponseHeaders,
         ]);
-        self.specs.hooks(ACTIVE)
+        ACTIVE.while_on(!self.specs.is_empty())
     }
 
     fn hooks_change_only_in_configure(&self) -> bool {
@@ -828,7 +818,7 @@ impl Addon for BlockList {
 
     fn hooks(&self) -> HookSet {
         const ACTIVE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure, Hook::Request]);
-        self.specs.hooks(ACTIVE)
+        ACTIVE.while_on(!self.specs.is_empty())
     }
 
     fn hooks_change_only_in_configure(&self) -> bool {

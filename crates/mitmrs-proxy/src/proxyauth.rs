@@ -168,8 +168,6 @@ impl Addon for ProxyAuth {
     }
 
     fn hooks(&self) -> HookSet {
-        // Asked at every dispatch: an atomic load, not the validator's lock.
-        const IDLE: HookSet = HookSet::of(&[Hook::Load, Hook::Configure]);
         const ACTIVE: HookSet = HookSet::of(&[
             Hook::Load,
             Hook::Configure,
@@ -178,11 +176,7 @@ impl Addon for ProxyAuth {
             Hook::RequestHeaders,
             Hook::ClientDisconnected,
         ]);
-        if self.active.load(Ordering::Relaxed) {
-            ACTIVE
-        } else {
-            IDLE
-        }
+        ACTIVE.while_on(self.active.load(Ordering::Relaxed))
     }
 
     fn hooks_change_only_in_configure(&self) -> bool {
